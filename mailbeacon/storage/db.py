@@ -1,0 +1,162 @@
+"""Connections, transactions and the few statements that differ between backends.
+
+SQLite (default) runs in WAL mode with a busy timeout; write transactions start with
+BEGIN IMMEDIATE so two writers queue on the lock instead of failing halfway through.
+PostgreSQL needs nothing special. Use `db.write()` for anything that changes data and
+`db.read()` for queries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+
+from mailbeacon.errors import ConfigError
+from mailbeacon.ids import id_from_parts, id_micros
+from mailbeacon.storage.schema import events
+
+# Any constant works; it names the lock that serialises event-id allocation on PostgreSQL.
+_EVENTS_LOCK = 0x6D61696C62656163
+_MIGRATE_LOCK = _EVENTS_LOCK + 1
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class Database:
+    """One database, whichever backend; safe to share between threads."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            parsed = make_url(url)
+        except Exception as exc:  # sqlalchemy raises ArgumentError with the URL inside
+            raise ConfigError(f"database URL is not valid: {_redact(url)}") from exc
+        self.url = url
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            if parsed.database and parsed.database != ":memory:":
+                folder = os.path.dirname(os.path.abspath(parsed.database))
+                if not os.path.isdir(folder):
+                    raise ConfigError(f"folder of the SQLite database does not exist: {folder}")
+            self._writer = self._sqlite_engine(url, immediate=True)
+            self._reader = self._sqlite_engine(url, immediate=False)
+        elif parsed.get_backend_name() == "postgresql":
+            if parsed.drivername == "postgresql":
+                parsed = parsed.set(drivername="postgresql+psycopg")
+            self._writer = self._reader = create_engine(
+                parsed, pool_size=10, max_overflow=20, pool_pre_ping=True
+            )
+        else:
+            raise ConfigError("database URL must be sqlite:///FILE or postgresql+psycopg://...")
+
+    @staticmethod
+    def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+
+    @property
+    def engine(self) -> Engine:
+        return self._writer
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A transaction that commits when the block ends, rolls back on error."""
+        with self._writer.begin() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self._reader.connect() as conn:
+            yield conn
+
+    def dispose(self) -> None:
+        self._writer.dispose()
+        if self._reader is not self._writer:
+            self._reader.dispose()
+
+    def migration_lock(self, conn: Connection) -> None:
+        """Let only one process migrate at a time (PostgreSQL; SQLite locks by itself)."""
+        if not self.is_sqlite:
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock({_MIGRATE_LOCK})")
+
+    def migration_unlock(self, conn: Connection) -> None:
+        if not self.is_sqlite:
+            conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_MIGRATE_LOCK})")
+
+
+def upsert_add(
+    conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], keys: Sequence[str],
+    add: Sequence[str] = (), latest: Sequence[str] = (), earliest: Sequence[str] = (),
+) -> None:
+    """Insert rows; on a key conflict add the `add` columns, keep the greatest `latest`
+    and the smallest non-null `earliest` values. One statement on both backends."""
+    if not rows:
+        return
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table)
+    ex = stmt.excluded
+    sets: dict[str, Any] = {c: table.c[c] + ex[c] for c in add}
+    sets.update({c: func.coalesce(_greatest(conn, table.c[c], ex[c]), ex[c]) for c in latest})
+    sets.update({c: func.coalesce(table.c[c], ex[c]) for c in earliest})
+    conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=sets), list(rows))
+
+
+def _greatest(conn: Connection, a: Any, b: Any) -> Any:
+    # SQLite's two-argument max() is the scalar maximum (NULL if either is NULL).
+    return func.greatest(a, b) if conn.dialect.name == "postgresql" else func.max(a, b)
+
+
+def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Insert events (rows with a `data` dict: the event JSON), giving them ids in
+    commit order.
+
+    Keyset paging over events (the Events API) must never skip an event that commits
+    late. So ids are allocated inside the writing transaction, under a lock that lasts
+    until commit (SQLite's write lock; an advisory lock on PostgreSQL), each greater than
+    every id already stored. Call this last in a transaction, to hold the lock briefly.
+    """
+    if not rows:
+        return []
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_EVENTS_LOCK})")
+    last = conn.execute(select(func.max(events.c.id))).scalar()
+    start = max(now_us(), id_micros(last) + 1 if last else 0)
+    ids = [id_from_parts(start + i, os.urandom(8)) for i in range(len(rows))]
+    stored = []
+    for row, id_ in zip(rows, ids, strict=True):
+        data = dict(row["data"], id=id_)
+        stored.append({**row, "id": id_, "data": json.dumps(data, separators=(",", ":"))})
+    conn.execute(events.insert(), stored)
+    return ids
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable URL>"

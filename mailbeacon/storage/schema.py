@@ -1,0 +1,138 @@
+"""All tables, in one SQLAlchemy Core MetaData (DESIGN section 2).
+
+Times are integer microseconds since the epoch (exact comparisons and keyset paging);
+JSON is stored as text so SQLite and PostgreSQL hold the same bytes.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ID = String(26)  # mailbeacon.ids: time-ordered, random tail
+
+# One row per installation-wide value, e.g. the generated token secret.
+installation = Table(
+    "installation",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("key_hash", String(64), nullable=False, unique=True),  # sha256 hex of the key
+    Column("description", Text, nullable=False, default=""),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+domains = Table(
+    "domains",
+    metadata,
+    Column("name", String(253), primary_key=True),
+    Column("id", ID, nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("track_opens", Boolean, nullable=False, default=True),
+    Column("track_clicks", String(8), nullable=False, default="yes"),  # yes | no | htmlonly
+    Column("pixel_top", Boolean, nullable=False, default=False),
+    Column("tracking_url", Text, nullable=True),  # None: the server's public URL
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("domain", String(253), ForeignKey("domains.name"), nullable=False),
+    Column("message_id", String(255), nullable=False),  # RFC 5322 Message-ID, no <>
+    Column("created_at", BigInteger, nullable=False),
+    Column("sender", Text, nullable=False),  # envelope sender address
+    Column("headers", Text, nullable=False),  # JSON: from, to, subject, message-id
+    Column("tags", Text, nullable=False),  # JSON list, lowercased
+    Column("user_variables", Text, nullable=False),  # JSON object
+    Column("options", Text, nullable=False),  # JSON: tracking options of this message
+    Column("mime", LargeBinary, nullable=False),  # as submitted, before tracking
+)
+Index("ix_messages_domain_message_id", messages.c.domain, messages.c.message_id)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", ID, primary_key=True),  # goes into tracking tokens
+    Column("message_id", ID, ForeignKey("messages.id"), nullable=False),
+    Column("recipient", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # queued|sending|delivered|failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", BigInteger, nullable=False),
+    Column("lease_until", BigInteger, nullable=True),  # claim expiry while sending
+    Column("last_code", Integer, nullable=True),
+    Column("last_message", Text, nullable=True),
+    Column("updated_at", BigInteger, nullable=False),
+)
+Index("ix_deliveries_due", deliveries.c.status, deliveries.c.next_attempt_at)
+Index("ix_deliveries_message", deliveries.c.message_id)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", ID, primary_key=True),  # allocated at commit: commit order = id order
+    Column("domain", String(253), nullable=False),
+    Column("ts", BigInteger, nullable=False),  # when it happened
+    Column("event", String(16), nullable=False),
+    Column("recipient", Text, nullable=True),
+    Column("message_id", String(255), nullable=True),
+    Column("delivery_id", ID, nullable=True),
+    Column("severity", String(16), nullable=True),
+    Column("tags", Text, nullable=False, default=""),  # "|a|b|" for exact LIKE matches
+    Column("data", Text, nullable=False),  # the event JSON as served
+)
+Index("ix_events_domain_id", events.c.domain, events.c.id)
+Index("ix_events_domain_recipient", events.c.domain, events.c.recipient, events.c.id)
+Index("ix_events_domain_message", events.c.domain, events.c.message_id, events.c.id)
+Index("ix_events_domain_event", events.c.domain, events.c.event, events.c.id)
+
+# Message x recipient engagement; powers unique counts and status indicators.
+recipient_state = Table(
+    "recipient_state",
+    metadata,
+    Column("delivery_id", ID, primary_key=True),
+    Column("domain", String(253), nullable=False),
+    Column("first_open_at", BigInteger, nullable=True),
+    Column("last_open_at", BigInteger, nullable=True),
+    Column("open_count", Integer, nullable=False, default=0),
+    Column("first_click_at", BigInteger, nullable=True),
+    Column("last_click_at", BigInteger, nullable=True),
+    Column("click_count", Integer, nullable=False, default=0),
+)
+
+# Hourly counters per domain x tag ("" = all messages) x event kind.
+stats_buckets = Table(
+    "stats_buckets",
+    metadata,
+    Column("domain", String(253), primary_key=True),
+    Column("tag", String(128), primary_key=True),
+    Column("event", String(24), primary_key=True),
+    Column("hour", BigInteger, primary_key=True),  # epoch seconds, start of the hour
+    Column("count", BigInteger, nullable=False),
+)

@@ -1,0 +1,125 @@
+"""Signed, self-contained tracking tokens (DESIGN section 4).
+
+A token names one delivery (message x recipient) and what the hit means: an open, a click
+on link N going to URL U, or an unsubscribe with its scope. Nothing needs to be read from
+the database to answer a hit, and nobody can make a token we did not sign.
+
+Layout before encoding::
+
+    version(1) key-id(1) kind(1) delivery-id(16) [link-index(2) url | scope]  mac(16)
+
+The MAC is HMAC-SHA256 truncated to 128 bits over everything before it. The key id
+selects the verifying key, so keys rotate: the newest key signs, older keys still verify.
+Encoding is lowercase base32 without padding, because some clients and link scanners
+lowercase URLs, and a token must survive that. The recipient address is deliberately
+not in the token: links end up in proxy logs, and a delivery id reveals nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import hmac
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mailbeacon.errors import TokenError
+from mailbeacon.ids import id_from_bytes, id_to_bytes
+
+VERSION = 1
+MAC_BYTES = 16
+_HEADER = 3 + 16
+_COMPRESSED = 0x80  # kind flag: the tail is zlib-compressed
+_MAX_TOKEN_CHARS = 4096
+
+
+class Kind(enum.IntEnum):
+    OPEN = 1
+    CLICK = 2
+    UNSUBSCRIBE = 3
+
+
+@dataclass(frozen=True)
+class Token:
+    kind: Kind
+    delivery_id: str
+    link_index: int = 0
+    url: str = ""
+    scope: str = ""  # unsubscribe scope: "" (domain), "tag:<name>", "list:<address>"
+
+
+def key_id(key: bytes) -> int:
+    """One byte naming a key; collisions only cost an extra HMAC at verification."""
+    return hashlib.sha256(b"mailbeacon-key-id" + key).digest()[0]
+
+
+class TokenCodec:
+    """Signs tokens with `keys[0]`, verifies with any of `keys`."""
+
+    def __init__(self, keys: Sequence[bytes]) -> None:
+        if not keys or any(len(k) < 16 for k in keys):
+            raise ValueError("token keys must be at least 16 bytes")
+        self._sign_key = keys[0]
+        self._sign_id = key_id(keys[0])
+        self._keys: dict[int, list[bytes]] = {}
+        for key in keys:
+            self._keys.setdefault(key_id(key), []).append(key)
+
+    def encode(self, token: Token) -> str:
+        if token.kind is Kind.CLICK:
+            if not 0 <= token.link_index < 65536:
+                raise ValueError("link index out of range")
+            tail = token.link_index.to_bytes(2, "big") + token.url.encode("utf-8")
+        elif token.kind is Kind.UNSUBSCRIBE:
+            tail = token.scope.encode("utf-8")
+        else:
+            tail = b""
+        kind = int(token.kind)
+        if len(tail) > 48:
+            packed = zlib.compress(tail, 9)
+            if len(packed) < len(tail):
+                tail, kind = packed, kind | _COMPRESSED
+        body = bytes([VERSION, self._sign_id, kind]) + id_to_bytes(token.delivery_id) + tail
+        mac = hmac.new(self._sign_key, body, hashlib.sha256).digest()[:MAC_BYTES]
+        return base64.b32encode(body + mac).decode("ascii").rstrip("=").lower()
+
+    def decode(self, text: str) -> Token:
+        """The token's content, or TokenError when it is malformed, forged or altered."""
+        if not 0 < len(text) <= _MAX_TOKEN_CHARS:
+            raise TokenError("token has a wrong length")
+        try:
+            raw = base64.b32decode(text.upper() + "=" * (-len(text) % 8))
+        except ValueError as exc:
+            raise TokenError("token is not base32") from exc
+        if len(raw) < _HEADER + MAC_BYTES or raw[0] != VERSION:
+            raise TokenError("token is truncated or of an unknown version")
+        body, mac = raw[:-MAC_BYTES], raw[-MAC_BYTES:]
+        if not any(
+            hmac.compare_digest(hmac.new(key, body, hashlib.sha256).digest()[:MAC_BYTES], mac)
+            for key in self._keys.get(body[1], ())
+        ):
+            raise TokenError("token signature does not verify")
+        return _unpack(body)
+
+
+def _unpack(body: bytes) -> Token:
+    kind_byte, delivery, tail = body[2], body[3:_HEADER], body[_HEADER:]
+    if kind_byte & _COMPRESSED:
+        try:
+            tail = zlib.decompress(tail)
+        except zlib.error as exc:
+            raise TokenError("token payload is corrupt") from exc
+    try:
+        kind = Kind(kind_byte & ~_COMPRESSED)
+        delivery_id = id_from_bytes(delivery)
+        if kind is Kind.CLICK:
+            if len(tail) < 2:
+                raise TokenError("click token has no link")
+            return Token(kind, delivery_id, int.from_bytes(tail[:2], "big"), tail[2:].decode())
+        if kind is Kind.UNSUBSCRIBE:
+            return Token(kind, delivery_id, scope=tail.decode())
+        return Token(kind, delivery_id)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TokenError("token payload is corrupt") from exc
