@@ -120,7 +120,8 @@ def upsert_add(
     stmt = dialect.insert(table)
     ex = stmt.excluded
     sets: dict[str, Any] = {c: table.c[c] + ex[c] for c in add}
-    sets.update({c: func.coalesce(_greatest(conn, table.c[c], ex[c]), ex[c]) for c in latest})
+    sets.update({c: _greatest(conn, func.coalesce(table.c[c], ex[c]),
+                              func.coalesce(ex[c], table.c[c])) for c in latest})
     sets.update({c: func.coalesce(table.c[c], ex[c]) for c in earliest})
     conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=sets), list(rows))
 

@@ -1,0 +1,98 @@
+"""Domains API: /v3/domains and tracking settings (Mailgun's shape)."""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from mailbeacon import domains as dom
+from mailbeacon.api.forms import read_form, required, runtime, text_field
+from mailbeacon.errors import BadRequest
+
+
+async def create_domain(request: Request) -> JSONResponse:
+    form = await read_form(request)
+    name = required(form, "name")
+    db = runtime(request).db
+    domain = await run_in_threadpool(dom.add_domain, db, name, text_field(form, "tracking_url"))
+    return JSONResponse({"message": "Domain has been created",
+                         "domain": dom.domain_json(domain),
+                         "tracking": dom.tracking_json(domain)})
+
+
+async def list_domains(request: Request) -> JSONResponse:
+    limit = _int_param(request, "limit", 100, 1, 1000)
+    skip = _int_param(request, "skip", 0, 0, 10**9)
+    total, items = await run_in_threadpool(dom.list_domains, runtime(request).db, limit, skip)
+    return JSONResponse({"total_count": total, "items": [dom.domain_json(d) for d in items]})
+
+
+async def get_domain(request: Request) -> JSONResponse:
+    domain = await run_in_threadpool(dom.get_domain, runtime(request).db,
+                                     request.path_params["name"])
+    return JSONResponse({"domain": dom.domain_json(domain),
+                         "tracking": dom.tracking_json(domain)})
+
+
+async def update_domain(request: Request) -> JSONResponse:
+    form = await read_form(request)
+    changes: dict[str, object] = {}
+    url = text_field(form, "tracking_url")
+    if url is not None:
+        changes["tracking_url"] = dom.validate_tracking_url(url) if url.strip() else None
+    if not changes:
+        raise BadRequest("Nothing to change: give 'tracking_url' (empty to reset)")
+    domain = await run_in_threadpool(dom.update_domain, runtime(request).db,
+                                     request.path_params["name"], **changes)
+    return JSONResponse({"message": "Domain has been updated",
+                         "domain": dom.domain_json(domain)})
+
+
+async def get_tracking(request: Request) -> JSONResponse:
+    domain = await run_in_threadpool(dom.get_domain, runtime(request).db,
+                                     request.path_params["name"])
+    return JSONResponse({"tracking": dom.tracking_json(domain)})
+
+
+async def update_open_tracking(request: Request) -> JSONResponse:
+    form = await read_form(request)
+    changes: dict[str, object] = {"track_opens": dom.parse_bool(required(form, "active"),
+                                                                "active")}
+    top = text_field(form, "place_at_the_top")
+    if top is not None:
+        changes["pixel_top"] = dom.parse_bool(top, "place_at_the_top")
+    domain = await run_in_threadpool(dom.update_domain, runtime(request).db,
+                                     request.path_params["name"], **changes)
+    return JSONResponse({"message": "Domain tracking settings have been updated",
+                         "open": dom.tracking_json(domain)["open"]})
+
+
+async def update_click_tracking(request: Request) -> JSONResponse:
+    form = await read_form(request)
+    mode = dom.parse_click_mode(required(form, "active"), "active")
+    domain = await run_in_threadpool(dom.update_domain, runtime(request).db,
+                                     request.path_params["name"], track_clicks=mode)
+    return JSONResponse({"message": "Domain tracking settings have been updated",
+                         "click": dom.tracking_json(domain)["click"]})
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise BadRequest(f"'{name}' must be an integer from {low} to {high}")
+    return int(raw)
+
+
+routes = [
+    Route("/v3/domains", create_domain, methods=["POST"]),
+    Route("/v3/domains", list_domains, methods=["GET"]),
+    Route("/v3/domains/{name}", get_domain, methods=["GET"]),
+    Route("/v3/domains/{name}", update_domain, methods=["PUT"]),
+    Route("/v3/domains/{name}/tracking", get_tracking, methods=["GET"]),
+    Route("/v3/domains/{name}/tracking/open", update_open_tracking, methods=["PUT"]),
+    Route("/v3/domains/{name}/tracking/click", update_click_tracking, methods=["PUT"]),
+]

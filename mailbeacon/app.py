@@ -1,0 +1,62 @@
+"""The ASGI application: tracking endpoints, API, and the background tasks' lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.types import Receive, Scope, Send
+
+from mailbeacon.api import domains, events, messages
+from mailbeacon.api.auth import RequireApiKey
+from mailbeacon.api.errors import api_error, http_error, unexpected_error
+from mailbeacon.errors import ApiError
+from mailbeacon.runtime import Runtime
+from mailbeacon.settings import Settings
+from mailbeacon.track.endpoints import TrackingEndpoints
+
+
+class MailbeaconApp:
+    """Sends /o/ and /c/ straight to the lean tracking endpoints, the rest to the API."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.tracking = TrackingEndpoints(runtime.codec, runtime.recorder)
+        self.api = build_api(runtime)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"][:3] in ("/o/", "/c/"):
+            await self.tracking(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
+
+
+def build_api(runtime: Runtime) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = Starlette(
+        routes=[*domains.routes, *messages.routes, *events.routes],
+        middleware=[Middleware(RequireApiKey, keys=runtime.keys)],
+        exception_handlers={
+            ApiError: api_error,
+            HTTPException: http_error,
+            Exception: unexpected_error,
+        },
+        lifespan=lifespan,
+        max_body_size=runtime.settings.max_request_bytes,
+    )
+    app.state.runtime = runtime
+    return app
+
+
+def create_app(settings: Settings) -> MailbeaconApp:
+    return MailbeaconApp(Runtime(settings))

@@ -1,0 +1,139 @@
+"""The `mailbeacon` command: serve, migrate, keys, domains."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from mailbeacon import domains as dom
+from mailbeacon.apikeys import create_key
+from mailbeacon.errors import MailbeaconError
+from mailbeacon.settings import SETTINGS, Settings, load
+from mailbeacon.storage.db import Database
+from mailbeacon.storage.migrate import migrate
+
+F = Callable[..., Any]
+
+
+def setting_options(names: tuple[str, ...] | None = None) -> Callable[[F], F]:
+    """Click options for settings, generated from their one declaration."""
+
+    def decorate(func: F) -> F:
+        for s in reversed(SETTINGS):
+            if names is not None and s.name not in names:
+                continue
+            shown = "" if s.secret or s.default == "" else f" [default: {s.default}]"
+            func = click.option(s.option, s.name, type=s.type, default=None,
+                                help=f"{s.help}{shown} (env {s.env})")(func)
+        return func
+
+    return decorate
+
+
+def _settings(options: dict[str, Any]) -> Settings:
+    try:
+        return load(options)
+    except MailbeaconError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _database(options: dict[str, Any]) -> Database:
+    settings = _settings(options)
+    try:
+        db = Database(settings.database_url)
+        migrate(db)
+    except MailbeaconError as exc:
+        raise click.UsageError(str(exc)) from exc
+    except Exception as exc:  # e.g. PostgreSQL unreachable: say which, no traceback
+        raise click.ClickException(f"cannot open the database: {type(exc).__name__}: "
+                                   f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    return db
+
+
+@click.group()
+@click.version_option(package_name="mailbeacon")
+def main() -> None:
+    """mailbeacon: self-hosted email sending and tracking with a Mailgun-shaped API."""
+
+
+@main.command()
+@setting_options()
+def serve(**options: Any) -> None:
+    """Run the HTTP server (API and tracking endpoints) and the delivery worker."""
+    import uvicorn
+
+    from mailbeacon.app import MailbeaconApp
+    from mailbeacon.runtime import Runtime
+
+    settings = _settings(options)
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    host, port = settings.http_host_port
+    try:
+        runtime = Runtime(settings)
+    except MailbeaconError as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(f"mailbeacon listening on http://{host}:{port} "
+               f"(tracking links: {settings.base_url}; relay: "
+               f"{runtime.relay!r})", err=True)
+    uvicorn.run(MailbeaconApp(runtime), host=host, port=port, log_level="warning",
+                access_log=False, lifespan="on")
+
+
+@main.command(name="migrate")
+@setting_options(("database_url",))
+def migrate_command(**options: Any) -> None:
+    """Create or upgrade the database schema."""
+    _database(options)
+    click.echo("database is up to date")
+
+
+@main.group()
+def keys() -> None:
+    """API keys (HTTP basic auth, user 'api')."""
+
+
+@keys.command(name="create")
+@click.option("--description", default="", help="A note saying what the key is for.")
+@setting_options(("database_url",))
+def keys_create(description: str, **options: Any) -> None:
+    """Make a new API key and print it (it is shown only once)."""
+    click.echo(create_key(_database(options), description))
+
+
+@main.group()
+def domains() -> None:
+    """Sending domains."""
+
+
+@domains.command(name="add")
+@click.argument("name")
+@click.option("--tracking-url", default=None,
+              help="Base URL of tracking links, e.g. https://email.example.com.")
+@setting_options(("database_url",))
+def domains_add(name: str, tracking_url: str | None, **options: Any) -> None:
+    """Add a sending domain."""
+    db = _database(options)
+    try:
+        domain = dom.add_domain(db, name, tracking_url)
+    except MailbeaconError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"added {domain.name}")
+
+
+@domains.command(name="list")
+@setting_options(("database_url",))
+def domains_list(**options: Any) -> None:
+    """List sending domains and their tracking settings."""
+    _, items = dom.list_domains(_database(options), limit=1000)
+    for d in items:
+        click.echo(f"{d.name}\topens={'yes' if d.track_opens else 'no'}\t"
+                   f"clicks={d.track_clicks}\ttracking_url={d.tracking_url or '-'}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Sending domains and their tracking settings."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import Connection, func, select
+from sqlalchemy.exc import IntegrityError
+
+from mailbeacon.errors import BadRequest, NotFound
+from mailbeacon.ids import new_id
+from mailbeacon.storage.db import Database, now_us
+from mailbeacon.storage.schema import domains
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+CLICK_MODES = ("yes", "no", "htmlonly")
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    id: str
+    created_at: int
+    track_opens: bool
+    track_clicks: str  # yes | no | htmlonly
+    pixel_top: bool
+    tracking_url: str | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Domain:
+        return cls(row.name, row.id, row.created_at, bool(row.track_opens), row.track_clicks,
+                   bool(row.pixel_top), row.tracking_url)
+
+    def tracking_base(self, default: str) -> str:
+        return (self.tracking_url or default).rstrip("/")
+
+
+def normalize_name(name: str) -> str:
+    """A domain name in lowercase ASCII (IDNA), or BadRequest."""
+    name = name.strip().rstrip(".").lower()
+    try:
+        ascii_name = name.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise BadRequest(f"'{name}' is not a valid domain name") from exc
+    labels = ascii_name.split(".")
+    if len(ascii_name) > 253 or len(labels) < 2 or not all(_LABEL.match(x) for x in labels):
+        raise BadRequest(f"'{name}' is not a valid domain name")
+    return ascii_name
+
+
+def validate_tracking_url(url: str) -> str:
+    """A tracking base URL such as https://email.example.com, or BadRequest."""
+    parts = urlsplit(url.strip())
+    if (parts.scheme not in ("http", "https") or not parts.hostname or parts.query
+            or parts.fragment or parts.username or parts.password):
+        raise BadRequest("tracking URL must look like https://email.example.com "
+                         "(http or https, a host, no credentials, query or fragment)")
+    return url.strip().rstrip("/")
+
+
+def parse_bool(value: str, name: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("yes", "true", "1", "on"):
+        return True
+    if lowered in ("no", "false", "0", "off"):
+        return False
+    raise BadRequest(f"'{name}' must be yes or no, got '{value}'")
+
+
+def parse_click_mode(value: str, name: str) -> str:
+    lowered = value.strip().lower()
+    if lowered == "htmlonly":
+        return lowered
+    return "yes" if parse_bool(lowered, name) else "no"
+
+
+def add_domain(db: Database, name: str, tracking_url: str | None = None) -> Domain:
+    name = normalize_name(name)
+    url = validate_tracking_url(tracking_url) if tracking_url else None
+    try:
+        with db.write() as conn:
+            conn.execute(domains.insert().values(
+                name=name, id=new_id(), created_at=now_us(), track_opens=True,
+                track_clicks="yes", pixel_top=False, tracking_url=url))
+    except IntegrityError as exc:
+        raise BadRequest(f"Domain already exists: {name}") from exc
+    return get_domain(db, name)
+
+
+def find_domain(conn: Connection, name: str) -> Domain | None:
+    row = conn.execute(select(domains).where(domains.c.name == name.lower())).first()
+    return Domain.from_row(row) if row else None
+
+
+def get_domain(db: Database, name: str) -> Domain:
+    with db.read() as conn:
+        found = find_domain(conn, name)
+    if found is None:
+        raise NotFound(f"Domain not found: {name}")
+    return found
+
+
+def list_domains(db: Database, limit: int = 100, skip: int = 0) -> tuple[int, list[Domain]]:
+    with db.read() as conn:
+        total = conn.execute(select(func.count()).select_from(domains)).scalar_one()
+        rows = conn.execute(
+            select(domains).order_by(domains.c.name).limit(limit).offset(skip)).all()
+    return int(total), [Domain.from_row(r) for r in rows]
+
+
+def update_domain(db: Database, name: str, **changes: Any) -> Domain:
+    """Change tracking settings: track_opens, track_clicks, pixel_top, tracking_url."""
+    allowed = {"track_opens", "track_clicks", "pixel_top", "tracking_url"}
+    unknown = set(changes) - allowed
+    if unknown:
+        raise ValueError(f"unknown domain settings: {sorted(unknown)}")
+    domain = get_domain(db, name)
+    if changes:
+        with db.write() as conn:
+            conn.execute(domains.update().where(domains.c.name == domain.name).values(**changes))
+    return get_domain(db, domain.name)
+
+
+def domain_json(domain: Domain) -> dict[str, Any]:
+    """A domain as Mailgun's API shows it, with our tracking settings."""
+    scheme = urlsplit(domain.tracking_url).scheme if domain.tracking_url else "http"
+    return {
+        "name": domain.name,
+        "id": domain.id,
+        "created_at": _rfc2822(domain.created_at),
+        "state": "active",
+        "type": "custom",
+        "web_scheme": scheme,
+        "tracking_url": domain.tracking_url,
+        "smtp_login": f"postmaster@{domain.name}",
+        "spam_action": "disabled",
+        "wildcard": False,
+    }
+
+
+def tracking_json(domain: Domain) -> dict[str, Any]:
+    clicks: dict[str, Any] = {"active": domain.track_clicks != "no"}
+    if domain.track_clicks == "htmlonly":
+        clicks["active"] = "htmlonly"
+    return {
+        "open": {"active": domain.track_opens, "place_at_the_top": domain.pixel_top},
+        "click": clicks,
+    }
+
+
+def _rfc2822(micros: int) -> str:
+    from email.utils import formatdate
+
+    return formatdate(micros / 1_000_000, usegmt=True)

@@ -1,0 +1,81 @@
+"""The upstream SMTP relay: where every message leaves mailbeacon (aiosmtplib).
+
+`Relay.send` turns every outcome into an `Outcome`: a 2xx is delivered, a 5xx a
+permanent failure, and a 4xx, timeout or connection failure a temporary one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import aiosmtplib
+
+from mailbeacon.errors import ConfigError
+
+_SCHEMES = {"smtp": (25, None), "smtps": (465, "tls"), "smtp+plain": (25, "plain")}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    code: int  # SMTP reply code; 0 when no server answered
+    message: str
+    description: str = ""  # what went wrong, for failures with no SMTP reply
+
+    @property
+    def delivered(self) -> bool:
+        return 200 <= self.code < 300
+
+    @property
+    def permanent(self) -> bool:
+        return 500 <= self.code < 600
+
+
+@dataclass(frozen=True)
+class Relay:
+    host: str
+    port: int
+    tls: str | None  # "tls": TLS from the start; "plain": never; None: STARTTLS if offered
+    username: str | None = None
+    password: str | None = None
+    timeout: float = 30.0
+
+    @classmethod
+    def from_url(cls, url: str, timeout: float = 30.0) -> Relay:
+        parts = urlsplit(url)
+        if parts.scheme not in _SCHEMES or not parts.hostname:
+            raise ConfigError("relay must be smtp://HOST[:PORT], smtps://... or smtp+plain://...")
+        default_port, tls = _SCHEMES[parts.scheme]
+        try:
+            port = parts.port or default_port
+        except ValueError as exc:
+            raise ConfigError("relay port is not a number") from exc
+        return cls(parts.hostname, port, tls,
+                   unquote(parts.username) if parts.username else None,
+                   unquote(parts.password) if parts.password else None, timeout)
+
+    def __repr__(self) -> str:  # never show the password
+        return f"Relay({self.host}:{self.port}, tls={self.tls}, user={self.username})"
+
+    async def send(self, message: bytes, sender: str, recipient: str) -> Outcome:
+        """One SMTP transaction for one recipient; never raises for SMTP or network trouble."""
+        client = aiosmtplib.SMTP(
+            hostname=self.host, port=self.port, username=self.username,
+            password=self.password, use_tls=self.tls == "tls",
+            start_tls=False if self.tls == "plain" else None, timeout=self.timeout,
+        )
+        try:
+            async with client:
+                await client.mail(sender)
+                await client.rcpt(recipient)
+                reply = await client.data(message)
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            # Our credentials are wrong, not the recipient: worth trying again once fixed.
+            return Outcome(0, "", f"relay refused our login: {exc.code} {exc.message}")
+        except aiosmtplib.SMTPResponseException as exc:  # MAIL, RCPT or DATA refused
+            return Outcome(exc.code, exc.message)
+        except aiosmtplib.SMTPException as exc:  # connect, TLS, auth, timeout, disconnect
+            return Outcome(0, "", f"{type(exc).__name__}: {exc}")
+        except OSError as exc:
+            return Outcome(0, "", f"connection failed: {exc}")
+        return Outcome(reply.code, reply.message)

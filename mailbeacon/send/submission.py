@@ -1,0 +1,160 @@
+"""A message as a sender submitted it, checked and turned into the MIME we store.
+
+The HTTP API (and later SMTP submission) produce a `Submission`; `build_mime` makes the
+message every recipient gets before tracking is applied per recipient.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import formatdate
+from typing import Any
+
+from mailbeacon.addresses import format_mailboxes
+from mailbeacon.errors import BadRequest
+
+MAX_TAGS = 3
+MAX_TAG_LENGTH = 128
+MAX_RECIPIENTS = 1000
+_HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # printable ASCII except ':'
+# Headers mailbeacon writes itself; a sender sets them through the matching field.
+_MANAGED_HEADERS = {
+    "from", "to", "cc", "bcc", "subject", "date", "message-id", "mime-version",
+    "content-type", "content-transfer-encoding", "return-path", "dkim-signature",
+    "x-mailgun-variables", "x-mailbeacon-delivery",
+}
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content_type: str
+    data: bytes
+    inline: bool = False
+
+
+@dataclass(frozen=True)
+class TrackingOptions:
+    """Per-message overrides of the domain's tracking settings (None: use the domain's)."""
+
+    tracking: bool | None = None
+    opens: bool | None = None
+    clicks: str | None = None  # yes | no | htmlonly
+    pixel_top: bool | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"tracking": self.tracking, "opens": self.opens, "clicks": self.clicks,
+                "pixel_top": self.pixel_top}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrackingOptions:
+        return cls(data.get("tracking"), data.get("opens"), data.get("clicks"),
+                   data.get("pixel_top"))
+
+
+@dataclass(frozen=True)
+class Submission:
+    sender: tuple[str, str]  # (display name, address)
+    to: list[tuple[str, str]]
+    cc: list[tuple[str, str]] = field(default_factory=list)
+    bcc: list[tuple[str, str]] = field(default_factory=list)
+    subject: str = ""
+    text: str | None = None
+    html: str | None = None
+    tags: list[str] = field(default_factory=list)
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    variables: dict[str, Any] = field(default_factory=dict)
+    options: TrackingOptions = TrackingOptions()
+    attachments: list[Attachment] = field(default_factory=list)
+
+    def recipients(self) -> list[str]:
+        """Every envelope recipient once (case-insensitively), in the order given."""
+        seen: dict[str, str] = {}
+        for _, address in (*self.to, *self.cc, *self.bcc):
+            seen.setdefault(address.lower(), address)
+        return list(seen.values())
+
+
+def check_submission(sub: Submission) -> None:
+    """BadRequest for anything a relay or a recipient should never see."""
+    if not sub.to:
+        raise BadRequest("'to' parameter is missing")
+    if sub.text is None and sub.html is None:
+        raise BadRequest("Need at least one of 'text' or 'html' parameters specified")
+    if len(sub.recipients()) > MAX_RECIPIENTS:
+        raise BadRequest(f"Too many recipients: at most {MAX_RECIPIENTS} per message")
+    if "\r" in sub.subject or "\n" in sub.subject:
+        raise BadRequest("'subject' parameter must not contain line breaks")
+    check_tags(sub.tags)
+    for name, value in sub.headers:
+        if not _HEADER_NAME.match(name):
+            raise BadRequest(f"'h:{name}' is not a valid header name")
+        if name.lower() in _MANAGED_HEADERS:
+            raise BadRequest(f"'h:{name}' cannot be set; use the matching parameter")
+        if "\r" in value or "\n" in value:
+            raise BadRequest(f"'h:{name}' must not contain line breaks")
+
+
+def check_tags(tags: list[str]) -> None:
+    if len(tags) > MAX_TAGS:
+        raise BadRequest(f"Too many tags: at most {MAX_TAGS} 'o:tag' values per message")
+    for tag in tags:
+        if not tag or len(tag) > MAX_TAG_LENGTH or not tag.isascii() or not tag.isprintable():
+            raise BadRequest(
+                f"Tag {tag!r} must be 1 to {MAX_TAG_LENGTH} printable ASCII characters")
+        if "|" in tag:
+            raise BadRequest(f"Tag {tag!r} must not contain '|'")
+
+
+def normalize_tags(tags: list[str]) -> list[str]:
+    """Tags are case-insensitive: lowercased, duplicates dropped, order kept."""
+    return list(dict.fromkeys(t.strip().lower() for t in tags if t.strip()))
+
+
+def build_mime(sub: Submission, message_id: str, now: float) -> EmailMessage:
+    """The message as every recipient gets it, before per-recipient tracking."""
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = format_mailboxes([sub.sender])
+    msg["To"] = format_mailboxes(sub.to)
+    if sub.cc:
+        msg["Cc"] = format_mailboxes(sub.cc)
+    msg["Subject"] = sub.subject
+    msg["Date"] = formatdate(now, localtime=False)
+    msg["Message-ID"] = f"<{message_id}>"
+    for name, value in sub.headers:
+        msg[name] = value
+    if sub.variables:
+        msg["X-Mailgun-Variables"] = json.dumps(sub.variables, separators=(",", ":"))
+
+    if sub.text is not None:
+        msg.set_content(sub.text)
+        if sub.html is not None:
+            msg.add_alternative(sub.html, subtype="html")
+    else:
+        msg.set_content(sub.html or "", subtype="html")
+    inline = [a for a in sub.attachments if a.inline]
+    if inline:
+        html_part = _html_part(msg)
+        for att in inline:
+            maintype, _, subtype = att.content_type.partition("/")
+            html_part.add_related(att.data, maintype=maintype, subtype=subtype,
+                                  cid=f"<{att.filename}>", filename=att.filename,
+                                  disposition="inline")
+    for att in sub.attachments:
+        if not att.inline:
+            maintype, _, subtype = att.content_type.partition("/")
+            msg.add_attachment(att.data, maintype=maintype, subtype=subtype,
+                               filename=att.filename)
+    return msg
+
+
+def _html_part(msg: EmailMessage) -> EmailMessage:
+    for part in msg.walk():
+        if part.get_content_type() == "text/html":
+            assert isinstance(part, EmailMessage)
+            return part
+    return msg

@@ -1,0 +1,139 @@
+"""Settings, declared once: name, type, default, help.
+
+Each setting is read from the command line (`--http`), else the environment
+(`MAILBEACON_HTTP`), else its default, into one frozen `Settings` object at start-up.
+A test checks that every setting is documented in docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from mailbeacon.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    type: type
+    default: Any
+    help: str
+
+    @property
+    def env(self) -> str:
+        return "MAILBEACON_" + self.name.upper()
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def secret(self) -> bool:
+        return "key" in self.name or "password" in self.name
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("database_url", str, "sqlite:///mailbeacon.db",
+            "SQLAlchemy URL: sqlite:///FILE (default, in the working directory) or "
+            "postgresql+psycopg://USER@HOST/DB."),
+    Setting("http", str, "127.0.0.1:8080",
+            "HOST:PORT the HTTP server (API and tracking endpoints) listens on."),
+    Setting("public_url", str, "",
+            "Base URL recipients reach this server at, used in tracking links when a domain "
+            "has no tracking URL of its own. Default: http://HOST:PORT of --http."),
+    Setting("relay", str, "",
+            "Upstream SMTP relay: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), "
+            "smtps://... (TLS from the start), or smtp+plain://... (never TLS). Empty: "
+            "messages stay queued until a relay is configured."),
+    Setting("secret_key", str, "",
+            "Key that signs tracking tokens (at least 16 characters). Empty: one is generated "
+            "once and kept in the database, so links stay valid across restarts."),
+    Setting("old_secret_keys", str, "",
+            "Comma-separated former secret keys: tokens they signed still verify."),
+    Setting("api_key", str, "",
+            "An API key accepted besides those made with `mailbeacon keys create`."),
+    Setting("max_request_bytes", int, 25 * 1024 * 1024,
+            "Largest HTTP request body accepted (413 above it); Mailgun's limit is 25 MB."),
+    Setting("relay_timeout", float, 30.0, "Seconds before an SMTP relay operation times out."),
+    Setting("delivery_concurrency", int, 10, "SMTP transactions in flight at once per process."),
+    Setting("log_level", str, "info", "debug, info, warning or error."),
+)
+
+BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///mailbeacon.db"
+    http: str = "127.0.0.1:8080"
+    public_url: str = ""
+    relay: str = ""
+    secret_key: str = ""
+    old_secret_keys: str = ""
+    api_key: str = ""
+    max_request_bytes: int = 25 * 1024 * 1024
+    relay_timeout: float = 30.0
+    delivery_concurrency: int = 10
+    log_level: str = "info"
+
+    @property
+    def http_host_port(self) -> tuple[str, int]:
+        return parse_host_port(self.http, "http")
+
+    @property
+    def base_url(self) -> str:
+        """Where recipients reach us when a domain has no tracking URL of its own."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host, port = self.http_host_port
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"http://{host}:{port}"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def parse_host_port(value: str, name: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{name} must be HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def load(overrides: Mapping[str, Any] | None = None,
+         environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from overrides (non-None values win), else the environment, else defaults."""
+    environ = os.environ if environ is None else environ
+    overrides = overrides or {}
+    values: dict[str, Any] = {}
+    for s in SETTINGS:
+        raw = overrides.get(s.name)
+        if raw is None:
+            raw = environ.get(s.env)
+        if raw is None:
+            continue
+        try:
+            values[s.name] = s.type(raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{s.env} must be a {s.type.__name__}, got {raw!r}") from exc
+    settings = Settings(**values)
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    settings.http_host_port  # noqa: B018 - raises ConfigError when malformed
+    if settings.secret_key and len(settings.secret_key) < 16:
+        raise ConfigError("MAILBEACON_SECRET_KEY must be at least 16 characters")
+    if settings.public_url and urlsplit(settings.public_url).scheme not in ("http", "https"):
+        raise ConfigError("MAILBEACON_PUBLIC_URL must start with http:// or https://")
+    if settings.log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError("MAILBEACON_LOG_LEVEL must be debug, info, warning or error")
+    if settings.max_request_bytes < 1024:
+        raise ConfigError("MAILBEACON_MAX_REQUEST_BYTES must be at least 1024")

@@ -1,0 +1,47 @@
+"""The keys that sign tracking tokens.
+
+The configured secret signs; former secrets still verify. With none configured, one is
+generated once and stored in the database, so links stay valid across restarts and
+every process of a PostgreSQL installation signs with the same key.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from mailbeacon.settings import Settings
+from mailbeacon.storage.db import Database
+from mailbeacon.storage.schema import installation
+from mailbeacon.track.tokens import TokenCodec
+
+_SECRET_ROW = "token_secret"
+
+
+def stored_secret(db: Database) -> str:
+    """The generated secret, created on first use; the first process to insert wins."""
+    with db.read() as conn:
+        value = conn.execute(
+            select(installation.c.value).where(installation.c.name == _SECRET_ROW)).scalar()
+    if value:
+        return str(value)
+    try:
+        with db.write() as conn:
+            conn.execute(installation.insert().values(
+                name=_SECRET_ROW, value=secrets.token_urlsafe(32)))
+    except IntegrityError:
+        pass  # another process was first; read its value
+    with db.read() as conn:
+        return str(conn.execute(
+            select(installation.c.value).where(installation.c.name == _SECRET_ROW)).scalar_one())
+
+
+def token_codec(settings: Settings, db: Database) -> TokenCodec:
+    current = settings.secret_key or stored_secret(db)
+    former = [k.strip() for k in settings.old_secret_keys.split(",") if k.strip()]
+    if settings.secret_key:
+        # The generated key stays valid for links sent before a key was configured.
+        former.append(stored_secret(db))
+    return TokenCodec([k.encode("utf-8") for k in (current, *former)])
