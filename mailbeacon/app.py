@@ -13,6 +13,7 @@ from starlette.types import Receive, Scope, Send
 from mailbeacon.api import domains, events, messages
 from mailbeacon.api.auth import RequireApiKey
 from mailbeacon.api.errors import api_error, http_error, unexpected_error
+from mailbeacon.api.limits import LimitBody
 from mailbeacon.errors import ApiError
 from mailbeacon.runtime import Runtime
 from mailbeacon.settings import Settings
@@ -45,14 +46,16 @@ def build_api(runtime: Runtime) -> Starlette:
 
     app = Starlette(
         routes=[*domains.routes, *messages.routes, *events.routes],
-        middleware=[Middleware(RequireApiKey, keys=runtime.keys)],
+        middleware=[
+            Middleware(RequireApiKey, keys=runtime.keys),
+            Middleware(LimitBody, max_bytes=runtime.settings.max_request_bytes),
+        ],
         exception_handlers={
             ApiError: api_error,
             HTTPException: http_error,
             Exception: unexpected_error,
         },
         lifespan=lifespan,
-        max_body_size=runtime.settings.max_request_bytes,
     )
     app.state.runtime = runtime
     return app

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
-from collections.abc import Iterator
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default as default_policy
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from aiosmtpd.controller import Controller
 
 from mailbeacon.storage.db import Database
 from mailbeacon.storage.migrate import migrate
@@ -57,3 +65,160 @@ def db(database_url: str) -> Iterator[Database]:
     migrate(database)
     yield database
     database.dispose()
+
+
+# --- a real upstream SMTP relay on loopback (aiosmtpd) ---------------------------------
+
+
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Received:
+    sender: str
+    recipients: list[str]
+    data: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        msg = message_from_bytes(self.data, _class=EmailMessage, policy=default_policy)
+        assert isinstance(msg, EmailMessage)
+        return msg
+
+    def part(self, content_type: str) -> str:
+        for part in self.message.walk():
+            if part.get_content_type() == content_type:
+                assert isinstance(part, EmailMessage)
+                return str(part.get_content())
+        raise AssertionError(f"no {content_type} part")
+
+
+@dataclass
+class SmtpRelay:
+    """Records what it receives; `reply` decides the answer to RCPT per recipient."""
+
+    port: int
+    received: list[Received] = field(default_factory=list)
+    reply: Callable[[str], str | None] = lambda rcpt: None  # None: accept
+
+    @property
+    def url(self) -> str:
+        return f"smtp+plain://127.0.0.1:{self.port}"
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          rcpt_options: list[str]) -> str:
+        answer = self.reply(address)
+        if answer:
+            return answer
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
+                                       bytes(envelope.content)))
+        return "250 2.0.0 Ok: queued as TEST"
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(self.received) < count:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"relay got {len(self.received)} messages, wanted {count}")
+            await asyncio.sleep(0.02)
+        return self.received
+
+
+@pytest.fixture
+def smtp_relay() -> Iterator[SmtpRelay]:
+    relay = SmtpRelay(free_port())
+    controller = Controller(relay, hostname="127.0.0.1", port=relay.port)
+    controller.start()
+    yield relay
+    controller.stop()
+
+
+# --- an in-process mailbeacon on each backend ----------------------------------------
+
+API_KEY = "key-test-0123456789"
+
+
+@dataclass
+class Service:
+    """A running mailbeacon (recorder and worker started) and an HTTP client for it."""
+
+    runtime: Any
+    client: Any  # httpx.AsyncClient with the API key
+
+    async def add_domain(self, name: str = "example.com", **fields: str) -> None:
+        r = await self.client.post("/v3/domains", data={"name": name, **fields})
+        assert r.status_code == 200, r.text
+
+    async def send(self, domain: str = "example.com", files: Any = None,
+                   **fields: Any) -> str:
+        data = {k.replace("__", ":").replace("_", "-") if k.startswith(("o__", "h__", "v__"))
+                else k: v for k, v in fields.items()}
+        data.setdefault("from", "Sender <sender@example.com>")
+        r = await self.client.post(f"/v3/{domain}/messages", data=data, files=files)
+        assert r.status_code == 200, r.text
+        return str(r.json()["id"])
+
+    async def events(self, domain: str = "example.com", **params: Any) -> list[dict[str, Any]]:
+        r = await self.client.get(f"/v3/{domain}/events", params={"limit": 300, **params})
+        assert r.status_code == 200, r.text
+        return list(r.json()["items"])
+
+    async def wait_events(self, count: int, domain: str = "example.com",
+                          **params: Any) -> list[dict[str, Any]]:
+        """The events once there are at least `count` of them (the worker is async)."""
+        for _ in range(500):
+            events = await self.events(domain, **params)
+            if len(events) >= count:
+                return events
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"wanted {count} events {params}, got {events}")
+
+    async def hit(self, url: str, **kwargs: Any) -> Any:
+        """Follow a tracking URL from a message through the in-process app."""
+        from urllib.parse import urlsplit
+
+        path = urlsplit(url).path
+        return await self.client.get(path, auth=None, follow_redirects=False, **kwargs)
+
+
+@pytest.fixture
+def service_factory(database_url: str) -> Iterator[Callable[..., Any]]:
+    import contextlib
+
+    import httpx
+
+    from mailbeacon.app import MailbeaconApp
+    from mailbeacon.runtime import Runtime
+    from mailbeacon.settings import Settings
+
+    @contextlib.asynccontextmanager
+    async def make(**settings: Any) -> AsyncIterator[Service]:
+        settings.setdefault("api_key", API_KEY)
+        runtime = Runtime(Settings(database_url=database_url, **settings))
+        await runtime.start()
+        transport = httpx.ASGITransport(app=MailbeaconApp(runtime))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver",
+                                     auth=("api", API_KEY)) as client:
+            try:
+                yield Service(runtime, client)
+            finally:
+                await runtime.stop()
+
+    yield make
+
+
+@pytest.fixture
+async def service(service_factory: Callable[..., Any],
+                  smtp_relay: SmtpRelay) -> AsyncIterator[Service]:
+    """mailbeacon relaying to `smtp_relay`, with the domain example.com."""
+    async with service_factory(relay=smtp_relay.url) as svc:
+        await svc.add_domain("example.com")
+        yield svc

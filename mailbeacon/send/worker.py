@@ -8,6 +8,7 @@ On PostgreSQL claims use SKIP LOCKED, so any number of workers share the table s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -64,10 +65,8 @@ class DeliveryWorker:
                 log.exception("delivery round failed")
                 handled = 0
             if not handled:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll)
-                except TimeoutError:
-                    pass
                 self._wake.clear()
 
     async def run_once(self) -> int:

@@ -54,7 +54,16 @@ _SEVERITIES = frozenset({"temporary", "permanent"})
 _EPOCH = re.compile(r"[0-9]{1,15}(?:\.[0-9]{0,18})?")
 _MAX_SECONDS = 253402300800  # 10000-01-01: keeps every bound a valid datetime and BigInteger
 _LIMIT = re.compile(r"[0-9]{1,6}")
-_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,4096}")
+# Filter values are capped so that every token we hand out also decodes (UTF-8 JSON of
+# four 255-character values stays well under the token cap, and under URL limits).
+_MAX_TEXT = 255
+_TEXT_PARAMS = {
+    "event": "event",
+    "recipient": "recipient",
+    "message_id": "message-id",
+    "tag": "tags",
+}
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,8192}")
 _TOKEN_VERSION = 1
 _MAX_ID = (1 << 128) - 1
 
@@ -100,6 +109,10 @@ class EventQuery:
     def __post_init__(self) -> None:
         # Queries also come back from client-held tokens, so the invariants that keep
         # SQL well-formed are checked on every construction, not only in parse_query.
+        for attr, param in _TEXT_PARAMS.items():
+            text = getattr(self, attr)
+            if text is not None and len(text) > _MAX_TEXT:
+                raise BadRequest(f"{param} is longer than {_MAX_TEXT} characters")
         if self.event is not None:
             _event_names(self.event)
         if self.severity is not None and self.severity not in _SEVERITIES:
@@ -158,9 +171,13 @@ def parse_query(params: Mapping[str, str]) -> EventQuery:
     ascending = _parse_ascending(values.get("ascending"))
     if start is not None and finish is not None:
         implied = start <= finish
-        if ascending is not None and ascending != implied and start != finish:
+        if start == finish:
+            # A single instant has no direction of its own: honour the one asked for.
+            ascending = implied if ascending is None else ascending
+        elif ascending is None:
+            ascending = implied
+        elif ascending != implied:
             raise BadRequest("ascending contradicts the order of begin and end")
-        ascending = implied
     elif ascending is None:
         ascending = start is not None
     # The walk starts at `begin` and stops at `end`: which is the lower bound depends on
@@ -197,7 +214,8 @@ def encode_page(query: EventQuery) -> str:
     }
     # Absent filters are left out to keep paging URLs short.
     compact = {k: v for k, v in fields.items() if v is not None}
-    raw = json.dumps(compact, separators=(",", ":")).encode("utf-8")
+    # Raw UTF-8 rather than \u escapes: up to 4 bytes a character instead of 12.
+    raw = json.dumps(compact, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
@@ -306,7 +324,8 @@ def _event_names(expression: str) -> tuple[str, ...]:
     names = words[0::2]
     if not words or len(words) % 2 == 0 or any(w.upper() != "OR" for w in words[1::2]):
         raise BadRequest("event must be an event name or names joined by OR")
-    if not all(_EVENT_NAME.fullmatch(name) for name in names):
+    # "or" is the operator, never a name: a bare "OR" is a malformed expression.
+    if not all(_EVENT_NAME.fullmatch(name) and name != "or" for name in names):
         raise BadRequest("event must be an event name or names joined by OR")
     return tuple(dict.fromkeys(names))
 

@@ -10,6 +10,7 @@ The same transaction writes the events, the per-recipient state and the stats co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import concurrent.futures
 import logging
 from collections.abc import Sequence
@@ -70,10 +71,8 @@ class Recorder:
             while self._pending:
                 await asyncio.sleep(0.01)
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         self._executor.shutdown(wait=True)
 
     async def record(self, hit: Hit) -> None:

@@ -1,0 +1,669 @@
+"""Tests for mailbeacon.storage.eventlog: parameters, page tokens and keyset paging."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import itertools
+import json
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mailbeacon.errors import BadRequest
+from mailbeacon.ids import new_id
+from mailbeacon.storage.db import Database, insert_events
+from mailbeacon.storage.eventlog import (
+    MAX_LIMIT,
+    EventQuery,
+    Page,
+    decode_page,
+    encode_page,
+    fetch_page,
+    parse_query,
+)
+from mailbeacon.storage.migrate import migrate
+
+POSTGRES_URL = os.environ.get(
+    "MAILBEACON_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+T0 = 1_367_571_600_000_000  # Fri, 3 May 2013 09:00:00 UTC, in microseconds
+DOMAIN = "example.com"
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+# --- fixtures ------------------------------------------------------------------------
+# Local rather than in tests/conftest.py (owned elsewhere), with the same contract as
+# its `db` fixture: a migrated database of each backend, PostgreSQL in its own schema.
+
+
+def _postgres_url() -> Iterator[str]:
+    admin = sa.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 5})
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        if _flag("CI") or _flag("MAILBEACON_REQUIRE_POSTGRES"):
+            pytest.fail(f"PostgreSQL at {POSTGRES_URL} is required but unreachable: {exc}")
+        pytest.skip(
+            f"PostgreSQL at {POSTGRES_URL} is unreachable "
+            "(set CI=1 or MAILBEACON_REQUIRE_POSTGRES=1 to fail instead)"
+        )
+    schema = "t_" + secrets.token_hex(6)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A migrated, empty database of each backend."""
+    if request.param == "sqlite":
+        urls: Iterator[str] = iter([f"sqlite:///{tmp_path / 'events.db'}"])
+    else:
+        urls = _postgres_url()
+    url = next(urls)
+    try:
+        database = Database(url)
+        try:
+            migrate(database)
+            yield database
+        finally:
+            database.dispose()
+    finally:
+        next(urls, None)  # drops the PostgreSQL schema
+
+
+@dataclass(frozen=True)
+class Ev:
+    """The fields of one event to insert; the defaults make a plain delivery."""
+
+    ts: int = T0
+    event: str = "delivered"
+    recipient: str | None = "alice@example.net"
+    message_id: str | None = "m1@example.com"
+    severity: str | None = None
+    tags: tuple[str, ...] = ()
+    domain: str = DOMAIN
+
+
+def _row(ev: Ev) -> dict[str, Any]:
+    return {
+        "domain": ev.domain,
+        "ts": ev.ts,
+        "event": ev.event,
+        "recipient": ev.recipient,
+        "message_id": ev.message_id,
+        "delivery_id": None,
+        "severity": ev.severity,
+        "tags": "|" + "|".join(ev.tags) + "|" if ev.tags else "",
+        "data": {
+            "event": ev.event,
+            "timestamp": ev.ts / 1e6,
+            "recipient": ev.recipient,
+            "tags": list(ev.tags),
+            "message": {"headers": {"message-id": ev.message_id}},
+        },
+    }
+
+
+def add(db: Database, *evs: Ev) -> list[str]:
+    """Insert events in one transaction; their ids, in the order given."""
+    with db.write() as conn:
+        return insert_events(conn, [_row(ev) for ev in evs])
+
+
+def fetch(db: Database, query: EventQuery, domain: str = DOMAIN) -> Page:
+    with db.read() as conn:
+        return fetch_page(conn, domain, query)
+
+
+def ids(page: Page) -> list[str]:
+    return [item["id"] for item in page.items]
+
+
+def walk(db: Database, query: EventQuery, domain: str = DOMAIN) -> list[list[str]]:
+    """Follow `next` (or `previous` for a reverse query) until an empty page."""
+    pages: list[list[str]] = []
+    while True:
+        page = fetch(db, query, domain)
+        if not page.items:
+            return pages
+        pages.append(ids(page))
+        query = page.previous if query.reverse else page.next
+
+
+def query(**params: str) -> EventQuery:
+    return parse_query(params)
+
+
+# --- parse_query ---------------------------------------------------------------------
+
+
+def test_defaults_are_newest_first_100() -> None:
+    assert parse_query({}) == EventQuery(ascending=False, limit=100)
+
+
+def test_filters_are_normalised() -> None:
+    q = parse_query(
+        {
+            "event": "Opened or CLICKED OR opened",
+            "recipient": " Alice@Example.NET ",
+            "message-id": "<M1@example.com>",
+            "tags": "Newsletter",
+            "severity": "Permanent",
+            "pretty": "yes",  # other Mailgun parameters are ignored
+        }
+    )
+    assert q.event == "opened OR clicked"
+    assert q.event_names == ("opened", "clicked")
+    assert q.recipient == "alice@example.net"
+    assert q.message_id == "M1@example.com"
+    assert q.tag == "newsletter"
+    assert q.severity == "permanent"
+
+
+def test_empty_values_count_as_absent() -> None:
+    assert parse_query({"event": "", "recipient": "  ", "limit": ""}) == EventQuery()
+
+
+def test_message_id_without_brackets() -> None:
+    assert query(**{"message-id": "m1@example.com"}).message_id == "m1@example.com"
+
+
+@pytest.mark.parametrize(
+    "event", ["OR", "opened OR", "opened clicked", "opened AND clicked", "open-ed", "x" * 25]
+)
+def test_bad_event(event: str) -> None:
+    with pytest.raises(BadRequest, match="event"):
+        query(event=event)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("severity", "fatal"), ("tags", "a|b"), ("ascending", "maybe")]
+)
+def test_bad_filter_values(name: str, value: str) -> None:
+    with pytest.raises(BadRequest, match=name.rstrip("s")):
+        parse_query({name: value})
+
+
+@pytest.mark.parametrize("limit", ["1", "300", "42"])
+def test_limit_in_bounds(limit: str) -> None:
+    assert query(limit=limit).limit == int(limit)
+
+
+@pytest.mark.parametrize("limit", ["0", "301", "-1", "+5", "1.5", "1_0", "ten", "9" * 40])
+def test_limit_out_of_bounds(limit: str) -> None:
+    with pytest.raises(BadRequest, match="limit must be"):
+        query(limit=limit)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Fri, 3 May 2013 09:00:00 -0000",
+        "Fri, 3 May 2013 09:00:00 +0000",
+        "Fri, 3 May 2013 11:00:00 +0200",
+        "Fri, 3 May 2013 09:00:00 GMT",
+        "1367571600",
+        "1367571600.0",
+    ],
+)
+def test_begin_forms(text: str) -> None:
+    assert query(begin=text).begin == T0
+
+
+def test_fractional_epoch_rounds_inwards() -> None:
+    # Both bounds are inclusive, so sub-microsecond parts round into the range.
+    q = query(begin="1367571600.0000015", end="1367571601.0000015")
+    assert (q.begin, q.end) == (T0 + 2, T0 + 1_000_001)
+    assert query(begin="1367571600.123456").begin == T0 + 123_456
+
+
+@pytest.mark.parametrize("name", ["begin", "end"])
+@pytest.mark.parametrize(
+    "text", ["yesterday", "2013-05-03", "Fri, 3 May 2013", "-5", "1e9", "nan", "99999999999999"]
+)
+def test_bad_time(name: str, text: str) -> None:
+    with pytest.raises(BadRequest, match=name):
+        parse_query({name: text})
+
+
+def test_ascending_defaults() -> None:
+    t1, t2 = "1367571600", "1367575200"
+    only_begin = query(begin=t1)
+    assert (only_begin.ascending, only_begin.begin, only_begin.end) == (True, T0, None)
+    forward = query(begin=t1, end=t2)
+    assert (forward.ascending, forward.begin, forward.end) == (True, T0, T0 + 3600 * 10**6)
+    # end before begin: walk back in time; bounds are stored lower/upper.
+    backward = query(begin=t2, end=t1)
+    assert (backward.ascending, backward.begin, backward.end) == (False, T0, T0 + 3600 * 10**6)
+    assert query().ascending is False
+    # end alone: Mailgun starts at "now" and walks back to end.
+    only_end = query(end=t1)
+    assert (only_end.ascending, only_end.begin, only_end.end) == (False, T0, None)
+
+
+def test_explicit_ascending() -> None:
+    t1, t2 = "1367571600", "1367575200"
+    # begin is where the walk starts: going back from it bounds the range above.
+    back = query(begin=t1, ascending="no")
+    assert (back.ascending, back.begin, back.end) == (False, None, T0)
+    up_to = query(end=t1, ascending="YES")
+    assert (up_to.ascending, up_to.begin, up_to.end) == (True, None, T0)
+    assert query(begin=t1, end=t2, ascending="yes").ascending is True
+    assert query(begin=t1, end=t1, ascending="no").ascending is False
+    assert query(begin=t1, end=t1).ascending is True
+    with pytest.raises(BadRequest, match="ascending"):
+        query(begin=t1, end=t2, ascending="no")
+
+
+def test_constructor_validates() -> None:
+    with pytest.raises(BadRequest, match="limit"):
+        EventQuery(limit=MAX_LIMIT + 1)
+    with pytest.raises(BadRequest, match="cursor"):
+        EventQuery(cursor="not-an-id")
+    with pytest.raises(BadRequest, match="cursor"):
+        EventQuery(cursor=new_id().upper())
+
+
+# --- page tokens ---------------------------------------------------------------------
+
+names = st.sampled_from(["opened", "clicked", "failed", "list_member_uploaded"])
+queries = st.builds(
+    EventQuery,
+    event=st.none() | st.lists(names, min_size=1, max_size=3, unique=True).map(" OR ".join),
+    recipient=st.none() | st.emails().map(str.lower),
+    message_id=st.none()
+    | st.text(min_size=1, max_size=255).filter(lambda s: s.strip(" \t\n<>") == s.strip()),
+    tag=st.none() | st.text(min_size=1, max_size=200).map(str.lower).filter(lambda s: "|" not in s),
+    severity=st.none() | st.sampled_from(["temporary", "permanent"]),
+    begin=st.none() | st.integers(0, 2**57),
+    end=st.none() | st.integers(0, 2**57),
+    ascending=st.booleans(),
+    limit=st.integers(1, MAX_LIMIT),
+    cursor=st.none() | st.integers(0, 2**62).map(lambda us: new_id(us)),
+    reverse=st.booleans(),
+)
+
+
+@given(queries)
+def test_token_round_trip(q: EventQuery) -> None:
+    token = encode_page(q)
+    assert token.isascii() and "=" not in token
+    assert all(c.isalnum() or c in "-_" for c in token)
+    assert decode_page(token) == q
+
+
+def test_longest_query_round_trips() -> None:
+    big = "\U0001f4e7" * 255  # four UTF-8 bytes each
+    q = EventQuery(
+        event=" OR ".join(["abcdefghijklmnopqrstuvw" + c for c in "abcdefghi"]),
+        recipient=big,
+        message_id=big,
+        tag=big,
+        severity="temporary",
+        begin=0,
+        end=2**57,
+        cursor=new_id(),
+    )
+    assert decode_page(encode_page(q)) == q
+    with pytest.raises(BadRequest, match="tags is longer"):
+        parse_query({"tags": "x" * 256})
+    with pytest.raises(BadRequest, match="message-id is longer"):
+        parse_query({"message-id": "x" * 256})
+
+
+def _token(data: Any) -> str:
+    raw = json.dumps(data).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _fields(token: str) -> dict[str, Any]:
+    fields: dict[str, Any] = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    return fields
+
+
+GOOD = _fields(encode_page(EventQuery()))
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "!!!!",
+        "abc",
+        "a",
+        "é",
+        "a" * 5000,
+        _token([1, 2]),
+        _token("x"),
+        _token({**GOOD, "v": 2}),
+        _token({**GOOD, "l": 0}),
+        _token({**GOOD, "l": True}),
+        _token({**GOOD, "l": "100"}),
+        _token({**GOOD, "a": 1}),
+        _token({k: v for k, v in GOOD.items() if k != "a"}),
+        _token({**GOOD, "c": "../../etc"}),
+        _token({**GOOD, "e": "drop table"}),
+        _token({**GOOD, "s": "fatal"}),
+        _token({**GOOD, "b": -1}),
+        _token({**GOOD, "b": 1e300}),
+        _token({**GOOD, "zz": 1}),
+        base64.urlsafe_b64encode(b"\xff\xfe{").decode(),
+        base64.urlsafe_b64encode(b"[" * 3000).decode(),
+    ],
+)
+def test_decode_garbage(token: str) -> None:
+    with pytest.raises(BadRequest, match="page token"):
+        decode_page(token)
+
+
+@given(st.text() | st.binary().map(lambda b: base64.urlsafe_b64encode(b).decode()))
+def test_decode_never_crashes(token: str) -> None:
+    with contextlib.suppress(BadRequest):
+        decode_page(token)
+
+
+# --- fetch_page: filters -------------------------------------------------------------
+
+
+def test_each_filter(db: Database) -> None:
+    ev = Ev()
+    (
+        plain,
+        opened,
+        clicked,
+        bob,
+        other_msg,
+        tagged,
+        temp,
+        perm,
+        _elsewhere,
+    ) = add(
+        db,
+        ev,
+        replace(ev, event="opened"),
+        replace(ev, event="clicked"),
+        replace(ev, recipient="bob@example.net"),
+        replace(ev, message_id="m2@example.com"),
+        replace(ev, tags=("news", "promo")),
+        replace(ev, event="failed", severity="temporary"),
+        replace(ev, event="failed", severity="permanent"),
+        replace(ev, domain="other.example"),
+    )
+    everything = [plain, opened, clicked, bob, other_msg, tagged, temp, perm]
+
+    def got(**params: str) -> list[str]:
+        return ids(fetch(db, query(ascending="yes", **params)))
+
+    assert got() == everything
+    assert got(event="opened") == [opened]
+    assert got(event="opened OR clicked") == [opened, clicked]
+    assert got(event="opened or failed") == [opened, temp, perm]
+    assert got(recipient="BOB@example.net") == [bob]
+    assert got(**{"message-id": "<m2@example.com>"}) == [other_msg]
+    assert got(**{"message-id": "m2@example.com"}) == [other_msg]
+    assert got(tags="PROMO") == [tagged]
+    assert got(tags="news") == [tagged]
+    assert got(tags="new") == []  # whole tags only
+    assert got(severity="temporary") == [temp]
+    assert got(event="failed", severity="permanent") == [perm]
+    assert got(event="failed", recipient="bob@example.net") == []
+    assert ids(fetch(db, query(), domain="other.example")) == [_elsewhere]
+    assert ids(fetch(db, query(), domain="nobody.example")) == []
+
+
+def test_tag_wildcards_are_literal(db: Database) -> None:
+    percent, underscore, plain, pipes = add(
+        db,
+        Ev(tags=("50%off",)),
+        Ev(tags=("a_b",)),
+        Ev(tags=("axb", "50off")),
+        Ev(tags=("x", "y")),
+    )
+    asc = {"ascending": "yes"}
+    assert ids(fetch(db, query(tags="50%off", **asc))) == [percent]
+    assert ids(fetch(db, query(tags="a_b", **asc))) == [underscore]
+    assert ids(fetch(db, query(tags="%", **asc))) == []
+    assert ids(fetch(db, query(tags="_", **asc))) == []
+    assert ids(fetch(db, query(tags="axb", **asc))) == [plain]
+    assert ids(fetch(db, query(tags="x", **asc))) == [pipes]
+
+
+def test_time_range_is_inclusive(db: Database) -> None:
+    second = 1_000_000
+    before, at_begin, inside, at_end, after = add(
+        db, *(Ev(ts=T0 + k * second - (k == 0)) for k in range(5))
+    )
+    assert before  # its ts is one microsecond before begin
+    begin, end = str((T0 + second) // second), str((T0 + 3 * second) // second)
+    assert ids(fetch(db, query(begin=begin, end=end))) == [at_begin, inside, at_end]
+    assert ids(fetch(db, query(begin=end, end=begin))) == [at_end, inside, at_begin]
+    assert ids(fetch(db, query(begin=begin))) == [at_begin, inside, at_end, after]
+    assert ids(fetch(db, query(begin=begin, ascending="no"))) == [at_begin, before]
+    rfc = "Fri, 3 May 2013 09:00:03 -0000"
+    assert ids(fetch(db, query(end=rfc, ascending="yes"))) == [before, at_begin, inside, at_end]
+
+
+def test_range_filters_on_ts_but_orders_by_id(db: Database) -> None:
+    # Events can be recorded late: id order (commit order) differs from ts order.
+    late, early = add(db, Ev(ts=T0 + 5), Ev(ts=T0 + 1))
+    assert ids(fetch(db, query(begin=str(T0 / 1e6)))) == [late, early]
+    assert ids(fetch(db, query(ascending="no"))) == [early, late]
+
+
+# --- fetch_page: order and paging ----------------------------------------------------
+
+
+def test_directions(db: Database) -> None:
+    created = add(db, *(Ev(ts=T0 + i) for i in range(5)))
+    assert ids(fetch(db, query(ascending="yes"))) == created
+    assert ids(fetch(db, query(ascending="no"))) == created[::-1]
+    assert ids(fetch(db, query())) == created[::-1]
+
+
+@pytest.mark.parametrize("ascending", ["yes", "no"])
+@pytest.mark.parametrize("limit", [1, 3, 10, 11])
+def test_walk_next_sees_each_event_once(db: Database, ascending: str, limit: int) -> None:
+    created = add(db, *(Ev(ts=T0 + i) for i in range(10)))
+    expected = created if ascending == "yes" else created[::-1]
+    pages = walk(db, query(ascending=ascending, limit=str(limit)))
+    assert list(itertools.chain(*pages)) == expected
+    assert all(len(p) == limit for p in pages[:-1])
+    # ... and backwards from the last page via previous
+    back = walk(db, query(ascending=ascending, limit=str(limit)).last())
+    assert list(itertools.chain(*reversed(back))) == expected
+    assert all(len(p) == limit for p in back[:-1])
+
+
+def test_limit_max_pages(db: Database) -> None:
+    created = add(db, *(Ev(ts=T0) for _ in range(MAX_LIMIT + 1)))
+    first = fetch(db, query(ascending="yes", limit=str(MAX_LIMIT)))
+    assert ids(first) == created[:MAX_LIMIT]
+    assert ids(fetch(db, first.next)) == created[MAX_LIMIT:]
+    assert len(fetch(db, query()).items) == 100
+
+
+@pytest.mark.parametrize("ascending", [True, False])
+def test_previous_gives_the_page_before(db: Database, ascending: bool) -> None:
+    created = add(db, *(Ev(ts=T0 + i) for i in range(7)))
+    order = created if ascending else created[::-1]
+    p1 = fetch(db, EventQuery(ascending=ascending, limit=3))
+    p2 = fetch(db, decode_page(encode_page(p1.next)))  # as a client would
+    p3 = fetch(db, p2.next)
+    assert [ids(p1), ids(p2), ids(p3)] == [order[:3], order[3:6], order[6:]]
+    assert ids(fetch(db, p3.previous)) == order[3:6]
+    assert ids(fetch(db, p2.previous)) == order[:3]
+    assert fetch(db, p3.previous).next == p2.next
+    # Before the first page there is nothing; its `next` is the first page again.
+    before_first = fetch(db, p1.previous)
+    assert before_first.items == []
+    assert before_first.previous == p1.previous
+    assert ids(fetch(db, before_first.next)) == order[:3]
+    # Past the last page: `previous` is the page ending with the last event.
+    after_last = fetch(db, p3.next)
+    assert after_last.items == [] and after_last.next == p3.next
+    assert ids(fetch(db, after_last.previous)) == order[4:]
+
+
+def test_empty_result_links_first_and_last(db: Database) -> None:
+    page = fetch(db, query(event="opened"))
+    assert page.items == []
+    assert page.next == query(event="opened")
+    assert page.previous == query(event="opened").last()
+
+
+def test_polling_the_tail_returns_new_events(db: Database) -> None:
+    (first,) = add(db, Ev())
+    page = fetch(db, query(ascending="yes"))
+    assert ids(page) == [first]
+    tail = fetch(db, page.next)
+    assert tail.items == [] and tail.next == page.next
+    later = add(db, Ev(), Ev())
+    assert ids(fetch(db, tail.next)) == later
+
+
+@pytest.mark.parametrize("ascending", [True, False])
+def test_walk_during_concurrent_inserts(db: Database, ascending: bool) -> None:
+    existing = add(db, *(Ev(ts=T0 + i) for i in range(60)))
+    writers_running = threading.Event()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    inserted: list[str] = []
+    lock = threading.Lock()
+
+    def write(worker: int) -> None:
+        try:
+            for n in itertools.count():
+                if stop.is_set() or n >= 200:
+                    return
+                new = add(db, *(Ev(ts=T0 + 1000 + n, recipient=f"w{worker}@x") for _ in range(2)))
+                with lock:
+                    inserted.extend(new)
+                writers_running.set()
+                time.sleep(0.001)
+        except BaseException as exc:  # surfaced in the main thread below
+            errors.append(exc)
+            writers_running.set()
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(2)]
+    for thread in threads:
+        thread.start()
+    seen: list[str] = []
+    pages_during_writes = 0
+    q = EventQuery(ascending=ascending, limit=7)
+    try:
+        assert writers_running.wait(10)
+        while True:
+            live = not stop.is_set()
+            page = fetch(db, q)
+            pages_during_writes += live
+            seen.extend(ids(page))
+            q = page.next
+            if len(seen) >= len(existing) + 40:
+                stop.set()  # enough overlap: let the writers finish
+            if not page.items:
+                break
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    # Whatever was written after the walk reached the tail is still ahead of its cursor.
+    seen.extend(itertools.chain(*walk(db, q)))
+    assert not errors, errors
+    assert pages_during_writes > 1
+    assert len(seen) == len(set(seen)), "an event was returned twice"
+    assert seen == sorted(seen, reverse=not ascending)
+    assert set(existing) <= set(seen)
+    everything = set(existing) | set(inserted)
+    if ascending:
+        # The forward walk also catches everything written while it ran.
+        assert set(seen) == everything
+    else:
+        # A backward walk covers exactly what precedes its first event.
+        assert set(seen) == {id_ for id_ in everything if id_ <= seen[0]}
+
+
+# --- property: pages concatenate to the filtered, ordered list -----------------------
+
+_counter = itertools.count()
+event_specs = st.lists(
+    st.builds(
+        Ev,
+        ts=st.integers(T0, T0 + 20),
+        event=st.sampled_from(["delivered", "opened", "clicked", "failed"]),
+        recipient=st.sampled_from([None, "a@x.org", "b@x.org"]),
+        message_id=st.sampled_from([None, "m1@x", "m2@x"]),
+        severity=st.sampled_from([None, "temporary", "permanent"]),
+        tags=st.lists(st.sampled_from(["a", "b", "x%y", "x_y"]), max_size=3, unique=True).map(
+            tuple
+        ),
+        domain=st.sampled_from(["one", "two"]),
+    ),
+    max_size=25,
+)
+query_specs = st.builds(
+    EventQuery,
+    event=st.sampled_from([None, "opened", "opened OR clicked", "failed OR delivered"]),
+    recipient=st.sampled_from([None, "a@x.org"]),
+    message_id=st.sampled_from([None, "m1@x"]),
+    tag=st.sampled_from([None, "a", "x%y", "x_y", "%"]),
+    severity=st.sampled_from([None, "permanent"]),
+    begin=st.none() | st.integers(T0, T0 + 20),
+    end=st.none() | st.integers(T0, T0 + 20),
+    ascending=st.booleans(),
+    limit=st.integers(1, 7),
+)
+
+
+def _matches(ev: Ev, q: EventQuery) -> bool:
+    return (
+        (not q.event_names or ev.event in q.event_names)
+        and (q.recipient is None or ev.recipient == q.recipient)
+        and (q.message_id is None or ev.message_id == q.message_id)
+        and (q.tag is None or q.tag in ev.tags)
+        and (q.severity is None or ev.severity == q.severity)
+        and (q.begin is None or ev.ts >= q.begin)
+        and (q.end is None or ev.ts <= q.end)
+    )
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(evs=event_specs, q=query_specs)
+def test_pages_concatenate_to_filtered_list(db: Database, evs: Sequence[Ev], q: EventQuery) -> None:
+    # Fresh domains per example: the database outlives hypothesis' examples.
+    prefix = f"p{next(_counter)}-"
+    evs = [replace(ev, domain=prefix + ev.domain) for ev in evs]
+    created = add(db, *evs) if evs else []
+    domain = prefix + "one"
+    expected = [
+        id_ for id_, ev in zip(created, evs, strict=True) if ev.domain == domain and _matches(ev, q)
+    ]
+    if not q.ascending:
+        expected.reverse()
+    assert list(itertools.chain(*walk(db, q, domain))) == expected
+    assert list(itertools.chain(*reversed(walk(db, q.last(), domain)))) == expected
