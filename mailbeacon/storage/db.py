@@ -43,7 +43,10 @@ class Database:
         self.url = url
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         if self.is_sqlite:
-            if parsed.database and parsed.database != ":memory:":
+            if not parsed.database or parsed.database == ":memory:":
+                # Each pooled connection would get its own empty database.
+                raise ConfigError("SQLite needs a file: sqlite:///path/to/mailbeacon.db")
+            if parsed.database:
                 folder = os.path.dirname(os.path.abspath(parsed.database))
                 if not os.path.isdir(folder):
                     raise ConfigError(f"folder of the SQLite database does not exist: {folder}")
@@ -139,6 +142,8 @@ def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[str]
     late. So ids are allocated inside the writing transaction, under a lock that lasts
     until commit (SQLite's write lock; an advisory lock on PostgreSQL), each greater than
     every id already stored. Call this last in a transaction, to hold the lock briefly.
+    It relies on READ COMMITTED (PostgreSQL's default): the max(id) read after the lock
+    sees every earlier writer's commit.
     """
     if not rows:
         return []

@@ -29,7 +29,9 @@ metadata = MetaData(
     }
 )
 
-ID = String(26)  # mailbeacon.ids: time-ordered, random tail
+# mailbeacon.ids: time-ordered, random tail. Byte order on PostgreSQL whatever the
+# database collation, because keyset paging relies on it.
+ID = String(26).with_variant(String(26, collation="C"), "postgresql")
 
 # One row per installation-wide value, e.g. the generated token secret.
 installation = Table(
@@ -99,7 +101,7 @@ events = Table(
     Column("id", ID, primary_key=True),  # allocated at commit: commit order = id order
     Column("domain", String(253), nullable=False),
     Column("ts", BigInteger, nullable=False),  # when it happened
-    Column("event", String(16), nullable=False),
+    Column("event", String(24), nullable=False),
     Column("recipient", Text, nullable=True),
     Column("message_id", String(255), nullable=True),
     Column("delivery_id", ID, nullable=True),

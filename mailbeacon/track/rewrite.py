@@ -13,7 +13,7 @@ import bisect
 import html
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import NamedTuple
 from urllib.parse import urljoin, urlsplit
@@ -33,7 +33,7 @@ class Link:
 def pixel_tag(pixel_url: str) -> str:
     """Return the open-pixel ``<img>``; display:block because display:none skips loading."""
     return (
-        f'<img src="{_escape_attr(pixel_url)}" width="1" height="1" alt="" '
+        f'<img src="{html.escape(pixel_url)}" width="1" height="1" alt="" '
         'style="display:block;height:1px;width:1px;border:0;margin:0;padding:0;" />'
     )
 
@@ -81,17 +81,12 @@ def _target(value: str, base: str | None) -> str | None:
     return url
 
 
-def _escape_attr(value: str) -> str:
-    """Escape a value so it is safe inside any quoting style."""
-    return html.escape(value, quote=True)
-
-
 _UNQUOTED_SAFE = re.compile(r"[^\s\"'=<>`]+")
 
 
 def _attr_value(url: str, quote: str) -> str:
     """Format a replacement attribute value for the original quoting style."""
-    value = _escape_attr(url)
+    value = html.escape(url)  # escapes & < > " ' so it is safe in any quoting style
     if quote or _UNQUOTED_SAFE.fullmatch(value):
         return value
     return f'"{value}"'
@@ -279,15 +274,13 @@ def _scan(state: _State, start: int, end: int, top: bool) -> None:
             start = max(scanner._abs_pos(), start) + 1
 
 
+@dataclass(frozen=True, slots=True)
 class HtmlPlan:
     """A document analysed once, ready to be rendered for each recipient."""
 
-    __slots__ = ("links", "_chunks", "_slots")
-
-    def __init__(self, links: tuple[Link, ...], chunks: list[str], slots: list[_Slot]) -> None:
-        self.links = links
-        self._chunks = chunks  # source text between slots; len(slots) + 1 items
-        self._slots = slots
+    links: tuple[Link, ...]
+    _chunks: tuple[str, ...] = field(repr=False)  # source text around the slots
+    _slots: tuple[_Slot, ...] = field(repr=False)
 
     def render(
         self,
@@ -341,37 +334,32 @@ def plan_html(html: str) -> HtmlPlan:
         chunks.append(html[prev : slot.start])
         prev = slot.end
     chunks.append(html[prev:])
-    return HtmlPlan(tuple(links), chunks, slots)
+    return HtmlPlan(tuple(links), tuple(chunks), tuple(slots))
 
 
 # --- Plain text -------------------------------------------------------------------------
 
 _TEXT_URL = re.compile(r"(?<![A-Za-z0-9+.\-])https?://[^\s<>\"]+", re.I)
 _TRAILING = ".,;:!?'\""
+_OPENER = {")": "(", "]": "["}
 
 
 def _trim(url: str) -> str:
     """Drop trailing punctuation and unbalanced closing brackets that end a sentence."""
-    while url:
-        last = url[-1]
-        if last in _TRAILING or any(
-            last == close and url.count(close) > url.count(open_)
-            for open_, close in (("(", ")"), ("[", "]"))
-        ):
-            url = url[:-1]
-        else:
-            break
+    while url and (
+        url[-1] in _TRAILING
+        or (url[-1] in _OPENER and url.count(url[-1]) > url.count(_OPENER[url[-1]]))
+    ):
+        url = url[:-1]
     return url
 
 
+@dataclass(frozen=True, slots=True)
 class TextPlan:
     """A plain-text body analysed once, ready to be rendered for each recipient."""
 
-    __slots__ = ("links", "_chunks")
-
-    def __init__(self, links: tuple[Link, ...], chunks: list[str]) -> None:
-        self.links = links
-        self._chunks = chunks  # len(links) + 1 items
+    links: tuple[Link, ...]
+    _chunks: tuple[str, ...] = field(repr=False)  # source text around the links
 
     def render(self, click_url: Callable[[Link], str]) -> str:
         """Return the text with every tracked URL replaced by ``click_url(link)``."""
@@ -395,4 +383,4 @@ def plan_text(text: str) -> TextPlan:
         links.append(Link(len(links), url, url))
         prev = m.start() + len(url)
     chunks.append(text[prev:])
-    return TextPlan(tuple(links), chunks)
+    return TextPlan(tuple(links), tuple(chunks))

@@ -1,14 +1,15 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
-Create Date: 2026-11-27 15:18:31.870598
+Revises:
+Create Date: 2026-11-27 15:25:00.588781
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+
 
 revision = '0001'
 down_revision = None
@@ -18,7 +19,7 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table('api_keys',
-    sa.Column('id', sa.String(length=26), nullable=False),
+    sa.Column('id', sa.String(length=26).with_variant(sa.String(length=26, collation='C'), 'postgresql'), nullable=False),
     sa.Column('key_hash', sa.String(length=64), nullable=False),
     sa.Column('description', sa.Text(), nullable=False),
     sa.Column('created_at', sa.BigInteger(), nullable=False),
@@ -27,7 +28,7 @@ def upgrade() -> None:
     )
     op.create_table('domains',
     sa.Column('name', sa.String(length=253), nullable=False),
-    sa.Column('id', sa.String(length=26), nullable=False),
+    sa.Column('id', sa.String(length=26).with_variant(sa.String(length=26, collation='C'), 'postgresql'), nullable=False),
     sa.Column('created_at', sa.BigInteger(), nullable=False),
     sa.Column('track_opens', sa.Boolean(), nullable=False),
     sa.Column('track_clicks', sa.String(length=8), nullable=False),
@@ -37,13 +38,13 @@ def upgrade() -> None:
     sa.UniqueConstraint('id', name=op.f('uq_domains_id'))
     )
     op.create_table('events',
-    sa.Column('id', sa.String(length=26), nullable=False),
+    sa.Column('id', sa.String(length=26).with_variant(sa.String(length=26, collation='C'), 'postgresql'), nullable=False),
     sa.Column('domain', sa.String(length=253), nullable=False),
     sa.Column('ts', sa.BigInteger(), nullable=False),
-    sa.Column('event', sa.String(length=16), nullable=False),
+    sa.Column('event', sa.String(length=24), nullable=False),
     sa.Column('recipient', sa.Text(), nullable=True),
     sa.Column('message_id', sa.String(length=255), nullable=True),
-    sa.Column('delivery_id', sa.String(length=26), nullable=True),
+    sa.Column('delivery_id', sa.String(length=26).with_variant(sa.String(length=26, collation='C'), 'postgresql'), nullable=True),
     sa.Column('severity', sa.String(length=16), nullable=True),
     sa.Column('tags', sa.Text(), nullable=False),
     sa.Column('data', sa.Text(), nullable=False),
@@ -61,7 +62,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('name', name=op.f('pk_installation'))
     )
     op.create_table('recipient_state',
-    sa.Column('delivery_id', sa.String(length=26), nullable=False),
+    sa.Column('delivery_id', sa.String(length=26).with_variant(sa.String(length=26, collation='C'), 'postgresql'), nullable=False),
     sa.Column('domain', sa.String(length=253), nullable=False),
     sa.Column('first_open_at', sa.BigInteger(), nullable=True),
     sa.Column('last_open_at', sa.BigInteger(), nullable=True),
@@ -80,7 +81,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('domain', 'tag', 'event', 'hour', name=op.f('pk_stats_buckets'))
     )
     op.create_table('messages',
-    sa.Column('id', sa.String(length=26), nullable=False),
+    sa.Column('id', sa.String(length=26).with_variant(sa.String(length=26, collation='C'), 'postgresql'), nullable=False),
     sa.Column('domain', sa.String(length=253), nullable=False),
     sa.Column('message_id', sa.String(length=255), nullable=False),
     sa.Column('created_at', sa.BigInteger(), nullable=False),
@@ -97,8 +98,8 @@ def upgrade() -> None:
         batch_op.create_index('ix_messages_domain_message_id', ['domain', 'message_id'], unique=False)
 
     op.create_table('deliveries',
-    sa.Column('id', sa.String(length=26), nullable=False),
-    sa.Column('message_id', sa.String(length=26), nullable=False),
+    sa.Column('id', sa.String(length=26).with_variant(sa.String(length=26, collation='C'), 'postgresql'), nullable=False),
+    sa.Column('message_id', sa.String(length=26).with_variant(sa.String(length=26, collation='C'), 'postgresql'), nullable=False),
     sa.Column('recipient', sa.Text(), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
