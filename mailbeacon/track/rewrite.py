@@ -60,9 +60,13 @@ def _is_placeholder(url: str) -> bool:
     return False
 
 
+_TAB_NEWLINE = str.maketrans("", "", "\t\n\r")
+
+
 def _target(value: str, base: str | None) -> str | None:
     """Return the http(s) URL an href value points to, or None if it must not be tracked."""
-    url = value.strip()
+    # Browsers drop tabs and newlines anywhere in a URL; a redirect must not carry them.
+    url = value.strip().translate(_TAB_NEWLINE)
     if not url or url.startswith("#") or _is_placeholder(url):
         return None
     try:
@@ -84,7 +88,7 @@ def _target(value: str, base: str | None) -> str | None:
 _UNQUOTED_SAFE = re.compile(r"[^\s\"'=<>`]+")
 
 
-def _attr_value(url: str, quote: str) -> str:
+def _attr(url: str, quote: str) -> str:
     """Format a replacement attribute value for the original quoting style."""
     value = html.escape(url)  # escapes & < > " ' so it is safe in any quoting style
     if quote or _UNQUOTED_SAFE.fullmatch(value):
@@ -125,7 +129,7 @@ class _Slot(NamedTuple):
     end: int
     kind: int
     quote: str = ""
-    link: Link | None = None
+    link: Link = Link(-1, "", "")  # an _HREF's target; index and raw are filled in last
 
 
 def _parse_attrs(text: str) -> list[_Attr]:
@@ -150,21 +154,20 @@ def _parse_attrs(text: str) -> list[_Attr]:
     return attrs
 
 
+@dataclass
 class _State:
     """Everything collected while scanning one document (shared by nested scans)."""
 
-    def __init__(self, doc: str) -> None:
-        self.doc = doc
-        self.newlines = [m.start() for m in re.finditer("\n", doc)]
-        self.base: str | None = None
-        self.skip: str | None = None  # raw-text element we are inside of
-        self.edits: list[_Slot] = []
-        self.targets: dict[int, str] = {}  # value start -> resolved URL
-        self.body_open: int | None = None  # end of first <body>
-        self.head_close: int | None = None  # end of first </head>
-        self.html_open: int | None = None  # end of first <html>
-        self.body_close: int | None = None  # start of last </body>
-        self.html_close: int | None = None  # start of last </html>
+    doc: str
+    newlines: list[int]  # offsets of "\n", the only line break html.parser counts
+    base: str | None = None
+    skip: str | None = None  # raw-text element we are inside of
+    edits: list[_Slot] = field(default_factory=list)
+    body_open: int | None = None  # end of first <body>
+    head_close: int | None = None  # end of first </head>
+    html_open: int | None = None  # end of first <html>
+    body_close: int | None = None  # start of last </body>
+    html_close: int | None = None  # start of last </html>
 
 
 class _Scanner(HTMLParser):
@@ -225,9 +228,8 @@ class _Scanner(HTMLParser):
             return
         url = _target(html.unescape(href.value), s.base)
         if url is not None:
-            start = pos + href.value_start
-            s.edits.append(_Slot(start, pos + href.value_end, _HREF, href.quote))
-            s.targets[start] = url
+            start, end = pos + href.value_start, pos + href.value_end
+            s.edits.append(_Slot(start, end, _HREF, href.quote, Link(-1, url, "")))
 
     def handle_endtag(self, tag: str) -> None:
         s = self._s
@@ -238,7 +240,7 @@ class _Scanner(HTMLParser):
         if not self._top or tag not in ("body", "html", "head"):
             return
         pos = self._abs_pos()
-        if not s.doc.startswith("</", pos) or s.doc[pos + 2 : pos + 2 + len(tag)].lower() != tag:
+        if s.doc[pos : pos + 2 + len(tag)].lower() != "</" + tag:
             return  # e.g. the end half of a self-closing <body/>
         if tag == "body":
             s.body_close = pos
@@ -257,9 +259,8 @@ class _Scanner(HTMLParser):
             return  # an ordinary comment: nothing in it is rendered
         # Outlook renders a conditional comment's content as HTML, so scan it too.
         endif = _ENDIF.search(data)
-        saved, s.skip = s.skip, None
         _scan(s, pos + cond.end(), pos + (endif.start() if endif else len(data)), top=False)
-        s.skip = saved
+        s.skip = None  # an unclosed <textarea> in the comment must not hide what follows
 
 
 def _scan(state: _State, start: int, end: int, top: bool) -> None:
@@ -296,11 +297,7 @@ class HtmlPlan:
             kind = slot.kind
             if kind == _HREF:
                 link = slot.link
-                assert link is not None
-                if click_url is None:
-                    out.append(link.raw)
-                else:
-                    out.append(_attr_value(click_url(link), slot.quote))
+                out.append(link.raw if click_url is None else _attr(click_url(link), slot.quote))
             elif kind == _TOP if pixel_top else kind == _BOTTOM:
                 out.append(pixel)
             out.append(chunks[i])
@@ -309,7 +306,7 @@ class HtmlPlan:
 
 def plan_html(html: str) -> HtmlPlan:
     """Find trackable links and pixel positions in an HTML document."""
-    state = _State(html)
+    state = _State(html, [m.start() for m in re.finditer("\n", html)])
     _scan(state, 0, len(html), top=True)
     opens = (state.body_open, state.head_close, state.html_open)
     top = next((p for p in opens if p is not None), 0)
@@ -324,7 +321,7 @@ def plan_html(html: str) -> HtmlPlan:
             continue
         last = edit.end
         if edit.kind == _HREF:
-            link = Link(len(links), state.targets[edit.start], html[edit.start : edit.end])
+            link = Link(len(links), edit.link.url, html[edit.start : edit.end])
             links.append(link)
             edit = edit._replace(link=link)
         slots.append(edit)
@@ -363,11 +360,8 @@ class TextPlan:
 
     def render(self, click_url: Callable[[Link], str]) -> str:
         """Return the text with every tracked URL replaced by ``click_url(link)``."""
-        out = [self._chunks[0]]
-        for link, chunk in zip(self.links, self._chunks[1:], strict=True):
-            out.append(click_url(link))
-            out.append(chunk)
-        return "".join(out)
+        pairs = zip(self.links, self._chunks[1:], strict=True)
+        return self._chunks[0] + "".join(click_url(link) + chunk for link, chunk in pairs)
 
 
 def plan_text(text: str) -> TextPlan:

@@ -27,6 +27,7 @@ from mailbeacon.storage.eventlog import (
     MAX_LIMIT,
     EventQuery,
     Page,
+    _norm_message_id,  # noqa: PLC2701
     decode_page,
     encode_page,
     fetch_page,
@@ -294,7 +295,7 @@ queries = st.builds(
     event=st.none() | st.lists(names, min_size=1, max_size=3, unique=True).map(" OR ".join),
     recipient=st.none() | st.emails().map(str.lower),
     message_id=st.none()
-    | st.text(min_size=1, max_size=255).filter(lambda s: s.strip(" \t\n<>") == s.strip()),
+    | st.text(min_size=1, max_size=255).filter(lambda s: _norm_message_id(s) == s),
     tag=st.none() | st.text(min_size=1, max_size=200).map(str.lower).filter(lambda s: "|" not in s),
     severity=st.none() | st.sampled_from(["temporary", "permanent"]),
     begin=st.none() | st.integers(0, 2**57),
