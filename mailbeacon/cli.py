@@ -49,9 +49,13 @@ def _database(options: dict[str, Any]) -> Database:
     except MailbeaconError as exc:
         raise click.UsageError(str(exc)) from exc
     except Exception as exc:  # e.g. PostgreSQL unreachable: say which, no traceback
-        raise click.ClickException(f"cannot open the database: {type(exc).__name__}: "
-                                   f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        raise _database_failure(exc) from exc
     return db
+
+
+def _database_failure(exc: Exception) -> click.ClickException:
+    first_line = str(exc).splitlines()[0] if str(exc) else ""
+    return click.ClickException(f"cannot open the database: {type(exc).__name__}: {first_line}")
 
 
 @click.group()
@@ -77,6 +81,8 @@ def serve(**options: Any) -> None:
         runtime = Runtime(settings)
     except MailbeaconError as exc:
         raise click.UsageError(str(exc)) from exc
+    except Exception as exc:  # e.g. PostgreSQL unreachable: say which, no traceback
+        raise _database_failure(exc) from exc
     click.echo(f"mailbeacon listening on http://{host}:{port} "
                f"(tracking links: {settings.base_url}; relay: "
                f"{runtime.relay!r})", err=True)

@@ -131,6 +131,8 @@ def validate(settings: Settings) -> None:
     settings.http_host_port  # noqa: B018 - raises ConfigError when malformed
     if settings.secret_key and len(settings.secret_key) < 16:
         raise ConfigError("MAILBEACON_SECRET_KEY must be at least 16 characters")
+    if any(len(k.strip()) < 16 for k in settings.old_secret_keys.split(",") if k.strip()):
+        raise ConfigError("each of MAILBEACON_OLD_SECRET_KEYS must be at least 16 characters")
     if settings.public_url and urlsplit(settings.public_url).scheme not in ("http", "https"):
         raise ConfigError("MAILBEACON_PUBLIC_URL must start with http:// or https://")
     if settings.log_level.lower() not in ("debug", "info", "warning", "error"):

@@ -10,8 +10,8 @@ The same transaction writes the events, the per-recipient state and the stats co
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import concurrent.futures
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,6 +61,8 @@ class Recorder:
         # One thread: commits are serial anyway, and a single writer avoids lock fights.
         self._executor = concurrent.futures.ThreadPoolExecutor(1, "recorder")
         self._task: asyncio.Task[None] | None = None
+        self.batches = 0  # commits so far; hits / batches is the group-commit factor
+        self.hits = 0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="recorder")
@@ -98,6 +100,8 @@ class Recorder:
                     if not future.done():
                         future.set_exception(exc)
             else:
+                self.batches += 1
+                self.hits += len(batch)
                 for _, future in batch:
                     if not future.done():
                         future.set_result(None)

@@ -1,0 +1,88 @@
+"""The command line: settings, keys, domains, migrate, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mailbeacon.apikeys import KeyChecker
+from mailbeacon.cli import main
+from mailbeacon.domains import get_domain
+from mailbeacon.errors import ConfigError
+from mailbeacon.settings import SETTINGS, Settings, load
+from mailbeacon.storage.db import Database
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_setting_is_documented_and_has_an_option() -> None:
+    readme = (ROOT / "README.md").read_text()
+    serve_help = CliRunner().invoke(main, ["serve", "--help"]).output
+    for setting in SETTINGS:
+        assert f"`{setting.env}`" in readme, f"{setting.env} missing from README"
+        assert setting.option in serve_help
+        assert setting.name in Settings.__dataclass_fields__
+
+
+def test_settings_from_environment_and_options() -> None:
+    env = {"MAILBEACON_HTTP": "0.0.0.0:9000", "MAILBEACON_DELIVERY_CONCURRENCY": "3",
+           "MAILBEACON_RELAY": "smtp://127.0.0.1:1025"}
+    settings = load({"relay": "smtp://127.0.0.1:2525"}, environ=env)
+    assert settings.http_host_port == ("0.0.0.0", 9000)
+    assert settings.delivery_concurrency == 3
+    assert settings.relay == "smtp://127.0.0.1:2525"  # the option wins over the environment
+    assert settings.base_url == "http://127.0.0.1:9000"
+    with pytest.raises(ConfigError, match="MAILBEACON_DELIVERY_CONCURRENCY"):
+        load(environ={"MAILBEACON_DELIVERY_CONCURRENCY": "many"})
+    with pytest.raises(ConfigError, match="HOST:PORT"):
+        load(environ={"MAILBEACON_HTTP": "8080"})
+    with pytest.raises(ConfigError, match="16"):
+        load(environ={"MAILBEACON_SECRET_KEY": "short"})
+
+
+def test_keys_and_domains_commands(database_url: str) -> None:
+    runner = CliRunner()
+    env = {"MAILBEACON_DATABASE_URL": database_url}
+    result = runner.invoke(main, ["keys", "create", "--description", "app"], env=env)
+    assert result.exit_code == 0, result.output
+    key = result.output.strip()
+    result = runner.invoke(main, ["domains", "add", "Mail.Example.com", "--tracking-url",
+                                  "https://t.example.com"], env=env)
+    assert result.exit_code == 0 and "added mail.example.com" in result.output
+    result = runner.invoke(main, ["domains", "add", "mail.example.com"], env=env)
+    assert result.exit_code == 1 and "already exists" in result.output
+    result = runner.invoke(main, ["domains", "list"], env=env)
+    assert "mail.example.com" in result.output and "https://t.example.com" in result.output
+    db = Database(database_url)
+    try:
+        assert KeyChecker(db).is_valid(key)
+        assert not KeyChecker(db).is_valid(key + "x")
+        assert get_domain(db, "mail.example.com").tracking_url == "https://t.example.com"
+    finally:
+        db.dispose()
+
+
+def test_migrate_and_bad_database_urls(tmp_path: Path) -> None:
+    runner = CliRunner()
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    result = runner.invoke(main, ["migrate", "--database-url", url])
+    assert result.exit_code == 0 and "up to date" in result.output
+    for bad, words in (("mysql://x/y", "must be sqlite"),
+                       (f"sqlite:///{tmp_path}/missing/dir/m.db", "does not exist"),
+                       ("sqlite:///:memory:", "needs a file"),
+                       ("postgresql+psycopg://nobody:secretpw@127.0.0.1:1/none",
+                        "cannot open the database")):
+        result = runner.invoke(main, ["migrate", "--database-url", bad])
+        assert result.exit_code != 0, bad
+        assert words in result.output, result.output
+        assert "Traceback" not in result.output
+        assert "secretpw" not in result.output
+
+
+def test_serve_rejects_bad_settings_with_a_message() -> None:
+    result = CliRunner().invoke(main, ["serve", "--http", "nonsense"])
+    assert result.exit_code == 2 and "HOST:PORT" in result.output
+    result = CliRunner().invoke(main, ["serve", "--relay", "http://x"])
+    assert result.exit_code == 2 and "relay must be" in result.output

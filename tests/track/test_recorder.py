@@ -1,0 +1,67 @@
+"""Group commit: every hit answered is stored, many hits share one commit."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+
+import sqlalchemy as sa
+
+from mailbeacon.storage.schema import events
+from tests.conftest import Service, SmtpRelay
+
+
+async def _pixel(service: Service, relay: SmtpRelay) -> str:
+    await service.send(to="alice@example.org", subject="x", html="<p>hi</p>")
+    (received,) = await relay.wait_for(1)
+    await service.wait_events(1, event="delivered")
+    (pixel,) = re.findall(r'src="([^"]+/o/[a-z0-9]+)"', received.part("text/html"))
+    return pixel
+
+
+def _count(service: Service, event: str) -> int:
+    with service.runtime.db.read() as conn:
+        return int(conn.execute(
+            sa.select(sa.func.count()).select_from(events).where(events.c.event == event)
+        ).scalar_one())
+
+
+async def test_concurrent_hits_share_commits(service: Service, smtp_relay: SmtpRelay) -> None:
+    pixel = await _pixel(service, smtp_relay)
+    recorder = service.runtime.recorder
+    before_batches, before_hits = recorder.batches, recorder.hits
+    results = await asyncio.gather(*[service.hit(pixel) for _ in range(200)])
+    assert all(r.status_code == 200 for r in results)
+    assert recorder.hits - before_hits == 200
+    assert recorder.batches - before_batches < 100  # hits were grouped
+    assert _count(service, "opened") == 200
+
+
+async def test_answer_waits_for_the_commit(service: Service, smtp_relay: SmtpRelay) -> None:
+    """While another writer holds the database, the pixel does not answer; once the
+    writer lets go, the answer comes and the event is already stored."""
+    pixel = await _pixel(service, smtp_relay)
+    db = service.runtime.db
+    release = threading.Event()
+    locked = threading.Event()
+
+    def hold_lock() -> None:
+        with db.write() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("LOCK TABLE events IN EXCLUSIVE MODE"))
+            conn.execute(sa.text("SELECT 1"))
+            locked.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    assert locked.wait(5)
+    request = asyncio.ensure_future(service.hit(pixel))
+    await asyncio.sleep(0.5)
+    assert not request.done()  # still waiting for its commit
+    release.set()
+    response = await asyncio.wait_for(request, 10)
+    holder.join()
+    assert response.status_code == 200
+    assert _count(service, "opened") == 1
