@@ -64,7 +64,7 @@ class TrackingEndpoints:
                 await _respond(send, 404, [(b"content-type", b"text/html; charset=utf-8")],
                                _NOT_FOUND, method)
             return
-        location = b""
+        location: bytes | None = b""
         if not is_open:
             location = _safe_location(token.url)
             if location is None:  # we never sign such a URL; refuse rather than redirect
@@ -80,6 +80,7 @@ class TrackingEndpoints:
         if is_open:
             await _pixel(send, method)
         else:
+            assert location
             await _respond(send, 302, [(b"location", location), *_NO_CACHE,
                                        (b"referrer-policy", b"no-referrer")], b"", method)
 
