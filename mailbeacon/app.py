@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.types import Receive, Scope, Send
 
-from mailbeacon.api import domains, events, messages
+from mailbeacon.api import domains, events, messages, tags
 from mailbeacon.api.auth import RequireApiKey
 from mailbeacon.api.errors import api_error, http_error, unexpected_error
 from mailbeacon.api.limits import LimitBody
@@ -18,6 +18,7 @@ from mailbeacon.errors import ApiError
 from mailbeacon.runtime import Runtime
 from mailbeacon.settings import Settings
 from mailbeacon.track.endpoints import TrackingEndpoints
+from mailbeacon.track.unsubscribe import UnsubscribeEndpoint
 
 
 class MailbeaconApp:
@@ -26,11 +27,15 @@ class MailbeaconApp:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.tracking = TrackingEndpoints(runtime.codec, runtime.recorder)
+        self.unsubscribe = UnsubscribeEndpoint(runtime.codec, runtime.recorder)
         self.api = build_api(runtime)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"][:3] in ("/o/", "/c/"):
+        prefix = scope["path"][:3] if scope["type"] == "http" else ""
+        if prefix in ("/o/", "/c/"):
             await self.tracking(scope, receive, send)
+        elif prefix == "/u/":
+            await self.unsubscribe(scope, receive, send)
         else:
             await self.api(scope, receive, send)
 
@@ -45,7 +50,7 @@ def build_api(runtime: Runtime) -> Starlette:
             await runtime.stop()
 
     app = Starlette(
-        routes=[*domains.routes, *messages.routes, *events.routes],
+        routes=[*domains.routes, *messages.routes, *events.routes, *tags.routes],
         middleware=[
             Middleware(RequireApiKey, keys=runtime.keys),
             Middleware(LimitBody, max_bytes=runtime.settings.max_request_bytes),

@@ -12,6 +12,7 @@ import click
 from mailbeacon import domains as dom
 from mailbeacon.apikeys import create_key
 from mailbeacon.errors import MailbeaconError
+from mailbeacon.send import dkim
 from mailbeacon.settings import SETTINGS, Settings, load
 from mailbeacon.storage.db import Database
 from mailbeacon.storage.migrate import migrate
@@ -76,6 +77,8 @@ def serve(**options: Any) -> None:
     settings = _settings(options)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # aiosmtpd logs every client line at debug level, AUTH credentials included.
+    logging.getLogger("mail.log").setLevel(max(logging.INFO, logging.root.level))
     host, port = settings.http_host_port
     try:
         runtime = Runtime(settings)
@@ -120,15 +123,45 @@ def domains() -> None:
 @click.argument("name")
 @click.option("--tracking-url", default=None,
               help="Base URL of tracking links, e.g. https://email.example.com.")
+@click.option("--bounce-domain", default=None,
+              help="Domain of VERP return addresses (MX to mailbeacon); default: NAME.")
 @setting_options(("database_url",))
-def domains_add(name: str, tracking_url: str | None, **options: Any) -> None:
+def domains_add(name: str, tracking_url: str | None, bounce_domain: str | None,
+                **options: Any) -> None:
     """Add a sending domain."""
     db = _database(options)
     try:
         domain = dom.add_domain(db, name, tracking_url)
+        if bounce_domain:
+            domain = dom.update_domain(db, domain.name,
+                                       bounce_domain=dom.normalize_name(bounce_domain))
     except MailbeaconError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"added {domain.name}")
+
+
+@domains.command(name="dkim")
+@click.argument("name")
+@click.option("--selector", default="mb1", show_default=True, help="DKIM selector (a DNS label).")
+@click.option("--bits", default=2048, show_default=True, type=int, help="RSA key size.")
+@setting_options(("database_url",))
+def domains_dkim(name: str, selector: str, bits: int, **options: Any) -> None:
+    """Make a DKIM key for a domain and print the DNS TXT record to publish.
+
+    From then on every message of the domain is signed. Running it again replaces the
+    key: publish the new record (under the new selector, best) before sending more.
+    """
+    db = _database(options)
+    try:
+        domain = dom.get_domain(db, name)
+        key = dkim.generate_key(selector, bits)
+        dom.update_domain(db, domain.name, dkim_selector=key.selector,
+                          dkim_private_key=key.private_pem)
+    except MailbeaconError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Publish this TXT record, then mail from {domain.name} is DKIM-signed:\n")
+    click.echo(f"{dkim.dns_name(domain.name, key.selector)}. IN TXT "
+               f"{dkim.txt_strings(dkim.dns_record(key))}")
 
 
 @domains.command(name="list")

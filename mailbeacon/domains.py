@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from email.utils import formatdate
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,6 +18,10 @@ from mailbeacon.storage.schema import domains
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 CLICK_MODES = ("yes", "no", "htmlonly")
+DEFAULT_FOOTER_HTML = (
+    '<p style="font-size:12px;color:#777">To stop receiving these emails, '
+    '<a href="%unsubscribe_url%">unsubscribe</a>.</p>')
+DEFAULT_FOOTER_TEXT = "\n\nTo stop receiving these emails, unsubscribe: %unsubscribe_url%\n"
 
 
 @dataclass(frozen=True)
@@ -28,14 +33,28 @@ class Domain:
     track_clicks: str  # yes | no | htmlonly
     pixel_top: bool
     tracking_url: str | None
+    bounce_domain: str | None = None
+    dkim_selector: str | None = None
+    dkim_private_key: str | None = field(default=None, repr=False)
+    unsubscribe_footer: bool = False
+    footer_html: str | None = None
+    footer_text: str | None = None
+    soft_bounce_limit: int = 5
 
     @classmethod
     def from_row(cls, row: Any) -> Domain:
         return cls(row.name, row.id, row.created_at, bool(row.track_opens), row.track_clicks,
-                   bool(row.pixel_top), row.tracking_url)
+                   bool(row.pixel_top), row.tracking_url, row.bounce_domain,
+                   row.dkim_selector, row.dkim_private_key, bool(row.unsubscribe_footer),
+                   row.footer_html, row.footer_text, row.soft_bounce_limit)
 
     def tracking_base(self, default: str) -> str:
         return (self.tracking_url or default).rstrip("/")
+
+    @property
+    def verp_domain(self) -> str:
+        """Where bounces and mailto unsubscribes come back to."""
+        return self.bounce_domain or self.name
 
 
 def normalize_name(name: str) -> str:
@@ -112,8 +131,10 @@ def list_domains(db: Database, limit: int = 100, skip: int = 0) -> tuple[int, li
 
 
 def update_domain(db: Database, name: str, **changes: Any) -> Domain:
-    """Change tracking settings: track_opens, track_clicks, pixel_top, tracking_url."""
-    allowed = {"track_opens", "track_clicks", "pixel_top", "tracking_url"}
+    """Change settings: tracking, bounce domain, DKIM key, unsubscribe footer, limits."""
+    allowed = {"track_opens", "track_clicks", "pixel_top", "tracking_url", "bounce_domain",
+               "dkim_selector", "dkim_private_key", "unsubscribe_footer", "footer_html",
+               "footer_text", "soft_bounce_limit"}
     unknown = set(changes) - allowed
     if unknown:
         raise ValueError(f"unknown domain settings: {sorted(unknown)}")
@@ -135,6 +156,9 @@ def domain_json(domain: Domain) -> dict[str, Any]:
         "type": "custom",
         "web_scheme": scheme,
         "tracking_url": domain.tracking_url,
+        "bounce_domain": domain.verp_domain,
+        "dkim_selector": domain.dkim_selector,
+        "soft_bounce_limit": domain.soft_bounce_limit,
         "smtp_login": f"postmaster@{domain.name}",
         "spam_action": "disabled",
         "wildcard": False,
@@ -148,10 +172,11 @@ def tracking_json(domain: Domain) -> dict[str, Any]:
     return {
         "open": {"active": domain.track_opens, "place_at_the_top": domain.pixel_top},
         "click": clicks,
+        "unsubscribe": {"active": domain.unsubscribe_footer,
+                        "html_footer": domain.footer_html or DEFAULT_FOOTER_HTML,
+                        "text_footer": domain.footer_text or DEFAULT_FOOTER_TEXT},
     }
 
 
 def _rfc2822(micros: int) -> str:
-    from email.utils import formatdate
-
     return formatdate(micros / 1_000_000, usegmt=True)

@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 
 from mailbeacon.apikeys import KeyChecker
+from mailbeacon.errors import ConfigError
+from mailbeacon.inbound.receiver import InboundReceiver
 from mailbeacon.send.relay import Relay
-from mailbeacon.send.worker import DeliveryWorker
-from mailbeacon.settings import Settings
+from mailbeacon.send.smtp import SmtpHandler, start_smtp_server, tls_context
+from mailbeacon.send.worker import DeliveryWorker, RetryPolicy
+from mailbeacon.settings import Settings, parse_host_port
 from mailbeacon.storage.db import Database
 from mailbeacon.storage.migrate import migrate
 from mailbeacon.track.keyring import token_codec
@@ -33,19 +37,38 @@ class Runtime:
         self.relay = Relay.from_url(settings.relay, settings.relay_timeout) if settings.relay \
             else None
         self.worker: DeliveryWorker | None = None
-        if self.relay is not None and run_worker:
-            self.worker = DeliveryWorker(self.db, self.relay, self.codec, settings.base_url,
-                                         settings.delivery_concurrency)
+        if run_worker:
+            self.worker = DeliveryWorker(
+                self.db, self.relay, self.codec, settings.base_url,
+                settings.delivery_concurrency,
+                retry=RetryPolicy(settings.retry_first, settings.retry_max_age))
+        self.inbound = InboundReceiver(self.db, self.codec, self.recorder)
+        self.smtp_tls = None
+        if settings.smtp_tls_cert:
+            try:
+                self.smtp_tls = tls_context(settings.smtp_tls_cert, settings.smtp_tls_key)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"cannot load the SMTP TLS certificate: {exc}") from exc
+        self.smtp_server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         self.recorder.start()
+        if self.settings.smtp:
+            host, port = parse_host_port(self.settings.smtp, "smtp")
+            handler = SmtpHandler(self.db, self.inbound, self.message_queued)
+            self.smtp_server = await start_smtp_server(
+                host, port, handler, self.keys, self.settings.smtp_max_bytes, self.smtp_tls)
         if self.worker is not None:
             self._tasks.append(asyncio.create_task(self.worker.run(), name="delivery-worker"))
-        elif self.relay is None:
-            log.warning("no relay configured (--relay): messages stay queued until one is")
+        if self.relay is None:
+            log.warning("no relay configured (--relay): messages stay queued until one is "
+                        "(test-mode messages are recorded as delivered)")
 
     async def stop(self) -> None:
+        if self.smtp_server is not None:
+            self.smtp_server.close()
+            await self.smtp_server.wait_closed()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

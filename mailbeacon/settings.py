@@ -50,6 +50,14 @@ SETTINGS: tuple[Setting, ...] = (
             "Upstream SMTP relay: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), "
             "smtps://... (TLS from the start), or smtp+plain://... (never TLS). Empty: "
             "messages stay queued until a relay is configured."),
+    Setting("smtp", str, "",
+            "HOST:PORT of the SMTP server: submission (AUTH with user 'api' and an API key) "
+            "and mail returning to the bounce domains. Empty: no SMTP server."),
+    Setting("smtp_max_bytes", int, 25 * 1024 * 1024,
+            "Largest message the SMTP server takes (552 above it)."),
+    Setting("smtp_tls_cert", str, "",
+            "PEM certificate (chain) for STARTTLS on the SMTP server; AUTH then needs TLS."),
+    Setting("smtp_tls_key", str, "", "PEM private key of --smtp-tls-cert."),
     Setting("secret_key", str, "",
             "Key that signs tracking tokens (at least 16 characters). Empty: one is generated "
             "once and kept in the database, so links stay valid across restarts."),
@@ -61,6 +69,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest HTTP request body accepted (413 above it); Mailgun's limit is 25 MB."),
     Setting("relay_timeout", float, 30.0, "Seconds before an SMTP relay operation times out."),
     Setting("delivery_concurrency", int, 10, "SMTP transactions in flight at once per process."),
+    Setting("retry_first", float, 600.0,
+            "Seconds before the first retry of a temporary failure; each next retry waits "
+            "twice as long."),
+    Setting("retry_max_age", float, 28800.0,
+            "Seconds after the first attempt when temporary failures become permanent."),
     Setting("log_level", str, "info", "debug, info, warning or error."),
 )
 
@@ -73,12 +86,18 @@ class Settings:
     http: str = "127.0.0.1:8080"
     public_url: str = ""
     relay: str = ""
+    smtp: str = ""
+    smtp_max_bytes: int = 25 * 1024 * 1024
+    smtp_tls_cert: str = ""
+    smtp_tls_key: str = ""
     secret_key: str = ""
     old_secret_keys: str = ""
     api_key: str = ""
     max_request_bytes: int = 25 * 1024 * 1024
     relay_timeout: float = 30.0
     delivery_concurrency: int = 10
+    retry_first: float = 600.0
+    retry_max_age: float = 28800.0
     log_level: str = "info"
 
     @property
@@ -129,6 +148,10 @@ def load(overrides: Mapping[str, Any] | None = None,
 
 def validate(settings: Settings) -> None:
     settings.http_host_port  # noqa: B018 - raises ConfigError when malformed
+    if settings.smtp:
+        parse_host_port(settings.smtp, "smtp")
+    if bool(settings.smtp_tls_cert) != bool(settings.smtp_tls_key):
+        raise ConfigError("MAILBEACON_SMTP_TLS_CERT and MAILBEACON_SMTP_TLS_KEY go together")
     if settings.secret_key and len(settings.secret_key) < 16:
         raise ConfigError("MAILBEACON_SECRET_KEY must be at least 16 characters")
     if any(len(k.strip()) < 16 for k in settings.old_secret_keys.split(",") if k.strip()):
@@ -137,5 +160,8 @@ def validate(settings: Settings) -> None:
         raise ConfigError("MAILBEACON_PUBLIC_URL must start with http:// or https://")
     if settings.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("MAILBEACON_LOG_LEVEL must be debug, info, warning or error")
+    if settings.retry_first <= 0 or settings.retry_max_age < 0:
+        raise ConfigError("MAILBEACON_RETRY_FIRST must be positive, "
+                          "MAILBEACON_RETRY_MAX_AGE not negative")
     if settings.max_request_bytes < 1024:
         raise ConfigError("MAILBEACON_MAX_REQUEST_BYTES must be at least 1024")

@@ -42,8 +42,17 @@ async def update_domain(request: Request) -> JSONResponse:
     url = text_field(form, "tracking_url")
     if url is not None:
         changes["tracking_url"] = dom.validate_tracking_url(url) if url.strip() else None
+    bounce = text_field(form, "bounce_domain")
+    if bounce is not None:
+        changes["bounce_domain"] = dom.normalize_name(bounce) if bounce.strip() else None
+    limit = text_field(form, "soft_bounce_limit")
+    if limit is not None:
+        if not limit.strip().isdigit() or not 1 <= int(limit) <= 1000:
+            raise BadRequest("'soft_bounce_limit' must be an integer from 1 to 1000")
+        changes["soft_bounce_limit"] = int(limit)
     if not changes:
-        raise BadRequest("Nothing to change: give 'tracking_url' (empty to reset)")
+        raise BadRequest("Nothing to change: give 'tracking_url', 'bounce_domain' or "
+                         "'soft_bounce_limit' (empty text resets)")
     domain = await run_in_threadpool(dom.update_domain, runtime(request).db,
                                      request.path_params["name"], **changes)
     return JSONResponse({"message": "Domain has been updated",
@@ -78,6 +87,21 @@ async def update_click_tracking(request: Request) -> JSONResponse:
                          "click": dom.tracking_json(domain)["click"]})
 
 
+async def update_unsubscribe_tracking(request: Request) -> JSONResponse:
+    """Mailgun's unsubscribe tracking: the footer added when a body has no placeholder."""
+    form = await read_form(request)
+    changes: dict[str, object] = {"unsubscribe_footer": dom.parse_bool(
+        required(form, "active"), "active")}
+    for field, column in (("html_footer", "footer_html"), ("text_footer", "footer_text")):
+        value = text_field(form, field)
+        if value is not None:
+            changes[column] = value or None
+    domain = await run_in_threadpool(dom.update_domain, runtime(request).db,
+                                     request.path_params["name"], **changes)
+    return JSONResponse({"message": "Domain tracking settings have been updated",
+                         "unsubscribe": dom.tracking_json(domain)["unsubscribe"]})
+
+
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
@@ -95,4 +119,6 @@ routes = [
     Route("/v3/domains/{name}/tracking", get_tracking, methods=["GET"]),
     Route("/v3/domains/{name}/tracking/open", update_open_tracking, methods=["PUT"]),
     Route("/v3/domains/{name}/tracking/click", update_click_tracking, methods=["PUT"]),
+    Route("/v3/domains/{name}/tracking/unsubscribe", update_unsubscribe_tracking,
+          methods=["PUT"]),
 ]

@@ -1,23 +1,43 @@
-"""Per-recipient MIME: the stored message with this recipient's tracking applied.
+"""Per-recipient MIME: the stored message with this recipient's variables, tracking,
+unsubscribe links, VERP sender and DKIM signature.
 
 The stored MIME is parsed and its text parts analysed once per message (`Composer`);
-each recipient then costs one render of each part with their own signed tokens.
+each recipient then costs one render of each part with their own signed tokens. Batch
+messages (recipient variables) differ per recipient before tracking, so their parts are
+analysed per recipient.
+
+Order per recipient: substitute %recipient.NAME%, add the unsubscribe footer (when the
+domain asks for it and the body has no unsubscribe placeholder), rewrite links and add
+the pixel (placeholders are left alone), then fill in the unsubscribe placeholders.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import SMTP
+from email.utils import formataddr, getaddresses
+from typing import Any
 
-from mailbeacon.domains import Domain
+from mailbeacon.domains import DEFAULT_FOOTER_HTML, DEFAULT_FOOTER_TEXT, Domain
+from mailbeacon.send import dkim
 from mailbeacon.send.submission import TrackingOptions
-from mailbeacon.track.rewrite import HtmlPlan, Link, TextPlan, plan_html, plan_text
+from mailbeacon.track.rewrite import Link, plan_html, plan_text
 from mailbeacon.track.tokens import Kind, Token, TokenCodec
 
 DELIVERY_HEADER = "X-Mailbeacon-Delivery"
+# Control headers that steer mailbeacon and must not reach recipients.
+CONTROL_HEADERS = ("X-Mailgun-Variables",)
+_RECIPIENT_VAR = re.compile(r"%recipient\.([A-Za-z0-9_.\-]+)%")
+_UNSUBSCRIBE_PLACEHOLDER = re.compile(
+    r"%(unsubscribe_url|tag_unsubscribe_url|mailing_list_unsubscribe_url|unsubscribe_email)%")
+# Token scope of each placeholder: "" the whole domain, "tag" the message's tags,
+# "list" the mailing list named by the message's List-Id.
+_SCOPES = {"unsubscribe_url": "", "tag_unsubscribe_url": "tag",
+           "mailing_list_unsubscribe_url": "list"}
 
 
 @dataclass(frozen=True)
@@ -41,30 +61,69 @@ class Tracking:
         pixel_top = domain.pixel_top if options.pixel_top is None else options.pixel_top
         return cls(opens, clicks, pixel_top, domain.tracking_base(default_base))
 
+    @property
+    def active(self) -> bool:
+        return self.opens or self.clicks != "no"
+
+
+@dataclass(frozen=True)
+class Composed:
+    data: bytes
+    envelope_sender: str  # VERP: bounce+<token>@<bounce domain>
+
+
+class _Part:
+    """One text part to personalise: where it is, its charset, its original text."""
+
+    def __init__(self, part: EmailMessage, html: bool) -> None:
+        self.part = part
+        self.html = html
+        self.charset = part.get_content_charset() or "utf-8"
+        self.source = str(part.get_content())
+
 
 class Composer:
     """Renders one stored message for each of its recipients."""
 
-    def __init__(self, mime: bytes, tracking: Tracking, codec: TokenCodec) -> None:
+    def __init__(self, mime: bytes, domain: Domain, tracking: Tracking, codec: TokenCodec,
+                 recipient_variables: dict[str, dict[str, Any]] | None = None) -> None:
+        self._domain = domain
         self._tracking = tracking
         self._codec = codec
+        self._rvars = recipient_variables
         msg = message_from_bytes(mime, _class=EmailMessage, policy=SMTP)
         assert isinstance(msg, EmailMessage)
+        for name in CONTROL_HEADERS:
+            del msg[name]
         self._msg = msg
-        self._html: list[tuple[EmailMessage, str, HtmlPlan]] = []
-        self._text: list[tuple[EmailMessage, str, TextPlan]] = []
+        self._subject = str(msg.get("Subject", ""))
+        self._to = str(msg.get("To", ""))
+        self._user_list_unsubscribe = "List-Unsubscribe" in msg
+        self._parts: list[_Part] = []
         for part in msg.walk():
             if part.is_multipart() or part.get_content_disposition() == "attachment":
                 continue
             assert isinstance(part, EmailMessage)
-            charset = part.get_content_charset() or "utf-8"
-            if part.get_content_type() == "text/html":
-                self._html.append((part, charset, plan_html(part.get_content())))
-            elif part.get_content_type() == "text/plain" and tracking.clicks == "yes":
-                self._text.append((part, charset, plan_text(part.get_content())))
+            if part.get_content_type() in ("text/html", "text/plain"):
+                self._parts.append(_Part(part, part.get_content_type() == "text/html"))
+        self._has_placeholder = any(_UNSUBSCRIBE_PLACEHOLDER.search(p.source)
+                                    for p in self._parts)
+        self._key = (dkim.DkimKey(domain.dkim_selector, domain.dkim_private_key)
+                     if domain.dkim_selector and domain.dkim_private_key else None)
+        # Without per-recipient variables, analyse each part once for all recipients.
+        self._plans = None if recipient_variables else [self._plan(p, p.source)
+                                                         for p in self._parts]
 
-    def render(self, delivery_id: str) -> bytes:
+    def _plan(self, part: _Part, text: str) -> Any:
+        if self._domain.unsubscribe_footer and not self._has_placeholder:
+            text = _with_footer(text, part.html, self._domain)
+        if part.html:
+            return plan_html(text)
+        return plan_text(text) if self._tracking.clicks == "yes" else text
+
+    def render(self, delivery_id: str, recipient: str) -> Composed:
         t = self._tracking
+        variables = (self._rvars or {}).get(recipient.lower(), {}) if self._rvars else None
         click_url: Callable[[Link], str] | None = None
         if t.clicks != "no":
             def click_url(link: Link) -> str:
@@ -73,23 +132,86 @@ class Composer:
         pixel = None
         if t.opens:
             pixel = f"{t.base_url}/o/{self._codec.encode(Token(Kind.OPEN, delivery_id))}"
-        for part, charset, html_plan in self._html:
-            _set_text(part, html_plan.render(click_url, pixel, t.pixel_top), "html", charset)
-        for part, charset, text_plan in self._text:
-            assert click_url is not None
-            _set_text(part, text_plan.render(click_url), "plain", charset)
-        del self._msg[DELIVERY_HEADER]
-        self._msg[DELIVERY_HEADER] = delivery_id
-        return self._msg.as_bytes()
+        fill = self._placeholders(delivery_id)
+        for i, part in enumerate(self._parts):
+            plan = self._plans[i] if self._plans is not None else self._plan(
+                part, _substitute(part.source, variables or {}))
+            if part.html:
+                text = plan.render(click_url, pixel, t.pixel_top)
+            elif isinstance(plan, str):
+                text = plan
+            else:
+                assert click_url is not None
+                text = plan.render(click_url)
+            _set_text(part.part, fill(text), "html" if part.html else "plain", part.charset,
+                      root=part.part is self._msg)
+
+        msg = self._msg
+        if variables is not None:
+            # Batch sending: each recipient sees only their own address and variables.
+            _replace(msg, "To", _own_address(self._to, recipient))
+            _replace(msg, "Subject", _substitute(self._subject, variables))
+        if t.active and not self._user_list_unsubscribe:
+            _replace(msg, "List-Unsubscribe",
+                     f"<{fill('%unsubscribe_url%')}>, <mailto:{fill('%unsubscribe_email%')}>")
+            _replace(msg, "List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
+        _replace(msg, DELIVERY_HEADER, delivery_id)
+        data = msg.as_bytes()
+        if self._key is not None:
+            data = dkim.sign(data, self._domain.name, self._key)
+        bounce = self._codec.encode(Token(Kind.BOUNCE, delivery_id))
+        return Composed(data, f"bounce+{bounce}@{self._domain.verp_domain}")
+
+    def _placeholders(self, delivery_id: str) -> Callable[[str], str]:
+        base, codec, verp = self._tracking.base_url, self._codec, self._domain.verp_domain
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name == "unsubscribe_email":
+                return f"unsub+{codec.encode(Token(Kind.UNSUBSCRIBE, delivery_id))}@{verp}"
+            token = Token(Kind.UNSUBSCRIBE, delivery_id, scope=_SCOPES[name])
+            return f"{base}/u/{codec.encode(token)}"
+
+        return lambda text: _UNSUBSCRIBE_PLACEHOLDER.sub(replace, text)
 
 
-def _set_text(part: EmailMessage, text: str, subtype: str, charset: str) -> None:
+def _substitute(text: str, variables: dict[str, Any]) -> str:
+    """%recipient.NAME% -> the recipient's value; unknown names become empty."""
+    def value(match: re.Match[str]) -> str:
+        found = variables.get(match.group(1), "")
+        return found if isinstance(found, str) else str(found)
+
+    return _RECIPIENT_VAR.sub(value, text)
+
+
+def _with_footer(text: str, html: bool, domain: Domain) -> str:
+    if not html:
+        return text + (domain.footer_text or DEFAULT_FOOTER_TEXT)
+    footer = domain.footer_html or DEFAULT_FOOTER_HTML
+    end = text.lower().rfind("</body>")
+    return text[:end] + footer + text[end:] if end >= 0 else text + footer
+
+
+def _own_address(to_header: str, recipient: str) -> str:
+    for name, address in getaddresses([to_header]):
+        if address.lower() == recipient.lower():
+            return formataddr((name, address))
+    return recipient
+
+
+def _replace(msg: EmailMessage, name: str, value: str) -> None:
+    del msg[name]
+    msg[name] = value
+
+
+def _set_text(part: EmailMessage, text: str, subtype: str, charset: str, root: bool) -> None:
     disposition = part.get("Content-Disposition")
     try:
         text.encode(charset)
     except (UnicodeEncodeError, LookupError):
         charset = "utf-8"
     part.set_content(text, subtype=subtype, charset=charset)
-    del part["MIME-Version"]  # set_content adds it; it belongs on the top level only
+    if not root:
+        del part["MIME-Version"]  # set_content adds it; it belongs on the top level only
     if disposition and "Content-Disposition" not in part:
         part["Content-Disposition"] = disposition

@@ -6,7 +6,6 @@ message every recipient gets before tracking is applied per recipient.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -57,6 +56,16 @@ class TrackingOptions:
 
 
 @dataclass(frozen=True)
+class DeliveryOptions:
+    """How and when to deliver, whatever the path the message came in by."""
+
+    testmode: bool = False  # record as delivered (650), relay nothing
+    deliver_at: int | None = None  # microseconds; None: now
+    # Batch sending: address (lowercase) -> variables for %recipient.NAME% substitution.
+    recipient_variables: dict[str, dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
 class Submission:
     sender: tuple[str, str]  # (display name, address)
     to: list[tuple[str, str]]
@@ -70,6 +79,7 @@ class Submission:
     variables: dict[str, Any] = field(default_factory=dict)
     options: TrackingOptions = TrackingOptions()
     attachments: list[Attachment] = field(default_factory=list)
+    delivery: DeliveryOptions = DeliveryOptions()
 
     def recipients(self) -> list[str]:
         """Every envelope recipient once (case-insensitively), in the order given."""
@@ -127,8 +137,6 @@ def build_mime(sub: Submission, message_id: str, now: float) -> EmailMessage:
     msg["Message-ID"] = f"<{message_id}>"
     for name, value in sub.headers:
         msg[name] = value
-    if sub.variables:
-        msg["X-Mailgun-Variables"] = json.dumps(sub.variables, separators=(",", ":"))
 
     if sub.text is not None:
         msg.set_content(sub.text)

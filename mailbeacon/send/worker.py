@@ -3,31 +3,53 @@
 Deliveries are jobs in the `deliveries` table. A claim sets a lease; a worker that dies
 mid-send leaves a lease that expires, and the delivery is tried again (at least once).
 On PostgreSQL claims use SKIP LOCKED, so any number of workers share the table safely.
+
+A temporary failure (4xx, timeout, connection trouble) is retried with backoff: the
+first retry after `retry_first` seconds, each next one after twice the previous delay,
+until `retry_max_age` after the first attempt; then the failure is permanent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, or_, select
 
 from mailbeacon.domains import Domain
-from mailbeacon.events import EventType, MessageInfo, Severity, build_event
+from mailbeacon.events import EventRecord, EventType, MessageInfo, Severity, build_event
 from mailbeacon.send.compose import Composer, Tracking
 from mailbeacon.send.relay import Outcome, Relay
 from mailbeacon.send.submission import TrackingOptions
 from mailbeacon.storage.db import Database, now_us
 from mailbeacon.storage.records import write_events
 from mailbeacon.storage.schema import deliveries, domains, messages
+from mailbeacon.suppressions import Block, blocks
 from mailbeacon.track.tokens import TokenCodec
 
 log = logging.getLogger("mailbeacon.worker")
 LEASE_US = 5 * 60 * 1_000_000
+SECOND = 1_000_000
+TESTMODE = Outcome(650, "OK: test mode, not relayed")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    first: float = 600.0  # seconds before the first retry; each next one waits twice as long
+    max_age: float = 8 * 3600.0  # give up this long after the first attempt
+
+    def next_attempt(self, attempt: int, first_at: int, now: int) -> int | None:
+        """When to try again after failed attempt number `attempt`; None: give up."""
+        deadline = first_at + int(self.max_age * SECOND)
+        if now >= deadline:
+            return None
+        return min(now + int(self.first * SECOND * 2 ** (attempt - 1)), deadline)
 
 
 @dataclass(frozen=True)
@@ -35,19 +57,25 @@ class Job:
     delivery_id: str
     recipient: str
     attempt: int
+    first_attempt_at: int
     message_row: Any
     domain: Domain
+    block: Block | None
 
 
 class DeliveryWorker:
-    def __init__(self, db: Database, relay: Relay, codec: TokenCodec, default_base: str,
-                 concurrency: int = 10, poll_interval: float = 1.0) -> None:
+    def __init__(self, db: Database, relay: Relay | None, codec: TokenCodec,
+                 default_base: str, concurrency: int = 10, poll_interval: float = 1.0,
+                 retry: RetryPolicy | None = None,
+                 clock: Callable[[], int] = now_us) -> None:
         self._db = db
         self._relay = relay
         self._codec = codec
         self._default_base = default_base
         self._concurrency = max(1, concurrency)
         self._poll = poll_interval
+        self._retry = retry or RetryPolicy()
+        self.clock = clock
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -73,35 +101,50 @@ class DeliveryWorker:
         """Claim one batch of due deliveries and try each; returns how many."""
         jobs = await asyncio.to_thread(self._claim, self._concurrency * 4)
         composers: dict[str, Composer] = {}
-        for job in jobs:
-            if job.message_row.id not in composers:
-                options = TrackingOptions.from_json(_json(job.message_row.options))
-                tracking = Tracking.resolve(job.domain, options, self._default_base)
-                composers[job.message_row.id] = Composer(job.message_row.mime, tracking,
-                                                         self._codec)
         limit = asyncio.Semaphore(self._concurrency)
 
         async def deliver(job: Job) -> None:
             async with limit:
                 started = time.monotonic()
-                payload = composers[job.message_row.id].render(job.delivery_id)
-                outcome = await self._relay.send(payload, job.message_row.sender, job.recipient)
+                if job.block is not None:
+                    outcome = None
+                elif job.message_row.testmode:
+                    outcome = TESTMODE
+                else:
+                    assert self._relay is not None  # _claim takes only test mode without one
+                    composed = self._composer(job, composers).render(job.delivery_id,
+                                                                     job.recipient)
+                    outcome = await self._relay.send(composed.data, composed.envelope_sender,
+                                                     job.recipient)
                 seconds = time.monotonic() - started
             await asyncio.to_thread(self._record, job, outcome, seconds)
 
         await asyncio.gather(*(deliver(job) for job in jobs))
         return len(jobs)
 
+    def _composer(self, job: Job, cache: dict[str, Composer]) -> Composer:
+        row = job.message_row
+        if row.id not in cache:
+            options = TrackingOptions.from_json(json.loads(row.options))
+            tracking = Tracking.resolve(job.domain, options, self._default_base)
+            rvars = json.loads(row.recipient_variables) if row.recipient_variables else None
+            cache[row.id] = Composer(row.mime, job.domain, tracking, self._codec, rvars)
+        return cache[row.id]
+
     def _claim(self, limit: int) -> list[Job]:
-        now = now_us()
+        now = self.clock()
         due = or_(
             and_(deliveries.c.status == "queued", deliveries.c.next_attempt_at <= now),
             and_(deliveries.c.status == "sending", deliveries.c.lease_until < now),
         )
+        query = select(deliveries.c.id).where(due)
+        if self._relay is None:  # nowhere to send: only test-mode messages can proceed
+            query = query.join(messages, messages.c.id == deliveries.c.message_id).where(
+                messages.c.testmode.is_(True))
         with self._db.write() as conn:
             ids = conn.execute(
-                select(deliveries.c.id).where(due).order_by(deliveries.c.next_attempt_at)
-                .limit(limit).with_for_update(skip_locked=True)
+                query.order_by(deliveries.c.next_attempt_at).limit(limit)
+                .with_for_update(skip_locked=True, of=deliveries)
             ).scalars().all()
             if not ids:
                 return []
@@ -109,58 +152,100 @@ class DeliveryWorker:
                 deliveries.update().where(deliveries.c.id.in_(ids)).values(
                     status="sending", lease_until=now + LEASE_US,
                     attempts=deliveries.c.attempts + 1, updated_at=now))
+            conn.execute(
+                deliveries.update().where(deliveries.c.id.in_(ids),
+                                          deliveries.c.first_attempt_at.is_(None))
+                .values(first_attempt_at=now))
             rows = conn.execute(
                 select(deliveries.c.id.label("delivery_id"), deliveries.c.recipient,
-                       deliveries.c.attempts, messages, domains.c.id.label("domain_key"),
-                       domains.c.created_at.label("domain_created_at"),
-                       domains.c.track_opens, domains.c.track_clicks, domains.c.pixel_top,
-                       domains.c.tracking_url)
+                       deliveries.c.attempts, deliveries.c.first_attempt_at, messages)
                 .join(messages, messages.c.id == deliveries.c.message_id)
-                .join(domains, domains.c.name == messages.c.domain)
                 .where(deliveries.c.id.in_(ids))
             ).all()
+            names = sorted({r.domain for r in rows})
+            by_name = {d.name: Domain.from_row(d) for d in conn.execute(
+                select(domains).where(domains.c.name.in_(names)))}
+            blocked: dict[str, Block] = {}
+            for row in rows:
+                headers = json.loads(row.headers)
+                found = blocks(conn, row.domain, [row.recipient], json.loads(row.tags),
+                               headers.get("list-id"))
+                if found:
+                    blocked[row.delivery_id] = next(iter(found.values()))
         return [
-            Job(r.delivery_id, r.recipient, r.attempts, r,
-                Domain(r.domain, r.domain_key, r.domain_created_at, bool(r.track_opens),
-                       r.track_clicks, bool(r.pixel_top), r.tracking_url))
+            Job(r.delivery_id, r.recipient, r.attempts, r.first_attempt_at, r,
+                by_name[r.domain], blocked.get(r.delivery_id))
             for r in rows
         ]
 
-    def _record(self, job: Job, outcome: Outcome, seconds: float) -> None:
+    def _record(self, job: Job, outcome: Outcome | None, seconds: float) -> None:
+        now = self.clock()
         info = MessageInfo.from_row(job.message_row)
-        status = {
-            "code": outcome.code, "message": outcome.message,
-            "description": outcome.description, "attempt-no": job.attempt,
-            "mx-host": self._relay.host, "session-seconds": round(seconds, 3),
-        }
         envelope = {"sender": info.sender, "targets": job.recipient, "transport": "smtp"}
-        if outcome.delivered:
-            new_status = "delivered"
-            event = build_event(EventType.DELIVERED, now_us(), info, job.recipient,
-                                job.delivery_id, delivery_status=status, envelope=envelope)
-        else:
-            # Retries with backoff arrive with issue 3; for now every failure is final.
+        retry_at: int | None = None
+        if outcome is None:  # suppressed: never relayed
+            assert job.block is not None
             new_status = "failed"
-            severity = Severity.PERMANENT if outcome.permanent else Severity.TEMPORARY
-            event = build_event(EventType.FAILED, now_us(), info, job.recipient,
-                                job.delivery_id, severity=severity,
-                                reason="bounce" if outcome.permanent else "generic",
-                                delivery_status=status, envelope=envelope)
+            event = build_event(
+                EventType.FAILED, now, info, job.recipient, job.delivery_id,
+                severity=Severity.PERMANENT, reason=job.block.reason, envelope=envelope,
+                delivery_status={"code": 605, "message": "Not delivering to previously "
+                                 f"{_BLOCK_WORDS[job.block.kind]} address",
+                                 "description": job.block.error, "attempt-no": job.attempt})
+        else:
+            status = {
+                "code": outcome.code, "message": outcome.message,
+                "description": outcome.description, "attempt-no": job.attempt,
+                "mx-host": self._relay.host if self._relay and outcome is not TESTMODE else "",
+                "session-seconds": round(seconds, 3),
+            }
+            new_status, event, retry_at = self._outcome_event(job, outcome, status, envelope,
+                                                              info, now)
+        values: dict[str, Any] = {
+            "status": new_status, "lease_until": None, "updated_at": now,
+            "last_code": outcome.code if outcome else 605,
+            "last_message": (outcome.message or outcome.description) if outcome
+            else job.block.reason if job.block else "",
+        }
+        if retry_at is not None:
+            values["next_attempt_at"] = retry_at
         with self._db.write() as conn:
             owned = conn.execute(
                 deliveries.update()
                 .where(deliveries.c.id == job.delivery_id, deliveries.c.status == "sending",
                        deliveries.c.attempts == job.attempt)
-                .values(status=new_status, lease_until=None, last_code=outcome.code,
-                        last_message=outcome.message or outcome.description,
-                        updated_at=now_us())
+                .values(**values)
             ).rowcount
             if owned:  # else our lease expired and another worker took the job over
                 write_events(conn, [event])
 
+    def _outcome_event(self, job: Job, outcome: Outcome, status: dict[str, Any],
+                       envelope: dict[str, Any], info: MessageInfo,
+                       now: int) -> tuple[str, EventRecord, int | None]:
+        if outcome.delivered or outcome is TESTMODE:
+            event = build_event(EventType.DELIVERED, now, info, job.recipient,
+                                job.delivery_id, delivery_status=status, envelope=envelope)
+            return "delivered", event, None
+        if outcome.permanent:
+            event = build_event(EventType.FAILED, now, info, job.recipient, job.delivery_id,
+                                severity=Severity.PERMANENT, reason="bounce",
+                                delivery_status=status, envelope=envelope)
+            return "failed", event, None
+        retry_at = self._retry.next_attempt(job.attempt, job.first_attempt_at or now, now)
+        if retry_at is None:
+            status["description"] = (status["description"] + " " if status["description"]
+                                     else "") + "Gave up: still failing temporarily after " \
+                f"{self._retry.max_age / 3600:g} hours"
+            event = build_event(EventType.FAILED, now, info, job.recipient, job.delivery_id,
+                                severity=Severity.PERMANENT, reason="old",
+                                delivery_status=status, envelope=envelope)
+            return "failed", event, None
+        status["retry-seconds"] = round((retry_at - now) / SECOND)
+        event = build_event(EventType.FAILED, now, info, job.recipient, job.delivery_id,
+                            severity=Severity.TEMPORARY, reason="generic",
+                            delivery_status=status, envelope=envelope)
+        return "queued", event, retry_at
 
-def _json(text: str) -> dict[str, Any]:
-    import json
 
-    value = json.loads(text)
-    return value if isinstance(value, dict) else {}
+_BLOCK_WORDS = {"bounce": "bounced", "unsubscribe": "unsubscribed",
+                "complaint": "complained", "allowlist": "allowlisted"}

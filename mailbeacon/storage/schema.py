@@ -60,6 +60,13 @@ domains = Table(
     Column("track_clicks", String(8), nullable=False, default="yes"),  # yes | no | htmlonly
     Column("pixel_top", Boolean, nullable=False, default=False),
     Column("tracking_url", Text, nullable=True),  # None: the server's public URL
+    Column("bounce_domain", String(253), nullable=True),  # VERP domain; None: the domain
+    Column("dkim_selector", String(63), nullable=True),
+    Column("dkim_private_key", Text, nullable=True),  # PEM; never shown by the API
+    Column("unsubscribe_footer", Boolean, nullable=False, server_default="0"),
+    Column("footer_html", Text, nullable=True),  # None: the built-in template
+    Column("footer_text", Text, nullable=True),
+    Column("soft_bounce_limit", Integer, nullable=False, server_default="5"),
 )
 
 messages = Table(
@@ -74,6 +81,8 @@ messages = Table(
     Column("tags", Text, nullable=False),  # JSON list, lowercased
     Column("user_variables", Text, nullable=False),  # JSON object
     Column("options", Text, nullable=False),  # JSON: tracking options of this message
+    Column("recipient_variables", Text, nullable=True),  # JSON: address -> {name: value}
+    Column("testmode", Boolean, nullable=False, server_default="0"),
     Column("mime", LargeBinary, nullable=False),  # as submitted, before tracking
 )
 Index("ix_messages_domain_message_id", messages.c.domain, messages.c.message_id)
@@ -91,6 +100,7 @@ deliveries = Table(
     Column("last_code", Integer, nullable=True),
     Column("last_message", Text, nullable=True),
     Column("updated_at", BigInteger, nullable=False),
+    Column("first_attempt_at", BigInteger, nullable=True),  # retries stop 8 h after it
 )
 Index("ix_deliveries_due", deliveries.c.status, deliveries.c.next_attempt_at)
 Index("ix_deliveries_message", deliveries.c.message_id)
@@ -137,4 +147,40 @@ stats_buckets = Table(
     Column("event", String(24), primary_key=True),
     Column("hour", BigInteger, primary_key=True),  # epoch seconds, start of the hour
     Column("count", BigInteger, nullable=False),
+)
+
+# Addresses not to send to: bounce | unsubscribe | complaint, and the allowlist.
+# `tag` is the unsubscribe scope: "*" (whole domain), a tag, or "list:<address>"; "" for
+# the other kinds. An allowlist `address` may also be a bare domain ("example.org").
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("domain", String(253), primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("address", String(320), primary_key=True),  # lowercased
+    Column("tag", String(330), primary_key=True),
+    Column("code", String(8), nullable=False, server_default=""),
+    Column("error", Text, nullable=False, server_default=""),
+    Column("created_at", BigInteger, nullable=False),
+)
+Index("ix_suppressions_address", suppressions.c.domain, suppressions.c.address)
+
+# Soft bounces per address, counted toward the domain's soft-bounce limit.
+soft_bounces = Table(
+    "soft_bounces",
+    metadata,
+    Column("domain", String(253), primary_key=True),
+    Column("address", String(320), primary_key=True),
+    Column("count", Integer, nullable=False),
+    Column("last_at", BigInteger, nullable=False),
+)
+
+tags = Table(
+    "tags",
+    metadata,
+    Column("domain", String(253), primary_key=True),
+    Column("tag", String(128), primary_key=True),  # lowercased
+    Column("description", Text, nullable=False, server_default=""),
+    Column("first_seen", BigInteger, nullable=False),
+    Column("last_seen", BigInteger, nullable=False),
 )

@@ -51,7 +51,7 @@ class TrackingEndpoints:
         method: str = scope["method"]
         is_open = path.startswith("/o/")
         if method not in ("GET", "HEAD"):
-            await _respond(send, 405, [(b"allow", b"GET, HEAD")], b"", method)
+            await respond(send, 405, [(b"allow", b"GET, HEAD")], b"", method)
             return
         try:
             token = self._codec.decode(path[3:].split("/", 1)[0].split(".", 1)[0])
@@ -61,18 +61,18 @@ class TrackingEndpoints:
             if is_open:
                 await _pixel(send, method)
             else:
-                await _respond(send, 404, [(b"content-type", b"text/html; charset=utf-8")],
+                await respond(send, 404, [(b"content-type", b"text/html; charset=utf-8")],
                                _NOT_FOUND, method)
             return
         location: bytes | None = b""
         if not is_open:
             location = _safe_location(token.url)
             if location is None:  # we never sign such a URL; refuse rather than redirect
-                await _respond(send, 404, [(b"content-type", b"text/html; charset=utf-8")],
+                await respond(send, 404, [(b"content-type", b"text/html; charset=utf-8")],
                                _NOT_FOUND, method)
                 return
-        hit = Hit(token.kind, token.delivery_id, time.time_ns() // 1000, _client_ip(scope),
-                  _header(scope, b"user-agent"), method, token.url, token.link_index)
+        hit = Hit(token.kind, token.delivery_id, time.time_ns() // 1000, client_ip(scope),
+                  header(scope, b"user-agent"), method, token.url, token.link_index)
         try:
             await self._recorder.record(hit)
         except Exception:  # storage trouble must never break a pixel or a redirect
@@ -81,7 +81,7 @@ class TrackingEndpoints:
             await _pixel(send, method)
         else:
             assert location
-            await _respond(send, 302, [(b"location", location), *_NO_CACHE,
+            await respond(send, 302, [(b"location", location), *_NO_CACHE,
                                        (b"referrer-policy", b"no-referrer")], b"", method)
 
 
@@ -93,12 +93,12 @@ def _safe_location(url: str) -> bytes | None:
     return quote(url, safe=_URL_SAFE).encode("ascii")
 
 
-def _client_ip(scope: Scope) -> str:
+def client_ip(scope: Scope) -> str:
     client = scope.get("client")
     return str(client[0]) if client else ""
 
 
-def _header(scope: Scope, name: bytes) -> str:
+def header(scope: Scope, name: bytes) -> str:
     for key, value in scope["headers"]:
         if key == name:
             return bytes(value).decode("latin-1")
@@ -106,10 +106,10 @@ def _header(scope: Scope, name: bytes) -> str:
 
 
 async def _pixel(send: Send, method: str) -> None:
-    await _respond(send, 200, [(b"content-type", b"image/gif"), *_NO_CACHE], PIXEL, method)
+    await respond(send, 200, [(b"content-type", b"image/gif"), *_NO_CACHE], PIXEL, method)
 
 
-async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes,
+async def respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes,
                    method: str) -> None:
     headers = [*headers, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
+from mailbeacon import suppressions
 from mailbeacon.events import (
     UNIQUE_CLICKED,
     UNIQUE_OPENED,
@@ -30,6 +31,7 @@ from mailbeacon.events import (
 from mailbeacon.storage.db import Database, upsert_add
 from mailbeacon.storage.records import write_events
 from mailbeacon.storage.schema import deliveries, messages, recipient_state
+from mailbeacon.suppressions import ALL_SCOPE, SuppressionKind
 from mailbeacon.track.tokens import Kind
 
 log = logging.getLogger("mailbeacon.recorder")
@@ -37,7 +39,7 @@ log = logging.getLogger("mailbeacon.recorder")
 
 @dataclass(frozen=True)
 class Hit:
-    kind: Kind  # OPEN or CLICK
+    kind: Kind  # OPEN, CLICK or UNSUBSCRIBE
     delivery_id: str
     ts: int  # microseconds
     ip: str
@@ -45,6 +47,7 @@ class Hit:
     method: str = "GET"
     url: str = ""
     link_index: int = 0
+    scope: str = ""  # unsubscribes: "" the domain, "tag", "list" (see track/tokens.py)
 
 
 @dataclass
@@ -133,6 +136,9 @@ class Recorder:
                     log.info("hit for unknown delivery %s ignored", hit.delivery_id)
                     continue
                 info = MessageInfo.from_row(row)
+                if hit.kind is Kind.UNSUBSCRIBE:
+                    records.append(_unsubscribe(conn, hit, info, row.recipient))
+                    continue
                 state = states.setdefault(hit.delivery_id, _State())
                 change = changes.setdefault(hit.delivery_id, _blank_change(hit, info.domain))
                 records.extend(_events_for(hit, info, row.recipient, state, change))
@@ -143,6 +149,22 @@ class Recorder:
                 earliest=("first_open_at", "first_click_at"),
             )
             write_events(conn, records)
+
+
+def _unsubscribe(conn: Connection, hit: Hit, info: MessageInfo,
+                 recipient: str) -> EventRecord:
+    """Suppress the recipient at the token's scope; the event says which."""
+    scopes = [ALL_SCOPE]
+    if hit.scope == "tag" and info.tags:
+        scopes = list(info.tags)
+    elif hit.scope == "list" and info.headers.get("list-id"):
+        scopes = [f"list:{info.headers['list-id']}"]
+    for scope in scopes:
+        suppressions.add(conn, info.domain, SuppressionKind.UNSUBSCRIBE, recipient, hit.ts,
+                         tag=scope)
+    return build_event(EventType.UNSUBSCRIBED, hit.ts, info, recipient, hit.delivery_id,
+                       ip=hit.ip, client_info={"user-agent": hit.user_agent},
+                       method=hit.method, unsubscribe_scope=scopes)
 
 
 def _blank_change(hit: Hit, domain: str) -> dict[str, Any]:

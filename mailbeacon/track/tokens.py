@@ -39,6 +39,7 @@ class Kind(enum.IntEnum):
     OPEN = 1
     CLICK = 2
     UNSUBSCRIBE = 3
+    BOUNCE = 4  # the VERP envelope sender: bounces come back to bounce+<token>@...
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class Token:
     delivery_id: str
     link_index: int = 0
     url: str = ""
-    scope: str = ""  # unsubscribe scope: "" (domain), "tag:<name>", "list:<address>"
+    scope: str = ""  # unsubscribe scope: "" the domain, "tag" the message's tags, "list"
 
 
 def key_id(key: bytes) -> int:

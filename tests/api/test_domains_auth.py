@@ -54,8 +54,10 @@ async def test_domains_api(service: Service) -> None:
     assert [d["name"] for d in r.json()["items"]] == ["example.com", "news.example.org"]
     r = await client.get("/v3/domains/news.example.org")
     assert r.json()["domain"]["web_scheme"] == "https"
-    assert r.json()["tracking"] == {"open": {"active": True, "place_at_the_top": False},
-                                    "click": {"active": True}}
+    tracking = r.json()["tracking"]
+    assert tracking["open"] == {"active": True, "place_at_the_top": False}
+    assert tracking["click"] == {"active": True}
+    assert tracking["unsubscribe"]["active"] is False
     r = await client.put("/v3/domains/news.example.org/tracking/click",
                          data={"active": "htmlonly"})
     assert r.json()["click"] == {"active": "htmlonly"}

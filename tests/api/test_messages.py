@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from mailbeacon.track.tokens import Kind
 from tests.conftest import Service, SmtpRelay
 
 HTML = ('<html><body><p>Hello <a href="https://shop.example.net/p?a=1&amp;b=2">shop</a> '
@@ -32,13 +33,23 @@ async def test_send_relays_one_transaction_per_recipient(service: Service,
     received = await smtp_relay.wait_for(4)
     assert sorted(r.recipients[0] for r in received) == [
         "alice@example.org", "bob@example.org", "carol@example.org", "dave@example.org"]
-    assert all(len(r.recipients) == 1 and r.sender == "sender@example.com" for r in received)
+    assert all(len(r.recipients) == 1 for r in received)
+    # VERP: each envelope sender names its delivery, so a bounce finds its way back.
+    senders = {r.sender for r in received}
+    assert len(senders) == 4
+    for r in received:
+        local, _, host = r.sender.partition("@")
+        assert host == "example.com" and local.startswith("bounce+") and len(local) <= 64
+        token = service.runtime.codec.decode(local.removeprefix("bounce+"))
+        assert token.kind is Kind.BOUNCE
+        assert token.delivery_id == r.message["X-Mailbeacon-Delivery"]
     msg = received[0].message
     assert msg["Message-ID"] == message_id
     assert msg["X-Campaign"] == "nov-1"
     assert msg["Subject"] == "Hello"
     assert "dave@example.org" not in msg.as_string().split("\n\n", 1)[0]  # Bcc stays hidden
     assert msg["Cc"] == "carol@example.org"
+    assert "X-Mailgun-Variables" not in msg  # custom variables stay with us
     # Each recipient gets links signed for them alone.
     links = {r.recipients[0]: tracked_links(r.part("text/html"))[0] for r in received}
     assert len(set(links.values())) == 4

@@ -1,0 +1,123 @@
+"""Tags API: /v3/{domain}/tags and /v3/{domain}/tags/{tag} (Mailgun's shape)."""
+
+from __future__ import annotations
+
+from email.utils import formatdate
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from mailbeacon import domains as dom
+from mailbeacon import tags as tg
+from mailbeacon.api.forms import read_form, runtime, text_field
+from mailbeacon.errors import BadRequest
+from mailbeacon.send.submission import check_tags, normalize_tags
+
+MAX_LIMIT = 1000
+
+
+async def list_tags(request: Request) -> JSONResponse:
+    params = request.query_params
+    limit = _limit(request)
+    page = params.get("page", "first")
+    if page not in tg.PAGES:
+        raise BadRequest(f"'page' must be one of {', '.join(tg.PAGES)}")
+    pivot = params.get("tag")
+    if page in ("next", "prev") and pivot is None:
+        raise BadRequest(f"'tag' is required with page={page}: the tag the page starts from")
+    prefix = params.get("prefix", "")
+    db = runtime(request).db
+    domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
+    found = await run_in_threadpool(tg.list_tags, db, domain.name, limit, page, pivot or "",
+                                    prefix)
+
+    base = str(request.base_url).rstrip("/") + f"/v3/{domain.name}/tags?"
+
+    def url(page: str, tag: str | None = None) -> str:
+        query = {"page": page, **({"tag": tag} if tag is not None else {}), "limit": limit,
+                 **({"prefix": prefix} if prefix else {})}
+        return base + urlencode(query, quote_via=quote)
+
+    if found:
+        next_url, previous_url = url("next", found[-1].tag), url("prev", found[0].tag)
+    # An empty page: nothing lies beyond it, so point the other way at the end that exists.
+    elif page == "prev":
+        next_url, previous_url = url("first"), url("prev", pivot)
+    else:
+        next_url = url("next", pivot) if page == "next" else url("first")
+        previous_url = url("last")
+    return JSONResponse({
+        "items": [tag_json(t) for t in found],
+        "paging": {"first": url("first"), "next": next_url, "previous": previous_url,
+                   "last": url("last")},
+    })
+
+
+async def get_tag(request: Request) -> JSONResponse:
+    tag = path_tag(request.path_params["tag"])
+    db = runtime(request).db
+    domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
+    found = await run_in_threadpool(tg.get_tag, db, domain.name, tag)
+    return JSONResponse(tag_json(found))
+
+
+async def update_tag(request: Request) -> JSONResponse:
+    tag = path_tag(request.path_params["tag"])
+    form = await read_form(request)
+    # An empty description is allowed: it clears the description.
+    description = text_field(form, "description")
+    if description is None:
+        raise BadRequest("'description' parameter is missing")
+    db = runtime(request).db
+    domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
+    await run_in_threadpool(tg.update_tag, db, domain.name, tag, description)
+    return JSONResponse({"message": "Tag updated"})
+
+
+async def delete_tag(request: Request) -> JSONResponse:
+    tag = path_tag(request.path_params["tag"])
+    db = runtime(request).db
+    domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
+    await run_in_threadpool(tg.delete_tag, db, domain.name, tag)
+    return JSONResponse({"message": "Tag deleted"})
+
+
+def path_tag(raw: str) -> str:
+    """The tag named in a URL, normalised as intake stores it, or BadRequest saying why."""
+    check_tags([raw])
+    normalized = normalize_tags([raw])
+    # Blanks only: normalize_tags drops the tag, and check_tags words the error for "".
+    check_tags(normalized or [""])
+    return normalized[0]
+
+
+def tag_json(tag: tg.Tag) -> dict[str, Any]:
+    return {
+        "tag": tag.tag,
+        "description": tag.description,
+        "first-seen": formatdate(tag.first_seen / 1_000_000, usegmt=True),
+        "last-seen": formatdate(tag.last_seen / 1_000_000, usegmt=True),
+    }
+
+
+def _limit(request: Request) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return 100
+    # The length check keeps int() away from absurdly long digit strings (ValueError).
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= MAX_LIMIT):
+        raise BadRequest(f"'limit' must be an integer from 1 to {MAX_LIMIT}")
+    return int(raw)
+
+
+# {tag:path}: a tag may contain '/', which arrives decoded from %2F.
+routes = [
+    Route("/v3/{domain}/tags", list_tags, methods=["GET"]),
+    Route("/v3/{domain}/tags/{tag:path}", get_tag, methods=["GET"]),
+    Route("/v3/{domain}/tags/{tag:path}", update_tag, methods=["PUT"]),
+    Route("/v3/{domain}/tags/{tag:path}", delete_tag, methods=["DELETE"]),
+]

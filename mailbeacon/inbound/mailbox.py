@@ -1,0 +1,512 @@
+"""The bounce mailbox: bounces and complaints fetched from a POP3 or IMAP mailbox.
+
+Some setups cannot route a bounce domain to our SMTP server, so DSNs and complaints
+land in an ordinary mailbox instead. `poll_once` takes what is waiting there, hands each
+message to a handler, and removes (POP3) or flags (IMAP) only those the handler
+processed; every other message stays where it is, to be offered again next poll.
+
+It is blocking (poplib, imaplib): run it in a thread. The password never appears in a
+repr, a log line or an error message; `MailboxConfig.redacted()` is what gets shown.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import imaplib
+import inspect
+import logging
+import poplib
+import re
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from typing import BinaryIO
+from urllib.parse import quote, unquote, urlsplit
+
+from mailbeacon.errors import ConfigError, MailbeaconError
+
+__all__ = ["DONE_KEYWORD", "MailboxConfig", "MailboxError", "PollResult", "poll_once"]
+
+log = logging.getLogger("mailbeacon.mailbox")
+
+# The IMAP keyword set on processed messages; searched with NOT KEYWORD.
+DONE_KEYWORD = "$MailbeaconDone"
+
+# scheme -> (protocol, TLS from the start, default port)
+_SCHEMES: dict[str, tuple[str, bool, int]] = {
+    "pop3": ("pop3", False, 110),
+    "pop3s": ("pop3", True, 995),
+    "imap": ("imap", False, 143),
+    "imaps": ("imap", True, 993),
+}
+
+# poplib refuses lines over 2048 bytes and its stream is then out of step, so a single
+# bounce quoting a long unwrapped HTML line would block the mailbox for good.
+_POP3_MAX_LINE = 1_000_000
+
+Handler = Callable[[bytes], bool]
+
+
+class MailboxError(MailbeaconError, OSError):
+    """The bounce mailbox could not be reached, logged into or read.
+
+    The message names the mailbox (`MailboxConfig.redacted()`) and the problem,
+    never the password.
+    """
+
+
+@dataclass(frozen=True)
+class MailboxConfig:
+    """Where the bounce mailbox is and how to log in; built by `from_url`.
+
+    >>> MailboxConfig.from_url("imaps://bounces:s3cret@mail.example.com/Bounces").redacted()
+    'imaps://bounces@mail.example.com:993/Bounces'
+    """
+
+    protocol: str  # "pop3" or "imap"
+    tls: bool  # TLS from the start; else STARTTLS (STLS) when offered, else plain
+    host: str
+    port: int
+    username: str
+    password: str = field(repr=False)
+    folder: str = "INBOX"  # IMAP only
+
+    def __post_init__(self) -> None:
+        if self.protocol not in ("pop3", "imap"):
+            raise ConfigError(
+                f"bounce mailbox protocol must be pop3 or imap, not {self.protocol!r}"
+            )
+
+    @classmethod
+    def from_url(cls, url: str) -> MailboxConfig:
+        """Parse pop3[s]://USER:PASS@HOST[:PORT] or imap[s]://USER:PASS@HOST[:PORT][/FOLDER].
+
+        USER, PASS and FOLDER are percent-decoded. Error messages never quote the URL
+        or parts of it that could be the password.
+        """
+        parts = urlsplit(url.strip())
+        if parts.scheme not in _SCHEMES:
+            raise ConfigError(
+                "bounce mailbox URL must start with pop3://, pop3s://, imap:// or imaps://"
+                f" (got {parts.scheme + '://' if parts.scheme else 'no scheme'})"
+            )
+        protocol, tls, default_port = _SCHEMES[parts.scheme]
+        hint = "percent-encode @ : / ? # % in the user name and password"
+        try:
+            port = parts.port
+        except ValueError:
+            # ValueError quotes the "port", which is part of the password when it
+            # holds an unencoded / ? or #.
+            raise ConfigError(f"bounce mailbox URL has a bad port ({hint})") from None
+        if port == 0:
+            raise ConfigError("bounce mailbox URL has a bad port (0)")
+        if not parts.hostname:
+            raise ConfigError(f"bounce mailbox URL has no host ({hint})")
+        if not parts.username or not parts.password:
+            raise ConfigError(
+                f"bounce mailbox URL needs USER:PASSWORD@ before the host ({hint})"
+            )
+        if parts.query or parts.fragment:
+            raise ConfigError(f"bounce mailbox URL cannot have a ? or # part ({hint})")
+        folder = unquote(parts.path).strip("/")
+        if folder and protocol == "pop3":
+            raise ConfigError("a POP3 bounce mailbox has no folders: remove the /path")
+        return cls(protocol, tls, parts.hostname, port or default_port,
+                   unquote(parts.username), unquote(parts.password), folder or "INBOX")
+
+    def redacted(self) -> str:
+        """The mailbox as a URL without the password, for logs and error messages."""
+        scheme = self.protocol + ("s" if self.tls else "")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        folder = ""
+        if self.protocol == "imap" and self.folder != "INBOX":
+            folder = "/" + quote(self.folder)
+        return f"{scheme}://{quote(self.username, safe='')}@{host}:{self.port}{folder}"
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """What one poll did; fetched == processed + failed."""
+
+    fetched: int  # messages handed to the handler (or that could not be read)
+    processed: int  # handler returned True and the message was deleted / flagged
+    failed: int  # left in the mailbox for the next poll
+
+
+def poll_once(config: MailboxConfig, handle: Handler, *, timeout: float = 30.0,
+              ssl_context: ssl.SSLContext | None = None,
+              max_messages: int = 500) -> PollResult:
+    """Hand up to `max_messages` waiting messages to `handle`; remove the processed ones.
+
+    `handle(raw)` gets one message as raw RFC 5322 bytes with CRLF line endings. It
+    returns True once the message needs no more attention (a bounce recorded, or mail
+    it chose to ignore): POP3 deletes it, IMAP flags it `$MailbeaconDone \\Seen` and
+    keeps it for inspection. False or an exception leaves it untouched, offered again
+    next poll, so return False only when a retry can help.
+
+    The handler must be idempotent: a message can come again after it was handled,
+    since POP3 deletes only at QUIT (a connection lost before that deletes nothing)
+    and an IMAP flag can fail to be stored.
+
+    Raises MailboxError when the server cannot be reached, refuses TLS or the login,
+    or the session breaks. Blocking: `await asyncio.to_thread(poll_once, config, handle)`.
+    """
+    if max_messages < 1:
+        raise ValueError("max_messages must be at least 1")
+    context = ssl_context or ssl.create_default_context()
+    poll = _poll_pop3 if config.protocol == "pop3" else _poll_imap
+    return poll(config, handle, timeout, context, max_messages)
+
+
+# --- shared ----------------------------------------------------------------------------
+
+
+def _offer(config: MailboxConfig, handle: Handler, raw: bytes, where: str) -> bool:
+    """Hand one message to the handler; True only when it says it processed it."""
+    what = f"message {where} ({_message_id(raw)})"
+    try:
+        verdict: object = handle(raw)
+    except Exception:
+        log.exception("%s: handler failed on %s; kept for the next poll",
+                      config.redacted(), what)
+        return False
+    if verdict is True:
+        return True
+    if not isinstance(verdict, bool):
+        if inspect.iscoroutine(verdict):
+            verdict.close()  # else it warns "never awaited" at some later, confusing moment
+        log.error("%s: handler returned %s, not a bool (wrap an async handler); %s kept",
+                  config.redacted(), type(verdict).__name__, what)
+        return False
+    log.warning("%s: handler did not process %s; kept for the next poll",
+                config.redacted(), what)
+    return False
+
+
+def _message_id(raw: bytes) -> str:
+    """The Message-ID, to tell operators which mail a log line is about."""
+    headers = BytesHeaderParser(policy=compat32).parsebytes(raw)
+    value = headers.get("Message-ID")
+    return f"Message-ID {str(value).strip()}" if value else "no Message-ID"
+
+
+def _reason(exc: BaseException, config: MailboxConfig) -> str:
+    """Readable text of a library error, with the password cut out should a server echo it."""
+    arg = exc.args[0] if len(exc.args) == 1 else None
+    text = arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(exc)
+    return _scrub(text or type(exc).__name__, config)
+
+
+def _reply(data: Sequence[object], config: MailboxConfig) -> str:
+    """Readable text of an IMAP reply's data, scrubbed like `_reason`."""
+    text = " ".join(item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)
+                    for item in data if item is not None)
+    return _scrub(text or "no reason given", config)
+
+
+def _scrub(text: str, config: MailboxConfig) -> str:
+    secret = config.password
+    # Raw, as imaplib quotes it, and as it was written in the URL.
+    forms = {secret, secret.replace("\\", "\\\\").replace('"', '\\"'), quote(secret, safe="")}
+    for form in sorted(forms, key=len, reverse=True):
+        if form:
+            text = text.replace(form, "***")
+    return text
+
+
+_warned_plain: set[str] = set()
+
+
+def _warn_plain(config: MailboxConfig, starttls: str) -> None:
+    """Warn, once per mailbox, that the password goes over the wire unencrypted."""
+    where = config.redacted()
+    if where not in _warned_plain:
+        _warned_plain.add(where)
+        log.warning("%s: server offers no %s; logging in without TLS (use %ss:// to require "
+                    "TLS)", where, starttls, config.protocol)
+
+
+# --- POP3 ------------------------------------------------------------------------------
+
+
+class _LongLines:
+    """poplib's line reader without its 2048-byte limit (see _POP3_MAX_LINE)."""
+
+    file: BinaryIO
+
+    def _getline(self) -> tuple[bytes, int]:
+        line: bytes = self.file.readline(_POP3_MAX_LINE + 1)
+        if len(line) > _POP3_MAX_LINE:
+            raise poplib.error_proto("line too long")
+        if not line:
+            raise poplib.error_proto("-ERR EOF")
+        if line.endswith(b"\r\n"):
+            return line[:-2], len(line)
+        return line.removesuffix(b"\n"), len(line)
+
+
+class _Pop3(_LongLines, poplib.POP3):
+    pass
+
+
+class _Pop3SSL(_LongLines, poplib.POP3_SSL):
+    pass
+
+
+def _pop3_login(config: MailboxConfig, timeout: float, context: ssl.SSLContext) -> poplib.POP3:
+    where = config.redacted()
+    conn: poplib.POP3
+    try:
+        if config.tls:
+            conn = _Pop3SSL(config.host, config.port, timeout=timeout, context=context)
+        else:
+            conn = _Pop3(config.host, config.port, timeout=timeout)
+    except (OSError, poplib.error_proto) as exc:
+        raise MailboxError(f"{where}: cannot connect: {_reason(exc, config)}") from exc
+    step = "STLS"
+    try:
+        if not config.tls:
+            try:
+                offered = "STLS" in conn.capa()
+            except poplib.error_proto:  # no CAPA command: an old server, without STLS
+                offered = False
+            if offered:
+                conn.stls(context)
+            else:
+                _warn_plain(config, "STLS")
+        step = "login"
+        conn.user(config.username)
+        conn.pass_(config.password)
+    except poplib.error_proto as exc:
+        conn.close()
+        # from None: the server's reply is in the message already, scrubbed.
+        raise MailboxError(f"{where}: {step} refused: {_reason(exc, config)}") from None
+    except OSError as exc:
+        conn.close()
+        raise MailboxError(f"{where}: {step} failed: {_reason(exc, config)}") from exc
+    return conn
+
+
+def _poll_pop3(config: MailboxConfig, handle: Handler, timeout: float,
+               context: ssl.SSLContext, max_messages: int) -> PollResult:
+    """USER/PASS, RETR each, DELE the processed, QUIT (which is when deletions happen)."""
+    conn = _pop3_login(config, timeout, context)
+    processed = failed = 0
+    try:
+        count, _size = conn.stat()
+        for number in range(1, min(count, max_messages) + 1):
+            try:
+                _resp, lines, _octets = conn.retr(number)
+            except poplib.error_proto as exc:
+                # A -ERR reply comes as bytes and leaves the session usable; poplib's
+                # own errors (EOF, line too long) come as str and do not.
+                if not isinstance(exc.args[0], bytes):
+                    raise
+                log.warning("%s: cannot retrieve message #%d: %s", config.redacted(), number,
+                            _reason(exc, config))
+                failed += 1
+                continue
+            raw = b"".join(line + b"\r\n" for line in lines)
+            if not _offer(config, handle, raw, f"#{number}"):
+                failed += 1
+                continue
+            try:
+                conn.dele(number)
+            except poplib.error_proto as exc:
+                if not isinstance(exc.args[0], bytes):
+                    raise
+                log.warning("%s: cannot delete message #%d: %s", config.redacted(), number,
+                            _reason(exc, config))
+                failed += 1
+                continue
+            processed += 1
+        conn.quit()
+    except (OSError, poplib.error_proto) as exc:
+        conn.close()
+        raise MailboxError(
+            f"{config.redacted()}: POP3 session broke ({_reason(exc, config)}); nothing was "
+            "deleted, handled messages will be offered again"
+        ) from exc
+    return PollResult(processed + failed, processed, failed)
+
+
+# --- IMAP ------------------------------------------------------------------------------
+
+
+def _imap_quote(text: str) -> str:
+    """An IMAP quoted string, so names with spaces or quotes go over intact."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _imap_utf7(name: str) -> str:
+    """A folder name in IMAP's modified UTF-7 (RFC 3501 5.1.3), as servers expect it."""
+    out: list[str] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        if run:
+            encoded = base64.b64encode("".join(run).encode("utf-16-be")).decode("ascii")
+            out.append("&" + encoded.rstrip("=").replace("/", ",") + "-")
+            run.clear()
+
+    for char in name:
+        if 0x20 <= ord(char) <= 0x7E:
+            flush()
+            out.append("&-" if char == "&" else char)
+        else:
+            run.append(char)
+    flush()
+    return "".join(out)
+
+
+def _imap_close(conn: imaplib.IMAP4) -> None:
+    with contextlib.suppress(OSError):
+        conn.shutdown()
+
+
+def _imap_login(config: MailboxConfig, timeout: float,
+                context: ssl.SSLContext) -> imaplib.IMAP4:
+    where = config.redacted()
+    conn: imaplib.IMAP4
+    try:
+        if config.tls:
+            conn = imaplib.IMAP4_SSL(config.host, config.port, ssl_context=context,
+                                     timeout=timeout)
+        else:
+            conn = imaplib.IMAP4(config.host, config.port, timeout=timeout)
+    except (OSError, imaplib.IMAP4.error) as exc:
+        raise MailboxError(f"{where}: cannot connect: {_reason(exc, config)}") from exc
+    step = "STARTTLS"
+    try:
+        if not config.tls:
+            if "STARTTLS" in conn.capabilities:
+                conn.starttls(context)
+            else:
+                _warn_plain(config, "STARTTLS")
+        step = "login"
+        _imap_authenticate(conn, config.username, config.password)
+    except imaplib.IMAP4.abort as exc:
+        _imap_close(conn)
+        raise MailboxError(f"{where}: {step} failed: {_reason(exc, config)}") from None
+    except imaplib.IMAP4.error as exc:
+        _imap_close(conn)
+        raise MailboxError(f"{where}: {step} refused: {_reason(exc, config)}") from None
+    except OSError as exc:
+        _imap_close(conn)
+        raise MailboxError(f"{where}: {step} failed: {_reason(exc, config)}") from exc
+    return conn
+
+
+def _imap_authenticate(conn: imaplib.IMAP4, user: str, password: str) -> None:
+    if conn.state == "AUTH":  # PREAUTH greeting: already logged in
+        return
+    if user.isascii() and password.isascii():
+        # imaplib quotes the password but sends the user name raw.
+        conn.login(_imap_quote(user), password)
+    elif "AUTH=PLAIN" in conn.capabilities:
+        # LOGIN takes only ASCII; AUTHENTICATE PLAIN carries UTF-8.
+        conn.authenticate("PLAIN", lambda _: f"\0{user}\0{password}".encode())
+    else:
+        raise imaplib.IMAP4.error("a non-ASCII user name or password needs AUTH=PLAIN, "
+                                  "which the server does not offer")
+
+
+def _uids(data: Sequence[object]) -> list[str]:
+    """UIDs of SEARCH responses, oldest first."""
+    found = b" ".join(item for item in data if isinstance(item, bytes)).split()
+    return [uid.decode("ascii") for uid in sorted(set(found), key=int)]
+
+
+def _imap_pending(conn: imaplib.IMAP4, config: MailboxConfig) -> list[str]:
+    """UIDs of messages not yet flagged as done."""
+    try:
+        typ, data = conn.uid("SEARCH", "NOT", "KEYWORD", DONE_KEYWORD)
+    except imaplib.IMAP4.abort:
+        raise
+    except imaplib.IMAP4.error:  # BAD: criterion not understood
+        typ, data = "BAD", []
+    if typ == "OK":
+        return _uids(data)
+    # Keyword search refused: take every message and skip the flagged ones ourselves.
+    log.debug("%s: keyword search refused; filtering on FLAGS", config.redacted())
+    typ, data = conn.uid("SEARCH", "ALL")
+    if typ != "OK":
+        raise imaplib.IMAP4.error(f"SEARCH refused: {_reply(data, config)}")
+    pending = _uids(data)
+    if not pending:
+        return []
+    typ, data = conn.uid("FETCH", "1:*", "(FLAGS)")
+    if typ != "OK":
+        raise imaplib.IMAP4.error(f"FETCH FLAGS refused: {_reply(data, config)}")
+    done: set[str] = set()
+    for item in data:
+        if not isinstance(item, bytes):
+            continue
+        uid = re.search(rb"\bUID (\d+)", item, re.IGNORECASE)
+        flags = re.search(rb"\bFLAGS \(([^)]*)\)", item, re.IGNORECASE)
+        # Keywords are case-insensitive.
+        if uid and flags and DONE_KEYWORD.lower().encode() in flags.group(1).lower().split():
+            done.add(uid.group(1).decode("ascii"))
+    return [uid for uid in pending if uid not in done]
+
+
+def _imap_body(data: Sequence[object]) -> bytes | None:
+    """The BODY[] literal of a FETCH response, None when the message is gone."""
+    for item in data:
+        if (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], bytes)
+                and b"BODY[]" in item[0].upper() and isinstance(item[1], bytes)):
+            return item[1]
+    return None
+
+
+def _poll_imap(config: MailboxConfig, handle: Handler, timeout: float,
+               context: ssl.SSLContext, max_messages: int) -> PollResult:
+    """SELECT, UID SEARCH the unflagged, FETCH each with PEEK, flag the processed, LOGOUT."""
+    conn = _imap_login(config, timeout, context)
+    where = config.redacted()
+    processed = failed = 0
+    try:
+        try:
+            typ, data = conn.select(_imap_quote(_imap_utf7(config.folder)))
+        except imaplib.IMAP4.readonly:
+            raise MailboxError(f"{where}: folder {config.folder!r} is read-only, so "
+                               "processed messages could not be flagged") from None
+        if typ != "OK":
+            raise MailboxError(f"{where}: cannot select folder {config.folder!r}: "
+                               f"{_reply(data, config)}")
+        for uid in _imap_pending(conn, config)[:max_messages]:
+            # PEEK: a message we leave alone must not turn \Seen.
+            typ, data = conn.uid("FETCH", uid, "(BODY.PEEK[])")
+            raw = _imap_body(data) if typ == "OK" else None
+            if raw is None:
+                log.debug("%s: message UID %s vanished before FETCH", where, uid)
+                continue
+            if not _offer(config, handle, raw, f"UID {uid}"):
+                failed += 1
+                continue
+            try:
+                typ, reply = conn.uid("STORE", uid, "+FLAGS", f"({DONE_KEYWORD} \\Seen)")
+            except imaplib.IMAP4.abort:
+                raise
+            except imaplib.IMAP4.error as exc:
+                typ, reply = "BAD", [str(exc)]
+            if typ != "OK":
+                log.warning("%s: cannot flag message UID %s: %s", where, uid,
+                            _reply(reply, config))
+                failed += 1
+                continue
+            processed += 1
+        conn.logout()
+    except MailboxError:
+        _imap_close(conn)
+        raise
+    except (OSError, imaplib.IMAP4.error) as exc:
+        _imap_close(conn)
+        raise MailboxError(
+            f"{where}: IMAP session broke ({_reason(exc, config)}); handled messages not "
+            "yet flagged will be offered again"
+        ) from exc
+    return PollResult(processed + failed, processed, failed)

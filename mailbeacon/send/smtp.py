@@ -1,0 +1,115 @@
+"""The SMTP server (aiosmtpd): submission for apps, and the door for returning mail.
+
+- Submission: AUTH PLAIN or LOGIN with user `api` and an API key, then any recipients.
+  The sending domain is the envelope sender's; the message is handled exactly like an
+  HTTP send, steered by `X-Mailgun-*` control headers, which are removed.
+- Returning mail (no AUTH): anything addressed to a bounce domain (bounces, complaints,
+  mailto unsubscribes). Anything else without AUTH is refused: no open relay.
+
+STARTTLS is offered when a certificate is configured, and AUTH then needs TLS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from mailbeacon.apikeys import KeyChecker
+from mailbeacon.domains import get_domain
+from mailbeacon.errors import BadRequest, NotFound
+from mailbeacon.inbound.receiver import InboundReceiver
+from mailbeacon.send.controls import controls_from_headers
+from mailbeacon.send.intake import accept_mime
+from mailbeacon.send.submission import MAX_RECIPIENTS
+from mailbeacon.storage.db import Database
+
+log = logging.getLogger("mailbeacon.smtp")
+
+
+class SmtpHandler:
+    """aiosmtpd hooks; each returns the SMTP reply."""
+
+    def __init__(self, db: Database, inbound: InboundReceiver,
+                 queued: Any = lambda: None) -> None:
+        self._db = db
+        self._inbound = inbound
+        self._queued = queued
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        if session.authenticated:
+            if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+                return f"452 4.5.3 Too many recipients (at most {MAX_RECIPIENTS})"
+        elif not await asyncio.to_thread(self._inbound.accepts, address):
+            return "550 5.7.1 Relaying denied: authenticate to send"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        data = envelope.original_content or envelope.content
+        assert isinstance(data, bytes)
+        if not session.authenticated:
+            try:
+                await self._inbound.receive(data, envelope.rcpt_tos, envelope.mail_from or "")
+            except Exception:
+                log.exception("could not process returning mail")
+                return "451 4.3.0 Could not process the message now; try again later"
+            return "250 2.0.0 OK: received"
+        return await self._submit(envelope.mail_from or "", envelope.rcpt_tos, data)
+
+    async def _submit(self, sender: str, recipients: list[str], data: bytes) -> str:
+        domain_name = sender.rpartition("@")[2].lower()
+        try:
+            domain = await asyncio.to_thread(get_domain, self._db, domain_name)
+            controls = controls_from_headers(data)
+            message_id = await asyncio.to_thread(
+                accept_mime, self._db, domain, controls.stripped, sender, recipients,
+                controls.tags, controls.variables, controls.options, controls.delivery,
+                "smtp")
+        except NotFound:
+            return f"550 5.7.1 Sender domain {domain_name!r} is not a mailbeacon domain"
+        except BadRequest as exc:
+            return f"550 5.6.0 {exc.message}"
+        self._queued()
+        return f"250 2.0.0 Queued as <{message_id}>"
+
+
+class _Authenticator:
+    def __init__(self, keys: KeyChecker) -> None:
+        self._keys = keys
+
+    def __call__(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str,
+                 auth_data: Any) -> AuthResult:
+        if not isinstance(auth_data, LoginPassword) or auth_data.login != b"api":
+            return AuthResult(success=False, handled=False)
+        try:
+            valid = self._keys.is_valid(auth_data.password.decode("utf-8"))
+        except UnicodeDecodeError:
+            valid = False
+        return AuthResult(success=valid, handled=False)
+
+
+async def start_smtp_server(host: str, port: int, handler: SmtpHandler, keys: KeyChecker,
+                            max_bytes: int, tls: ssl.SSLContext | None,
+                            hostname: str | None = None) -> asyncio.Server:
+    """Listen on host:port in the running event loop."""
+    loop = asyncio.get_running_loop()
+
+    def protocol() -> SMTP:
+        return SMTP(handler, data_size_limit=max_bytes, enable_SMTPUTF8=True,
+                    hostname=hostname, ident="mailbeacon ESMTP", tls_context=tls,
+                    auth_required=False, auth_require_tls=tls is not None,
+                    authenticator=_Authenticator(keys), auth_exclude_mechanism=[],
+                    timeout=300)
+
+    return await loop.create_server(protocol, host, port)
+
+
+def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context

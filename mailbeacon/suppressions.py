@@ -1,0 +1,92 @@
+"""Suppression lists: addresses mailbeacon must not send to (DESIGN 7, 8).
+
+Kinds: bounce, unsubscribe (scoped: "*" the whole domain, a tag, or "list:<list-id>"),
+complaint, and the allowlist, which keeps an address (or a whole domain) off the bounce
+and complaint lists. Unsubscribes are always honoured, allowlisted or not: a person who
+asked to stop must not be mailed again.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from mailbeacon.storage.schema import suppressions
+
+
+class SuppressionKind(enum.StrEnum):
+    BOUNCE = "bounce"  # the address bounced hard, or softly too often
+    UNSUBSCRIBE = "unsubscribe"  # the recipient asked to stop, within a scope
+    COMPLAINT = "complaint"  # the recipient reported mail as spam
+    ALLOWLIST = "allowlist"  # never put on the bounce or complaint list
+
+
+ALL_SCOPE = "*"
+
+
+@dataclass(frozen=True)
+class Block:
+    """Why a recipient must not be sent to."""
+
+    kind: SuppressionKind
+    code: str
+    error: str
+
+    @property
+    def reason(self) -> str:
+        """The `failed` event's reason: suppress-bounce, suppress-unsubscribe, ..."""
+        return f"suppress-{self.kind}"
+
+
+def unsubscribe_scopes(tags: Iterable[str], list_id: str | None) -> set[str]:
+    """The unsubscribe rows that stop a message with these tags and list."""
+    scopes = {ALL_SCOPE, *tags}
+    if list_id:
+        scopes.add(f"list:{list_id}")
+    return scopes
+
+
+def blocks(conn: Connection, domain: str, addresses: Sequence[str], tags: Sequence[str],
+           list_id: str | None) -> dict[str, Block]:
+    """For each address that must not get this message, the reason (lowercase keys)."""
+    lowered = sorted({a.lower() for a in addresses})
+    domains = sorted({a.rpartition("@")[2] for a in lowered})
+    rows = conn.execute(
+        select(suppressions).where(
+            suppressions.c.domain == domain,
+            suppressions.c.address.in_([*lowered, *domains]),
+        )
+    ).all()
+    allowed = {r.address for r in rows if r.kind == SuppressionKind.ALLOWLIST}
+    scopes = unsubscribe_scopes(tags, list_id)
+    found: dict[str, Block] = {}
+    # Unsubscribe first: it is honoured even for allowlisted addresses.
+    order = {SuppressionKind.UNSUBSCRIBE: 0, SuppressionKind.COMPLAINT: 1,
+             SuppressionKind.BOUNCE: 2}
+    for row in sorted(rows, key=lambda r: order.get(SuppressionKind(r.kind), 9)):
+        kind = SuppressionKind(row.kind)
+        if kind is SuppressionKind.ALLOWLIST or row.address not in lowered:
+            continue
+        if kind is SuppressionKind.UNSUBSCRIBE and row.tag not in scopes:
+            continue
+        if kind is not SuppressionKind.UNSUBSCRIBE and (
+                row.address in allowed or row.address.rpartition("@")[2] in allowed):
+            continue
+        found.setdefault(row.address, Block(kind, row.code, row.error))
+    return found
+
+
+def add(conn: Connection, domain: str, kind: SuppressionKind, address: str, ts: int,
+        tag: str = "", code: str = "", error: str = "") -> None:
+    """Add or refresh one suppression (an existing row keeps its creation time)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(suppressions).values(
+        domain=domain, kind=str(kind), address=address.lower(), tag=tag, code=code,
+        error=error, created_at=ts)
+    conn.execute(stmt.on_conflict_do_update(
+        index_elements=["domain", "kind", "address", "tag"],
+        set_={"code": stmt.excluded.code, "error": stmt.excluded.error}))
