@@ -28,7 +28,7 @@ async def list_tags(request: Request) -> JSONResponse:
         raise BadRequest(f"'page' must be one of {', '.join(tg.PAGES)}")
     pivot = params.get("tag")
     if page in ("next", "prev") and pivot is None:
-        raise BadRequest(f"'tag' is required with page={page}: the tag the page starts from")
+        raise BadRequest(f"'tag' is required with page={page}: the tag to page from")
     prefix = params.get("prefix", "")
     db = runtime(request).db
     domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
@@ -37,8 +37,8 @@ async def list_tags(request: Request) -> JSONResponse:
 
     base = str(request.base_url).rstrip("/") + f"/v3/{domain.name}/tags?"
 
-    def url(page: str, tag: str | None = None) -> str:
-        query = {"page": page, **({"tag": tag} if tag is not None else {}), "limit": limit,
+    def url(kind: str, tag: str | None = None) -> str:
+        query = {"page": kind, **({"tag": tag} if tag is not None else {}), "limit": limit,
                  **({"prefix": prefix} if prefix else {})}
         return base + urlencode(query, quote_via=quote)
 

@@ -156,7 +156,7 @@ def poll_once(config: MailboxConfig, handle: Handler, *, timeout: float = 30.0,
     """
     if max_messages < 1:
         raise ValueError("max_messages must be at least 1")
-    context = ssl_context or ssl.create_default_context()
+    context = ssl_context if ssl_context is not None else ssl.create_default_context()
     poll = _poll_pop3 if config.protocol == "pop3" else _poll_imap
     return poll(config, handle, timeout, context, max_messages)
 
@@ -166,31 +166,42 @@ def poll_once(config: MailboxConfig, handle: Handler, *, timeout: float = 30.0,
 
 def _offer(config: MailboxConfig, handle: Handler, raw: bytes, where: str) -> bool:
     """Hand one message to the handler; True only when it says it processed it."""
-    what = f"message {where} ({_message_id(raw)})"
     try:
         verdict: object = handle(raw)
     except Exception:
-        log.exception("%s: handler failed on %s; kept for the next poll",
-                      config.redacted(), what)
+        log.exception("%s: handler failed on message %s (%s); kept for the next poll",
+                      config.redacted(), where, _message_id(raw))
         return False
     if verdict is True:
         return True
     if not isinstance(verdict, bool):
         if inspect.iscoroutine(verdict):
             verdict.close()  # else it warns "never awaited" at some later, confusing moment
-        log.error("%s: handler returned %s, not a bool (wrap an async handler); %s kept",
-                  config.redacted(), type(verdict).__name__, what)
+        log.error("%s: handler returned %s, not a bool (wrap an async handler); message %s "
+                  "(%s) kept", config.redacted(), type(verdict).__name__, where,
+                  _message_id(raw))
         return False
-    log.warning("%s: handler did not process %s; kept for the next poll",
-                config.redacted(), what)
+    log.warning("%s: handler did not process message %s (%s); kept for the next poll",
+                config.redacted(), where, _message_id(raw))
     return False
 
 
 def _message_id(raw: bytes) -> str:
     """The Message-ID, to tell operators which mail a log line is about."""
-    headers = BytesHeaderParser(policy=compat32).parsebytes(raw)
-    value = headers.get("Message-ID")
-    return f"Message-ID {str(value).strip()}" if value else "no Message-ID"
+    try:
+        value = BytesHeaderParser(policy=compat32).parsebytes(raw).get("Message-ID")
+    except Exception:  # a log detail must never break the poll
+        value = None
+    # Folded or hostile headers: one line, bounded.
+    return f"Message-ID {' '.join(str(value).split())[:200]}" if value else "no Message-ID"
+
+
+def _is_refusal(exc: poplib.error_proto) -> bool:
+    """A -ERR reply (bytes), after which the POP3 session is still usable.
+
+    poplib's own errors (EOF, line too long) are str and leave the stream out of step.
+    """
+    return bool(exc.args) and isinstance(exc.args[0], bytes)
 
 
 def _reason(exc: BaseException, config: MailboxConfig) -> str:
@@ -256,6 +267,12 @@ class _Pop3SSL(_LongLines, poplib.POP3_SSL):
     pass
 
 
+def _pop3_close(conn: poplib.POP3) -> None:
+    # After a failed STLS handshake the socket is already detached: EBADF.
+    with contextlib.suppress(OSError):
+        conn.close()
+
+
 def _pop3_login(config: MailboxConfig, timeout: float, context: ssl.SSLContext) -> poplib.POP3:
     where = config.redacted()
     conn: poplib.POP3
@@ -281,11 +298,11 @@ def _pop3_login(config: MailboxConfig, timeout: float, context: ssl.SSLContext) 
         conn.user(config.username)
         conn.pass_(config.password)
     except poplib.error_proto as exc:
-        conn.close()
+        _pop3_close(conn)
         # from None: the server's reply is in the message already, scrubbed.
         raise MailboxError(f"{where}: {step} refused: {_reason(exc, config)}") from None
     except OSError as exc:
-        conn.close()
+        _pop3_close(conn)
         raise MailboxError(f"{where}: {step} failed: {_reason(exc, config)}") from exc
     return conn
 
@@ -301,9 +318,7 @@ def _poll_pop3(config: MailboxConfig, handle: Handler, timeout: float,
             try:
                 _resp, lines, _octets = conn.retr(number)
             except poplib.error_proto as exc:
-                # A -ERR reply comes as bytes and leaves the session usable; poplib's
-                # own errors (EOF, line too long) come as str and do not.
-                if not isinstance(exc.args[0], bytes):
+                if not _is_refusal(exc):
                     raise
                 log.warning("%s: cannot retrieve message #%d: %s", config.redacted(), number,
                             _reason(exc, config))
@@ -316,7 +331,7 @@ def _poll_pop3(config: MailboxConfig, handle: Handler, timeout: float,
             try:
                 conn.dele(number)
             except poplib.error_proto as exc:
-                if not isinstance(exc.args[0], bytes):
+                if not _is_refusal(exc):
                     raise
                 log.warning("%s: cannot delete message #%d: %s", config.redacted(), number,
                             _reason(exc, config))
@@ -325,11 +340,14 @@ def _poll_pop3(config: MailboxConfig, handle: Handler, timeout: float,
             processed += 1
         conn.quit()
     except (OSError, poplib.error_proto) as exc:
-        conn.close()
+        _pop3_close(conn)
         raise MailboxError(
             f"{config.redacted()}: POP3 session broke ({_reason(exc, config)}); nothing was "
             "deleted, handled messages will be offered again"
         ) from exc
+    except BaseException:  # e.g. KeyboardInterrupt in the handler: no QUIT, so no deletions
+        _pop3_close(conn)
+        raise
     return PollResult(processed + failed, processed, failed)
 
 
@@ -499,7 +517,6 @@ def _poll_imap(config: MailboxConfig, handle: Handler, timeout: float,
                 failed += 1
                 continue
             processed += 1
-        conn.logout()
     except MailboxError:
         _imap_close(conn)
         raise
@@ -509,4 +526,12 @@ def _poll_imap(config: MailboxConfig, handle: Handler, timeout: float,
             f"{where}: IMAP session broke ({_reason(exc, config)}); handled messages not "
             "yet flagged will be offered again"
         ) from exc
+    except BaseException:
+        _imap_close(conn)
+        raise
+    try:
+        conn.logout()
+    except (OSError, imaplib.IMAP4.error):
+        # The flags are stored already: a failed goodbye changes nothing.
+        _imap_close(conn)
     return PollResult(processed + failed, processed, failed)

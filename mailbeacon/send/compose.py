@@ -97,7 +97,10 @@ class Composer:
             del msg[name]
         self._msg = msg
         self._subject = str(msg.get("Subject", ""))
-        self._to = str(msg.get("To", ""))
+        # Batch sending shows each recipient only their own entry of the To header.
+        self._to_entries = {address.lower(): formataddr((name, address)) for name, address
+                            in getaddresses([str(msg.get("To", ""))])} if recipient_variables \
+            else {}
         self._user_list_unsubscribe = "List-Unsubscribe" in msg
         self._parts: list[_Part] = []
         for part in msg.walk():
@@ -149,7 +152,7 @@ class Composer:
         msg = self._msg
         if variables is not None:
             # Batch sending: each recipient sees only their own address and variables.
-            _replace(msg, "To", _own_address(self._to, recipient))
+            _replace(msg, "To", self._to_entries.get(recipient.lower(), recipient))
             _replace(msg, "Subject", _substitute(self._subject, variables))
         if t.active and not self._user_list_unsubscribe:
             _replace(msg, "List-Unsubscribe",
@@ -190,13 +193,6 @@ def _with_footer(text: str, html: bool, domain: Domain) -> str:
     footer = domain.footer_html or DEFAULT_FOOTER_HTML
     end = text.lower().rfind("</body>")
     return text[:end] + footer + text[end:] if end >= 0 else text + footer
-
-
-def _own_address(to_header: str, recipient: str) -> str:
-    for name, address in getaddresses([to_header]):
-        if address.lower() == recipient.lower():
-            return formataddr((name, address))
-    return recipient
 
 
 def _replace(msg: EmailMessage, name: str, value: str) -> None:

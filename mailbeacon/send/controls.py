@@ -7,6 +7,7 @@ read here and removed from the message, without touching any other byte of it.
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import time
@@ -52,8 +53,8 @@ def parse_delivery_time(value: str) -> int:
     except (TypeError, ValueError) as exc:
         raise BadRequest("'o:deliverytime' must be an RFC 2822 date, e.g. "
                          "'Fri, 14 Oct 2026 23:10:10 -0000'") from exc
-    if when.tzinfo is None:
-        raise BadRequest("'o:deliverytime' needs a time zone, e.g. -0000")
+    if when.tzinfo is None:  # "-0000": RFC 2822's "zone unknown", UTC by convention
+        when = when.replace(tzinfo=datetime.UTC)
     seconds = when.timestamp()
     if seconds > time.time() + MAX_SCHEDULE_SECONDS:
         raise BadRequest("'o:deliverytime' may be at most 7 days ahead")

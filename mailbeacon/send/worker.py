@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ from mailbeacon.track.tokens import TokenCodec
 log = logging.getLogger("mailbeacon.worker")
 LEASE_US = 5 * 60 * 1_000_000
 SECOND = 1_000_000
+COMPOSER_CACHE = 32
 TESTMODE = Outcome(650, "OK: test mode, not relayed")
 
 
@@ -78,6 +80,9 @@ class DeliveryWorker:
         self.clock = clock
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Composers of recent messages: a batch of 1,000 recipients spans many claims,
+        # and parsing the message again for each claim would cost more than sending it.
+        self._composers: OrderedDict[str, Composer] = OrderedDict()
 
     def wake(self) -> None:
         """Look for work now (callable from any thread, e.g. after intake)."""
@@ -100,7 +105,6 @@ class DeliveryWorker:
     async def run_once(self) -> int:
         """Claim one batch of due deliveries and try each; returns how many."""
         jobs = await asyncio.to_thread(self._claim, self._concurrency * 4)
-        composers: dict[str, Composer] = {}
         limit = asyncio.Semaphore(self._concurrency)
 
         async def deliver(job: Job) -> None:
@@ -112,8 +116,7 @@ class DeliveryWorker:
                     outcome = TESTMODE
                 else:
                     assert self._relay is not None  # _claim takes only test mode without one
-                    composed = self._composer(job, composers).render(job.delivery_id,
-                                                                     job.recipient)
+                    composed = self._composer(job).render(job.delivery_id, job.recipient)
                     outcome = await self._relay.send(composed.data, composed.envelope_sender,
                                                      job.recipient)
                 seconds = time.monotonic() - started
@@ -122,14 +125,19 @@ class DeliveryWorker:
         await asyncio.gather(*(deliver(job) for job in jobs))
         return len(jobs)
 
-    def _composer(self, job: Job, cache: dict[str, Composer]) -> Composer:
-        row = job.message_row
-        if row.id not in cache:
-            options = TrackingOptions.from_json(json.loads(row.options))
-            tracking = Tracking.resolve(job.domain, options, self._default_base)
-            rvars = json.loads(row.recipient_variables) if row.recipient_variables else None
-            cache[row.id] = Composer(row.mime, job.domain, tracking, self._codec, rvars)
-        return cache[row.id]
+    def _composer(self, job: Job) -> Composer:
+        row, cache = job.message_row, self._composers
+        key = f"{row.id}/{hash(job.domain)}"  # a settings change makes a new composer
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        options = TrackingOptions.from_json(json.loads(row.options))
+        tracking = Tracking.resolve(job.domain, options, self._default_base)
+        rvars = json.loads(row.recipient_variables) if row.recipient_variables else None
+        cache[key] = Composer(row.mime, job.domain, tracking, self._codec, rvars)
+        if len(cache) > COMPOSER_CACHE:
+            cache.popitem(last=False)
+        return cache[key]
 
     def _claim(self, limit: int) -> list[Job]:
         now = self.clock()

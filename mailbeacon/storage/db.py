@@ -116,7 +116,8 @@ def upsert_add(
     add: Sequence[str] = (), latest: Sequence[str] = (), earliest: Sequence[str] = (),
 ) -> None:
     """Insert rows; on a key conflict add the `add` columns, keep the greatest `latest`
-    and the smallest non-null `earliest` values. One statement on both backends."""
+    values, and keep a stored `earliest` value (the first one recorded), taking the new
+    one only where none was stored. One statement on both backends."""
     if not rows:
         return
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite

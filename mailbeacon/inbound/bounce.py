@@ -1,0 +1,101 @@
+"""Turning the evidence for one failed recipient into a bounce `Result`.
+
+Every bounce reader (standard DSN, plain-text bounce, provider JSON) ends here, so the rules
+for the enhanced code, permanence, reason and category live in one place.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from mailbeacon.inbound.codes import find_codes, one_line
+from mailbeacon.inbound.reasons import (
+    Reason,
+    category_for,
+    decide_reason,
+    reason_from_text,
+)
+from mailbeacon.inbound.result import Kind, Result, kept_headers, message_id
+
+# Wording of a bounce that will be retried, when no code says so.
+_TEMPORARY = re.compile(
+    r"temporar(?:y|ily) (?:error|failure|problem)|will (?:be )?retr(?:y|ied)|still (?:be )?"
+    r"(?:trying|retrying)|has not yet been delivered|not yet delivered|delivery (?:is )?delayed|"
+    r"\bdelayed\b|this is (?:only )?a warning|you do not need to (?:take any action|resend)",
+    re.IGNORECASE,
+)
+# The refusal came after the message body was sent: a "user unknown" there is a content
+# filter speaking, not a missing mailbox (Sisimai calls this "filtered").
+_AFTER_DATA = re.compile(
+    r"(?:after|in reply to|response to|during|at) (?:the )?(?:end of )?(?:final )?data\b|"
+    r"final data|did not like our (?:final )?data|\bdata command\b|smtp:data",
+    re.IGNORECASE,
+)
+MAX_CONTEXT = 4000  # characters of surrounding text considered for the reason
+
+
+@dataclass
+class Evidence:
+    """What a reader found about one recipient."""
+
+    recipient: str = ""
+    status: str = ""
+    reply_code: str = ""
+    diagnostic: str = ""  # the remote server's words, or the bounce's own
+    diagnostic_type: str = ""  # DSN Diagnostic-Code type: smtp, x-unix, ...
+    remote_mta: str = ""
+    action: str = ""
+    context: str = ""  # nearby notification text, for when the diagnostic says little
+
+
+def is_permanent(evidence: Evidence) -> bool:
+    """Will this never succeed? Codes decide; without them, the action and the wording."""
+    if evidence.action in ("delayed", "delivered", "relayed", "expanded"):
+        return False
+    if evidence.status:
+        return evidence.status[0] == "5"
+    if evidence.reply_code:
+        return evidence.reply_code[0] == "5"
+    if evidence.action == "failed":
+        return True
+    return not _TEMPORARY.search(evidence.diagnostic + " " + evidence.context[:MAX_CONTEXT])
+
+
+def bounce_result(evidence: Evidence, original: dict[str, str]) -> Result:
+    """A bounce `Result` from one recipient's evidence and the returned original's headers."""
+    diagnostic = one_line(evidence.diagnostic)
+    status, reply_code = evidence.status, evidence.reply_code
+    if not status or not reply_code:
+        found_code, found_status, _ = find_codes(diagnostic)
+        status = status or found_status
+        reply_code = reply_code or found_code
+    if evidence.action == "delivered" or status.startswith("2."):
+        reason = Reason.DELIVERED
+    else:
+        text = diagnostic
+        if evidence.diagnostic_type.startswith("x-unix"):
+            text = f"x-unix; {text}"
+        if reason_from_text(text) is None and evidence.context:
+            text = f"{text}\n{one_line(evidence.context, MAX_CONTEXT)}"
+        reason = decide_reason(status, reply_code, text)
+        if reason is Reason.USER_UNKNOWN and _AFTER_DATA.search(text):
+            reason = Reason.FILTERED
+    evidence.status, evidence.reply_code = status, reply_code
+    permanent = is_permanent(evidence) and reason is not Reason.DELIVERED
+    category = category_for(reason, permanent)
+    return Result(
+        kind=Kind.BOUNCE,
+        recipient=evidence.recipient.lower(),
+        status=status,
+        reply_code=reply_code,
+        diagnostic=diagnostic,
+        remote_mta=evidence.remote_mta,
+        action=evidence.action or ("failed" if permanent else ""),
+        permanent=permanent,
+        hard=category is not None and category.value == "hard",
+        category=category,
+        reason=reason.value,
+        original_message_id=message_id(original.get("message-id", "")),
+        original_headers=kept_headers(original),
+    )

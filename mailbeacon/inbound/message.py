@@ -1,0 +1,350 @@
+"""Reading a raw report into the pieces the parsers look at, leniently and within caps.
+
+Reports are often broken (truncated MIME, wrong or unknown charsets, 8-bit headers), so every
+step here degrades to "nothing found" instead of raising. Caps keep memory and time bounded
+on huge messages: only the first `MAX_INPUT_BYTES` of a message are parsed and each text part
+is cut to `MAX_TEXT_BYTES`. Everything a report needs (notification text, delivery-status
+fields, the returned original's headers) comes before any large attachment in practice.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.header import Header, decode_header, make_header
+from email.message import Message
+from email.parser import HeaderParser
+from email.policy import compat32
+
+MAX_INPUT_BYTES = 4 * 1024 * 1024  # bytes of the raw message that are parsed at all
+MAX_TEXT_BYTES = 1024 * 1024  # decoded bytes kept per text part
+MAX_PARTS = 200  # MIME parts visited; a report has a handful
+MAX_HEADER_BLOCK = 64 * 1024  # characters of an inline original parsed as headers
+
+STATUS_TYPES = frozenset(
+    {"message/delivery-status", "message/global-delivery-status", "text/delivery-status"}
+)
+FEEDBACK_TYPES = frozenset({"message/feedback-report", "text/feedback-report"})
+MESSAGE_TYPES = frozenset({"message/rfc822", "message/global", "message/partial"})
+HEADERS_TYPES = frozenset(
+    {
+        "text/rfc822-headers",
+        "text/rfc822-header",
+        "message/rfc822-headers",
+        "message/global-headers",
+        "text/global-headers",
+    }
+)
+
+# Lines that introduce the copy of the returned message inside a plain-text bounce.
+_ORIGINAL_MARKER = re.compile(
+    r"^[ \t>]*(?:[-=_*#]{2,}[ \t]*)?(?:"
+    r"this is a copy of (?:the|your) message"
+    r"|below this line is a copy of the message"
+    r"|original message (?:follows|header|headers|is attached)"
+    r"|(?<=[-=_*#] )original message\b"
+    r"|(?<=[-=_*#])original message\b"
+    r"|message headers follow"
+    r"|returned message"
+    r"|unsent message below"
+    r"|(?:start|begin) of (?:the )?(?:returned|original|forwarded) message"
+    r"|the header of the original message"
+    r"|header of (?:the )?(?:original|returned) message"
+    r"|original message header"
+    r"|copy of (?:the )?(?:original )?message"
+    r"|undelivered message (?:headers|follows)"
+    r"|your message reads"
+    r"|message text follows"
+    r")",
+    re.IGNORECASE | re.MULTILINE,
+)
+_HEADER_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9-]{0,60}):[ \t]?(.*)$")
+# Header names that only a copied message (not a notification) starts with.
+_ORIGINAL_FIRST = frozenset(
+    {
+        "received",
+        "return-path",
+        "message-id",
+        "dkim-signature",
+        "x-received",
+        "delivered-to",
+        "authentication-results",
+        "arc-seal",
+        "x-original-to",
+        "mime-version",
+        "x-google-smtp-source",
+        "domainkey-signature",
+        "x-originating-ip",
+        "x-mailer",
+    }
+)
+_TAG = re.compile(r"<[^>]{0,2000}>")
+_BLOCK_TAG = re.compile(r"<\s*(?:br|/p|p|/div|div|/tr|tr|li|/h\d)\b[^>]{0,2000}>", re.IGNORECASE)
+_INVISIBLE = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+
+
+@dataclass
+class Mail:
+    """The parts of a report that the parsers use."""
+
+    headers: dict[str, str] = field(default_factory=dict)  # top level: name -> first value
+    all_headers: list[tuple[str, str]] = field(default_factory=list)  # top level, in order
+    content_type: str = "text/plain"
+    report_type: str = ""
+    texts: list[str] = field(default_factory=list)  # notification texts, original cut off
+    status_texts: list[str] = field(default_factory=list)  # message/delivery-status bodies
+    feedback_texts: list[str] = field(default_factory=list)  # message/feedback-report bodies
+    original: dict[str, str] = field(default_factory=dict)  # returned message: name -> value
+    message: Message | None = None  # the parsed message itself, for flufl.bounce
+
+    @property
+    def text(self) -> str:
+        """All notification texts joined."""
+        return "\n\n".join(self.texts)
+
+
+def header_text(value: object) -> str:
+    """A header value as one decoded line; never raises on encoded words or 8-bit bytes."""
+    if value is None:
+        return ""
+    raw = str(value) if not isinstance(value, Header) else _header_str(value)
+    raw = raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if "=?" in raw:
+        try:
+            raw = str(make_header(decode_header(raw)))
+        except (LookupError, UnicodeError, ValueError, TypeError, AssertionError):
+            pass
+    return " ".join(raw.split())
+
+
+def _header_str(value: Header) -> str:
+    try:
+        return str(value)
+    except (LookupError, UnicodeError):
+        return value.encode()
+
+
+def decode_bytes(data: bytes, charset: str | None) -> str:
+    """Bytes to text: the declared charset, else UTF-8, else the charset leniently, else latin-1."""
+    data = data[:MAX_TEXT_BYTES]
+    for candidate in (charset, "utf-8"):
+        if not candidate:
+            continue
+        try:
+            return data.decode(candidate)
+        except (LookupError, UnicodeError, ValueError, TypeError):
+            continue
+    if charset:
+        try:
+            return data.decode(charset, "replace")
+        except (LookupError, UnicodeError, ValueError, TypeError):
+            pass
+    return data.decode("latin-1")
+
+
+def html_to_text(markup: str) -> str:
+    """Visible text of an HTML part, good enough to find addresses and SMTP replies."""
+    markup = _INVISIBLE.sub(" ", markup)
+    markup = _BLOCK_TAG.sub("\n", markup)
+    return html.unescape(_TAG.sub(" ", markup))
+
+
+def headers_dict(items: list[tuple[str, str]]) -> dict[str, str]:
+    """Lower-cased name -> first decoded value."""
+    out: dict[str, str] = {}
+    for name, value in items:
+        out.setdefault(name.lower().strip(), header_text(value))
+    return out
+
+
+def _items(msg: Message) -> list[tuple[str, str]]:
+    try:
+        return [(str(k), v) for k, v in msg.items()]
+    except Exception:  # a header the library cannot even list: treat as absent
+        return []
+
+
+def parse_header_block(text: str) -> dict[str, str]:
+    """Headers at the start of `text` (a copied message or a text/rfc822-headers part)."""
+    try:
+        parsed = HeaderParser(policy=compat32).parsestr(text[:MAX_HEADER_BLOCK].lstrip())
+    except Exception:  # the parser is lenient, but a report must never fail on this
+        return {}
+    return headers_dict(_items(parsed))
+
+
+def find_original_start(text: str) -> int:
+    """Offset where a copy of the returned message starts inside a notification text, or -1.
+
+    Either after a marker line ("--- Below this line is a copy of the message.") or at a run
+    of header lines that a notification would not contain (Received:, Message-ID:, ...).
+    """
+    marker = _ORIGINAL_MARKER.search(text)
+    if marker is not None:
+        return marker.start()
+    offset = 0
+    lines = text.splitlines(keepends=True)
+    for index, line in enumerate(lines):
+        m = _HEADER_LINE.match(line.rstrip("\r\n"))
+        if m and m.group(1).lower() in _ORIGINAL_FIRST and _headerish(lines[index : index + 4]):
+            return offset
+        offset += len(line)
+    return -1
+
+
+def _headerish(lines: list[str]) -> bool:
+    """True when at least three of these lines are header or continuation lines."""
+    count = 0
+    for line in lines:
+        if _HEADER_LINE.match(line.rstrip("\r\n")) or (line[:1] in (" ", "\t") and line.strip()):
+            count += 1
+        else:
+            break
+    return count >= 3
+
+
+def _split_original(text: str) -> tuple[str, str]:
+    """(notification, copied original) of a text part."""
+    start = find_original_start(text)
+    if start < 0:
+        return text, ""
+    rest = text[start:]
+    if _ORIGINAL_MARKER.match(rest):
+        rest = rest.split("\n", 1)[1] if "\n" in rest else ""
+    return text[:start], rest
+
+
+def _payload_text(part: Message) -> str:
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:  # broken transfer encoding
+        data = None
+    if isinstance(data, bytes):
+        try:
+            charset = part.get_content_charset()
+        except Exception:  # malformed parameter
+            charset = None
+        return decode_bytes(data, charset)
+    payload = part.get_payload()
+    if isinstance(payload, str):
+        return payload[:MAX_TEXT_BYTES]
+    return _serialise_blocks(payload)
+
+
+def _serialise_blocks(payload: object) -> str:
+    """Text of a part the library split into header blocks (message/delivery-status)."""
+    if not isinstance(payload, list):
+        return ""
+    blocks: list[str] = []
+    for block in payload:
+        if not isinstance(block, Message):
+            continue
+        lines = [f"{name}: {header_text(value)}" for name, value in _items(block)]
+        body = block.get_payload()
+        if isinstance(body, str) and body.strip():
+            lines.append(body)
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def _status_text(part: Message) -> str:
+    """Body of a delivery-status or feedback part, whether parsed into blocks or not."""
+    text = _payload_text(part)
+    encoding = str(part.get("content-transfer-encoding", "")).strip().lower()
+    if encoding in ("base64", "quoted-printable") and isinstance(part.get_payload(), list):
+        # The library splits such parts into header blocks before decoding; undo that.
+        scratch = Message()
+        scratch["Content-Transfer-Encoding"] = encoding
+        scratch.set_payload(text)
+        decoded = scratch.get_payload(decode=True)
+        if isinstance(decoded, bytes):
+            text = decode_bytes(decoded, None)
+    return text
+
+
+_DELIMITER = re.compile(r"^--(\S{1,70})[ \t]*$", re.MULTILINE)
+
+
+def _reparse_multipart(part: Message) -> Message | None:
+    payload = part.get_payload()
+    if not isinstance(payload, str):
+        return None
+    delimiter = _DELIMITER.search(payload[:MAX_HEADER_BLOCK])
+    if delimiter is None:
+        return None
+    boundary = delimiter.group(1)
+    head = f'Content-Type: multipart/mixed; boundary="{boundary}"\n\n'
+    rebuilt = message_from_bytes(
+        (head + payload).encode("utf-8", "surrogateescape"), policy=compat32
+    )
+    return rebuilt if rebuilt.is_multipart() else None
+
+
+def _attached_original(part: Message) -> dict[str, str]:
+    payload = part.get_payload()
+    if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+        return headers_dict(_items(payload[0]))
+    if isinstance(payload, str):
+        return parse_header_block(payload)
+    return {}
+
+
+def read_mail(raw: bytes) -> Mail:
+    """Parse a raw message into a `Mail`; never raises."""
+    msg = message_from_bytes(raw[:MAX_INPUT_BYTES], policy=compat32)
+    mail = Mail(message=msg)
+    mail.all_headers = [(name.lower(), header_text(value)) for name, value in _items(msg)]
+    mail.headers = headers_dict(_items(msg))
+    mail.content_type = msg.get_content_type()
+    mail.report_type = str(msg.get_param("report-type", "") or "").lower().strip()
+    html_texts: list[str] = []
+    stack: list[Message] = [msg]
+    visited = 0
+    while stack and visited < MAX_PARTS:
+        part = stack.pop()
+        visited += 1
+        _visit(part, mail, stack, html_texts)
+    if not any(t.strip() for t in mail.texts):
+        mail.texts.extend(html_texts)
+    return mail
+
+
+def _visit(part: Message, mail: Mail, stack: list[Message], html_texts: list[str]) -> None:
+    """Sort one MIME part into the `Mail`; pushes children of multiparts onto `stack`."""
+    content_type = part.get_content_type()
+    if content_type.startswith("multipart/") and not part.is_multipart():
+        # The boundary parameter was lost (often a folded header missing its indent): guess
+        # it from the first delimiter line and parse the body again.
+        rebuilt = _reparse_multipart(part)
+        if rebuilt is not None:
+            stack.append(rebuilt)
+            return
+        content_type = "text/plain"
+    if part.is_multipart() and content_type not in STATUS_TYPES | MESSAGE_TYPES:
+        children = part.get_payload()
+        if isinstance(children, list):
+            stack.extend(reversed([c for c in children if isinstance(c, Message)]))
+        return
+    if content_type in STATUS_TYPES:
+        mail.status_texts.append(_status_text(part))
+    elif content_type in FEEDBACK_TYPES:
+        mail.feedback_texts.append(_status_text(part))
+    elif content_type in MESSAGE_TYPES:
+        if not mail.original:
+            mail.original = _attached_original(part)
+    elif content_type in HEADERS_TYPES:
+        if not mail.original:
+            mail.original = parse_header_block(_payload_text(part))
+    elif content_type.startswith("text/") or content_type == "application/json":
+        text = _payload_text(part)
+        if content_type == "text/html":
+            text = html_to_text(text)
+        notification, copied = _split_original(text)
+        if copied and not mail.original:
+            mail.original = parse_header_block(copied)
+        if content_type == "text/html":
+            html_texts.append(notification)
+        elif notification.strip() or not mail.texts:
+            mail.texts.append(notification)

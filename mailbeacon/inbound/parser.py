@@ -1,0 +1,104 @@
+"""Parse a received report (bounce, complaint, auto-reply) into `Result`s. Pure: bytes in.
+
+The readers are tried from the most to the least structured:
+
+1. complaints: RFC 5965 feedback reports (lenient), Hotmail JMRP, mail-client opt-outs;
+2. Amazon SES JSON notifications;
+3. RFC 3464 delivery status reports (also DSN fields pasted into a text part);
+4. plain-text bounces (qmail, Exim, Exchange, provider texts), found by signals;
+5. RFC 3834 auto-replies, only once a bounce is ruled out, since bounce software marks its
+   messages `Auto-Submitted: auto-replied` too.
+
+    >>> [r.reason for r in parse(raw_dsn)]                        # doctest: +SKIP
+    ['userunknown', 'mailboxfull']
+"""
+
+from __future__ import annotations
+
+from mailbeacon.inbound.arf import complaint
+from mailbeacon.inbound.autoreply import auto_reply, is_auto_reply
+from mailbeacon.inbound.bounce import Evidence, bounce_result
+from mailbeacon.inbound.dsn import Block, Report, looks_like_dsn, read_fields
+from mailbeacon.inbound.legacy import bounce_signals, evidence_from_text, segment, text_bounces
+from mailbeacon.inbound.message import Mail, read_mail
+from mailbeacon.inbound.result import Kind, Result
+from mailbeacon.inbound.ses import ses_results
+
+__all__ = ["Kind", "Result", "parse"]
+
+
+def parse(raw: bytes) -> list[Result]:
+    """Everything a received message reports: one `Result` per bounced recipient, one for a
+    complaint, one auto-reply, or `[Result(Kind.NOT_A_REPORT)]`. Never raises.
+    """
+    try:
+        results = _parse(bytes(raw) if not isinstance(raw, bytes) else raw)
+    except Exception:  # a message we cannot make sense of is, for us, not a report
+        results = []
+    return results or [Result(Kind.NOT_A_REPORT)]
+
+
+def _parse(raw: bytes) -> list[Result]:
+    mail = read_mail(raw)
+    found = complaint(mail)
+    if found is not None:
+        return [found]
+    from_ses = ses_results(mail)
+    if from_ses is not None:
+        return from_ses
+    from_dsn = _dsn_bounces(mail)
+    if from_dsn:
+        return from_dsn
+    looks_bounced, machine_evidence = bounce_signals(mail)
+    auto = is_auto_reply(mail)
+    # An auto-reply header with no SMTP codes and no MTA boilerplate: trust the header.
+    if looks_bounced and (machine_evidence or not auto):
+        return [bounce_result(e, mail.original) for e in text_bounces(mail)]
+    if auto:
+        return [auto_reply(mail)]
+    return []
+
+
+def _dsn_report(mail: Mail) -> Report:
+    report = Report()
+    for text in mail.status_texts:
+        read_fields(text, report)
+    if not report.blocks:
+        # Lenient: some MTAs paste the fields into the human-readable part.
+        for text in mail.texts:
+            if looks_like_dsn(text):
+                read_fields(text, report)
+    return report
+
+
+def _dsn_bounces(mail: Mail) -> list[Result]:
+    """One bounce per recipient block of a delivery status report."""
+    report = _dsn_report(mail)
+    text = mail.text
+    recipients = [b.recipient for b in report.blocks if b.recipient]
+    results: list[Result] = []
+    for block in report.blocks:
+        if not block.recipient:
+            continue
+        results.append(bounce_result(_evidence(block, text, recipients), mail.original))
+    return results
+
+
+def _evidence(block: Block, text: str, recipients: list[str]) -> Evidence:
+    """A block's fields, completed from the human-readable text when they say little."""
+    context = segment(text, block.recipient, recipients)
+    evidence = Evidence(
+        recipient=block.recipient,
+        status=block.status,
+        diagnostic=block.diagnostic,
+        diagnostic_type=block.diagnostic_type,
+        remote_mta=block.remote_mta,
+        action=block.action,
+        context=context,
+    )
+    if not block.diagnostic:
+        from_text = evidence_from_text(context, block.recipient, len(recipients) == 1)
+        evidence.diagnostic = from_text.diagnostic
+        evidence.reply_code = from_text.reply_code
+        evidence.status = evidence.status or from_text.status
+    return evidence
