@@ -9,12 +9,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from mailbeacon.inbound.codes import find_codes, one_line
+from mailbeacon.inbound.codes import find_codes, one_line, smtp_command
 from mailbeacon.inbound.reasons import (
     Reason,
     category_for,
     decide_reason,
     reason_from_text,
+    status_detail,
 )
 from mailbeacon.inbound.result import Kind, Result, kept_headers, message_id
 
@@ -25,13 +26,8 @@ _TEMPORARY = re.compile(
     r"\bdelayed\b|this is (?:only )?a warning|you do not need to (?:take any action|resend)",
     re.IGNORECASE,
 )
-# The refusal came after the message body was sent: a "user unknown" there is a content
-# filter speaking, not a missing mailbox (Sisimai calls this "filtered").
-_AFTER_DATA = re.compile(
-    r"(?:after|in reply to|response to|during|at) (?:the )?(?:end of )?(?:final )?data\b|"
-    r"final data|did not like our (?:final )?data|\bdata command\b|smtp:data",
-    re.IGNORECASE,
-)
+# Enhanced codes about the destination mailbox: with these, "user unknown" is believed.
+MAILBOX_STATUSES = frozenset({"1.0", "1.1", "1.3", "1.4", "1.10", "1.351"})
 MAX_CONTEXT = 4000  # characters of surrounding text considered for the reason
 
 
@@ -62,6 +58,16 @@ def is_permanent(evidence: Evidence) -> bool:
     return not _TEMPORARY.search(evidence.diagnostic + " " + evidence.context[:MAX_CONTEXT])
 
 
+def _mailbox_rejected(status: str, text: str, evidence: Evidence) -> bool:
+    """Is a "user unknown" credible? Only with a mailbox status code or when the server said it
+    in answer to RCPT TO; after DATA (or at an unknown step) it is a filter speaking, and
+    suppressing the address on it would be wrong (Sisimai calls this "filtered").
+    """
+    if status_detail(status) in MAILBOX_STATUSES:
+        return True
+    return smtp_command(f"{text}\n{evidence.context[:MAX_CONTEXT]}") == "RCPT"
+
+
 def bounce_result(evidence: Evidence, original: dict[str, str]) -> Result:
     """A bounce `Result` from one recipient's evidence and the returned original's headers."""
     diagnostic = one_line(evidence.diagnostic)
@@ -79,7 +85,7 @@ def bounce_result(evidence: Evidence, original: dict[str, str]) -> Result:
         if reason_from_text(text) is None and evidence.context:
             text = f"{text}\n{one_line(evidence.context, MAX_CONTEXT)}"
         reason = decide_reason(status, reply_code, text)
-        if reason is Reason.USER_UNKNOWN and _AFTER_DATA.search(text):
+        if reason is Reason.USER_UNKNOWN and not _mailbox_rejected(status, text, evidence):
             reason = Reason.FILTERED
     evidence.status, evidence.reply_code = status, reply_code
     permanent = is_permanent(evidence) and reason is not Reason.DELIVERED

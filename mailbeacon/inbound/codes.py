@@ -87,3 +87,21 @@ def response_at(text: str, offset: int) -> str:
         else:
             break
     return one_line(" ".join(taken))
+
+
+# SMTP commands as bounce texts mention them ("after RCPT TO:<...>", "in reply to end of
+# DATA command", ">>> DATA"). Upper case only for words that are also English ("data").
+_COMMAND = re.compile(
+    r"(?i:\b(rcpt)\b)|\b(MAIL FROM|MAIL From)\b|(?i:\b(mail from):)|\b(DATA)\b|"
+    r"(?i:\b(end of data|final data|data command)\b)|\b(HELO|EHLO|STARTTLS|AUTH|CONNECT)\b"
+)
+_COMMAND_NAMES = ("RCPT", "MAIL", "MAIL", "DATA", "DATA", "CONN")
+
+
+def smtp_command(text: str) -> str:
+    """The last SMTP command `text` says a reply came in answer to: RCPT, MAIL, DATA, CONN."""
+    last = ""
+    for m in _COMMAND.finditer(text):
+        if m.lastindex:
+            last = _COMMAND_NAMES[m.lastindex - 1]
+    return last
