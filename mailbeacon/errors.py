@@ -3,6 +3,8 @@
 MailbeaconError
  ├── ConfigError(ValueError)          a setting has a value we cannot use
  ├── TokenError(ValueError)           a tracking token is malformed, forged or altered
+ ├── MailboxError(OSError)            a bounce mailbox cannot be reached or read
+ │                                    (defined in mailbeacon.inbound.mailbox)
  └── ApiError                         carries an HTTP status; rendered as {"message": ...}
       ├── BadRequest(ValueError)      400: the request is malformed
       ├── Unauthorized                401: missing or wrong API key

@@ -9,6 +9,7 @@ import ssl
 
 from mailbeacon.apikeys import KeyChecker
 from mailbeacon.errors import ConfigError
+from mailbeacon.inbound.mailbox import MailboxConfig, MailboxError, PollResult, poll_once
 from mailbeacon.inbound.receiver import InboundReceiver
 from mailbeacon.send.relay import Relay
 from mailbeacon.send.smtp import SmtpHandler, start_smtp_server, tls_context
@@ -61,6 +62,8 @@ class Runtime:
                 host, port, handler, self.keys, self.settings.smtp_max_bytes, self.smtp_tls)
         if self.worker is not None:
             self._tasks.append(asyncio.create_task(self.worker.run(), name="delivery-worker"))
+        if self.settings.bounce_mailbox:
+            self._tasks.append(asyncio.create_task(self._poll_mailbox(), name="mailbox"))
         if self.relay is None:
             log.warning("no relay configured (--relay): messages stay queued until one is "
                         "(test-mode messages are recorded as delivered)")
@@ -75,6 +78,33 @@ class Runtime:
                 await task
         await self.recorder.stop()
         self.db.dispose()
+
+    async def _poll_mailbox(self) -> None:
+        """Fetch the bounce mailbox now and then; one poll at a time (POP3 locks)."""
+        config = MailboxConfig.from_url(self.settings.bounce_mailbox)
+        while True:
+            try:
+                result = await self.poll_mailbox_once(config)
+                if result.fetched:
+                    log.info("mailbox %s: %d fetched, %d processed, %d kept",
+                             config.redacted(), result.fetched, result.processed,
+                             result.failed)
+            except MailboxError as exc:  # its message never holds the password
+                log.warning("mailbox %s: %s", config.redacted(), exc)
+            await asyncio.sleep(self.settings.bounce_mailbox_interval)
+
+    async def poll_mailbox_once(self, config: MailboxConfig,
+                                ssl_context: ssl.SSLContext | None = None) -> PollResult:
+        loop = asyncio.get_running_loop()
+
+        def handle(raw: bytes) -> bool:
+            # An exception keeps the message in the mailbox for the next poll.
+            future = asyncio.run_coroutine_threadsafe(
+                self.inbound.receive(raw, source="mailbox"), loop)
+            future.result(timeout=120)
+            return True
+
+        return await asyncio.to_thread(poll_once, config, handle, ssl_context=ssl_context)
 
     def message_queued(self) -> None:
         if self.worker is not None:

@@ -34,7 +34,7 @@ class Setting:
 
     @property
     def secret(self) -> bool:
-        return "key" in self.name or "password" in self.name
+        return any(word in self.name for word in ("key", "password", "mailbox"))
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -58,6 +58,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("smtp_tls_cert", str, "",
             "PEM certificate (chain) for STARTTLS on the SMTP server; AUTH then needs TLS."),
     Setting("smtp_tls_key", str, "", "PEM private key of --smtp-tls-cert."),
+    Setting("bounce_mailbox", str, "",
+            "Mailbox to fetch bounces and complaints from: pop3s://USER:PASS@HOST[:PORT], "
+            "pop3://, imaps://USER:PASS@HOST[:PORT][/FOLDER] or imap://. Empty: none."),
+    Setting("bounce_mailbox_interval", float, 60.0, "Seconds between two mailbox polls."),
     Setting("secret_key", str, "",
             "Key that signs tracking tokens (at least 16 characters). Empty: one is generated "
             "once and kept in the database, so links stay valid across restarts."),
@@ -90,6 +94,8 @@ class Settings:
     smtp_max_bytes: int = 25 * 1024 * 1024
     smtp_tls_cert: str = ""
     smtp_tls_key: str = ""
+    bounce_mailbox: str = ""
+    bounce_mailbox_interval: float = 60.0
     secret_key: str = ""
     old_secret_keys: str = ""
     api_key: str = ""
@@ -150,6 +156,12 @@ def validate(settings: Settings) -> None:
     settings.http_host_port  # noqa: B018 - raises ConfigError when malformed
     if settings.smtp:
         parse_host_port(settings.smtp, "smtp")
+    if settings.bounce_mailbox:
+        from mailbeacon.inbound.mailbox import MailboxConfig
+
+        MailboxConfig.from_url(settings.bounce_mailbox)  # ConfigError, never quoting the URL
+    if settings.bounce_mailbox_interval < 1:
+        raise ConfigError("MAILBEACON_BOUNCE_MAILBOX_INTERVAL must be at least 1 second")
     if bool(settings.smtp_tls_cert) != bool(settings.smtp_tls_key):
         raise ConfigError("MAILBEACON_SMTP_TLS_CERT and MAILBEACON_SMTP_TLS_KEY go together")
     if settings.secret_key and len(settings.secret_key) < 16:

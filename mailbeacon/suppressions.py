@@ -50,6 +50,19 @@ def unsubscribe_scopes(tags: Iterable[str], list_id: str | None) -> set[str]:
     return scopes
 
 
+def allowlisted(conn: Connection, domain: str, addresses: Sequence[str]) -> set[str]:
+    """The addresses (lowercase) kept off the bounce and complaint lists."""
+    lowered = {a.lower() for a in addresses}
+    entries = set(conn.execute(
+        select(suppressions.c.address).where(
+            suppressions.c.domain == domain,
+            suppressions.c.kind == str(SuppressionKind.ALLOWLIST),
+            suppressions.c.address.in_(sorted(lowered | {a.rpartition("@")[2]
+                                                         for a in lowered})),
+        )).scalars())
+    return {a for a in lowered if a in entries or a.rpartition("@")[2] in entries}
+
+
 def blocks(conn: Connection, domain: str, addresses: Sequence[str], tags: Sequence[str],
            list_id: str | None) -> dict[str, Block]:
     """For each address that must not get this message, the reason (lowercase keys)."""

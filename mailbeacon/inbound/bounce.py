@@ -14,6 +14,7 @@ from mailbeacon.inbound.reasons import (
     Reason,
     category_for,
     decide_reason,
+    definitely_unknown,
     reason_from_text,
     status_detail,
 )
@@ -65,17 +66,20 @@ def _mailbox_rejected(status: str, text: str, evidence: Evidence) -> bool:
     """
     if status_detail(status) in MAILBOX_STATUSES:
         return True
-    return smtp_command(f"{text}\n{evidence.context[:MAX_CONTEXT]}") == "RCPT"
+    context = f"{text}\n{evidence.context[:MAX_CONTEXT]}"
+    return definitely_unknown(context) or smtp_command(context) == "RCPT"
 
 
 def bounce_result(evidence: Evidence, original: dict[str, str]) -> Result:
     """A bounce `Result` from one recipient's evidence and the returned original's headers."""
     diagnostic = one_line(evidence.diagnostic)
     status, reply_code = evidence.status, evidence.reply_code
-    if not status or not reply_code:
-        found_code, found_status, _ = find_codes(diagnostic)
-        status = status or found_status
-        reply_code = reply_code or found_code
+    found_code, found_status, _ = find_codes(diagnostic)
+    if found_status and (evidence.action != "delivered" or not status):
+        # The remote server's own code ("550 5.7.1 ...") beats the reporting MTA's summary
+        # ("Status: 5.1.1", "Status: 5.0.0"), which is often generic or plainly wrong.
+        status = found_status
+    reply_code = reply_code or found_code
     if evidence.action == "delivered" or status.startswith("2."):
         reason = Reason.DELIVERED
     else:

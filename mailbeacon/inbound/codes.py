@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-ADDRESS = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
+ADDRESS = re.compile(r"(?<![\w.!#$%&'*+/=?^`{|}~-])[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
 # "5.1.1" but not the tail of an IP address ("192.0.2.153") or a version ("v4.1.2").
 STATUS = re.compile(r"(?<![\w.])([245]\.\d{1,3}\.\d{1,3})(?!\.?\d)")
 # "550" followed by a status, text or the end of a line; not inside numbers or dates.
@@ -17,7 +17,7 @@ REPLY_CODE = re.compile(
     r"(?<![\w.:/+\-])([245][0-5]\d)(?=[ \-]+(?:[245]\.\d|[^\d\s:.]|$)|[ \t]*$|\])", re.MULTILINE
 )
 CODE_AND_STATUS = re.compile(
-    r"(?<![\w.:/+\-])([245][0-5]\d)[ \-]+\(?#?([245]\.\d{1,3}\.\d{1,3})(?!\.?\d)"
+    r"(?<![\w.:/+\-])([245][0-5]\d)[ \-]+[(#'\"]{0,2}([245]\.\d{1,3}\.\d{1,3})(?!\.?\d)"
 )
 _SPACE = re.compile(r"\s+")
 _LEADING_STATUS = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}\s+")
@@ -37,6 +37,15 @@ def addresses(text: str) -> list[str]:
     return list(seen)
 
 
+def position(text: str, address: str, start: int = 0) -> int:
+    """Offset of `address` as a whole address (not inside a longer one) in `text`, or -1."""
+    if not address:
+        return -1
+    pattern = re.compile(r"(?<![\w.+-])" + re.escape(address) + r"(?![\w-])", re.IGNORECASE)
+    m = pattern.search(text, start)
+    return m.start() if m else -1
+
+
 def first_address(text: str) -> str:
     """The first email address in `text`, lower-cased, or ""."""
     m = ADDRESS.search(text)
@@ -49,9 +58,10 @@ def find_codes(text: str) -> tuple[str, str, int]:
     Failure codes (4xx/5xx) are preferred over 2xx greetings in a session transcript, and a
     code directly followed by a status ("550 5.1.1") over either one alone.
     """
+    failure = next((m for m in CODE_AND_STATUS.finditer(text) if m.group(1)[0] in "45"), None)
+    if failure is not None:
+        return failure.group(1), failure.group(2), failure.start()
     pair = CODE_AND_STATUS.search(text)
-    if pair is not None and pair.group(1)[0] in "45":
-        return pair.group(1), pair.group(2), pair.start()
     status_match = next((m for m in STATUS.finditer(text) if m.group(1)[0] in "45"), None)
     code_match = next((m for m in REPLY_CODE.finditer(text) if m.group(1)[0] in "45"), None)
     status = status_match.group(1) if status_match else ""
@@ -63,6 +73,7 @@ def find_codes(text: str) -> tuple[str, str, int]:
         code = agreeing.group(1) if agreeing else ""
     offsets = [m.start() for m in (status_match, code_match) if m is not None]
     if not offsets and pair is not None:
+        # Only a success ("250 2.1.5 Ok"): a delivery report, not a failure.
         return pair.group(1), pair.group(2), pair.start()
     return code, status, min(offsets) if offsets else -1
 

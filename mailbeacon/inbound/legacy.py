@@ -15,7 +15,14 @@ from email.message import Message
 from flufl.bounce import all_failures
 
 from mailbeacon.inbound.bounce import Evidence
-from mailbeacon.inbound.codes import ADDRESS, addresses, find_codes, one_line, response_at
+from mailbeacon.inbound.codes import (
+    ADDRESS,
+    addresses,
+    find_codes,
+    one_line,
+    position,
+    response_at,
+)
 from mailbeacon.inbound.message import Mail
 
 # flufl.bounce logs a traceback before re-raising a detector's exception; we catch the
@@ -83,8 +90,9 @@ _RECIPIENT_CONTEXT = (
     re.compile(r"rcpt to:?\s*<?(" + ADDRESS.pattern + r")", re.IGNORECASE),
     re.compile(r"(?:delivered|deliver(?:ing)?|sent|mail(?:ing)?|message) to:?\s*<?\"?("
                + ADDRESS.pattern + r")", re.IGNORECASE),
-    re.compile(r"(?:recipients?|addresse?s?|addressee|user|account|mailbox)(?:\(e?s\))?:?\s*<?\"?("
-               + ADDRESS.pattern + r")", re.IGNORECASE),
+    re.compile(r"\b(?:recipients?|addresse?s?|addressee|user|account|mailbox)(?:\(e?s\))?:?\s*"
+               r"<?\"?(" + ADDRESS.pattern + r")", re.IGNORECASE),
+    re.compile(r"<(" + ADDRESS.pattern + r")>\.\.\."),
 )
 _SENDER_CONTEXT = re.compile(r"(?:mail from:?|envelope-from|from:|sender:?|return-path:)\s*<?("
                              + ADDRESS.pattern + r")", re.IGNORECASE)
@@ -143,9 +151,9 @@ def find_recipients(mail: Mail, text: str) -> list[str]:
     lowered = text.lower()
     excluded.update(m.group(1).lower() for m in _SENDER_CONTEXT.finditer(text))
     flufl = [a for a in dict.fromkeys(_flufl_addresses(mail.message)) if a not in excluded]
-    in_text = [a for a in flufl if a in lowered]
+    in_text = [a for a in flufl if position(lowered, a) >= 0]
     if in_text:
-        return sorted(in_text, key=lowered.find)[:MAX_RECIPIENTS]
+        return sorted(in_text, key=lambda a: position(lowered, a))[:MAX_RECIPIENTS]
     in_context: dict[str, int] = {}
     for pattern in _RECIPIENT_CONTEXT:
         for m in pattern.finditer(text):
@@ -162,11 +170,12 @@ def find_recipients(mail: Mail, text: str) -> list[str]:
 
 def segment(text: str, recipient: str, others: list[str]) -> str:
     """The part of `text` about `recipient`: from its first mention to the next recipient's."""
-    lowered = text.lower()
-    start = lowered.find(recipient) if recipient else -1
+    start = position(text, recipient)
     if start < 0:
         return text
-    ends = [p for p in (lowered.find(o, start + len(recipient)) for o in others if o != recipient)
+    # From the start of its line: Sendmail writes "554 <a@b>... reason", code first.
+    start = text.rfind("\n", 0, start) + 1
+    ends = [p for p in (position(text, o, start + len(recipient)) for o in others if o != recipient)
             if p > start]
     return text[start : min(ends)] if ends else text[start:]
 
@@ -183,14 +192,25 @@ def evidence_from_text(text: str, recipient: str, single: bool) -> Evidence:
 
 def _first_statement(text: str, recipient: str) -> str:
     """Without an SMTP reply, the first informative line after the address."""
-    lowered = text.lower()
-    at = lowered.find(recipient) if recipient else -1
+    at = position(text, recipient)
     tail = text[at + len(recipient):] if at >= 0 else text
-    for line in tail.splitlines():
+    lines = tail.splitlines()
+    for index, line in enumerate(lines):
         cleaned = line.strip(" \t>:[]()<-*=_")
-        if len(cleaned) >= 6 and not ADDRESS.fullmatch(cleaned):
-            return one_line(line)
+        if len(cleaned) >= 6 and not ADDRESS.fullmatch(cleaned) and not cleaned.endswith(":"):
+            # Keep the indented lines a wrapped statement continues on.
+            following = [x for x in _indented_run(lines[index + 1 : index + 6])]
+            return one_line(" ".join([line, *following]))
     return ""
+
+
+def _indented_run(lines: list[str]) -> list[str]:
+    run: list[str] = []
+    for line in lines:
+        if not line.strip() or line[:1] not in (" ", "\t"):
+            break
+        run.append(line)
+    return run
 
 
 def text_bounces(mail: Mail) -> list[Evidence]:
@@ -207,6 +227,7 @@ def text_bounces(mail: Mail) -> list[Evidence]:
             whole = evidence_from_text(text, recipient, True)
             if whole.status or whole.reply_code:
                 evidence = whole
-        evidence.context = text
+        # The subject often names the cause ("Returned mail: User unknown") when the body does not.
+        evidence.context = f"{text}\n{mail.headers.get('subject', '')}"
         return [evidence]
     return [evidence_from_text(segment(text, r, recipients), r, False) for r in recipients]

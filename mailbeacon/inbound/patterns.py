@@ -17,7 +17,21 @@ def _any(*alternatives: str) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{a})" for a in alternatives), re.IGNORECASE)
 
 
+# Wordings of "no such mailbox" that the receiving system writes itself (not a reply to an
+# SMTP command), so they count even when the bounce does not say which command failed.
+DEFINITE_USER_UNKNOWN = _any(
+    r"recipient name is not recognized", r"not listed in (?:the )?(?:public name|domino "
+    r"directory|name & address book|address book)", r"invalid (?:final delivery )?userid",
+    r"no mailbox here by that name", r"the email account that you tried to reach does not exist",
+    r"address couldn't be found", r"unknown user:", r"no valid recipients for this",
+    r"recipientnotfound", r"does not like recipient", r"recipient address rejected: access denied",
+    r"unknown recipient", r"this user doesn't have an? [\w.-]+ account",
+    r"please check if (?:the )?address is correct",
+)
+
 TEXT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    # A local delivery program failed: its messages quote "no such user" from the shell.
+    ("mailererror", _any(r"\bprocmail\b", r"x-unix;", r"pipe to \|", r"command died")),
     ("virusdetected", _any(
         r"\bvirus", r"malware", r"\binfected\b", r"trojan", r"phishing",
         r"dangerous (?:attachment|content)",
@@ -33,7 +47,7 @@ TEXT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"\bptr (?:record|lookup)", r"cannot find your (?:reverse )?host ?name",
         r"(?:ip|client) (?:name )?lookup failed", r"does not have (?:a )?ptr",
         r"rdns (?:lookup|check|failed|required)", r"hostname (?:does not|doesn't) match",
-        r"unresolvable (?:ip|address|client)", r"\bdns ptr\b",
+        r"unresolvable (?:ip|address|client)", r"\bdns ptr\b", r"invalid rdns", r"\brdns record",
     )),
     ("badreputation", _any(
         r"(?:poor|bad|low|negative) (?:ip |sender |sending |domain )?reputation",
@@ -42,7 +56,8 @@ TEXT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("blocked", _any(
         r"\b(?:spamhaus|spamcop|sorbs|barracudacentral|dnsbl|rbl|uceprotect|abuseat|mailspike|"
         r"blocklist\.de|psbl|surbl|senderbase)\b",
-        r"black ?list(?:ed)?", r"block ?list(?:ed)?", r"listed (?:in|on|at|by) (?:an? )?\w+",
+        r"black ?list(?:ed)?", r"block ?list(?:ed)?",
+        r"listed (?:in|on|at|by) (?:an? |the )?(?:\w+ )?(?:rbl|dnsbl|blacklist|blocklist|realtime)",
         r"(?:ip|address|host|network|client|connection|server) .{0,40}(?:is |has been |was )?"
         r"(?:blocked|banned|block listed|blacklisted|refused)",
         r"(?:dynamic|dial-?up|residential|consumer|broadband) (?:ip|address|range|pool|host)",
@@ -67,7 +82,8 @@ TEXT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"envelope[- ](?:sender|from) .{0,40}(?:rejected|refused|invalid|not allowed)",
         r"(?:rejected|refused|not accepting mail) from (?:this )?sender", r"sender .{0,30}not allowed",
         r"your (?:e-?mail )?address has been (?:blocked|rejected)", r"bad sender'?s? (?:mailbox|system)",
-        r"return.?path .{0,40}(?:invalid|not exist)",
+        r"return.?path .{0,40}(?:invalid|not exist)", r"from:? domain is invalid",
+        r"provide a valid from",
     )),
     ("mailboxfull", _any(
         r"mail ?box(?: is|'s)? (?:full|over ?quota|quota)", r"(?:mail ?folder|in ?box|mail ?drop) "
@@ -100,14 +116,16 @@ TEXT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"(?:disabled|suspended|deactivated|inactive|locked|frozen|blocked by administrator)",
         r"(?:disabled|suspended|deactivated|inactive|expired|closed|frozen) "
         r"(?:account|mail ?box|user|recipient|e-?mail address)",
-        r"no longer (?:active|in use|valid|available)", r"(?:account|mailbox) (?:has )?expired",
+        r"no longer (?:active|in use|valid|available)",
+        r"account that you tried to reach is (?:disabled|inactive|suspended)", r"(?:account|mailbox) (?:has )?expired",
         r"account (?:has been )?(?:terminated|closed|discontinued)", r"not (?:an )?active (?:user|account)",
         r"mailbox (?:is )?(?:unavailable|not available) .{0,30}(?:inactive|disabled)",
     )),
     ("notaccept", _any(
         r"(?:does not|doesn't|do not) (?:accept|receive) (?:any )?(?:e-?mail|mail|messages)",
         r"null mx", r"not accepting (?:any )?(?:mail|network messages|messages)",
-        r"accepts? no (?:e-?mail|mail)", r"mail (?:is )?not accepted",
+        r"accepts? no (?:e-?mail|mail)", r"mail (?:is )?not accepted", r"no smtp service",
+        r"no mx (?:record )?found",
     )),
     ("userunknown", _any(
         r"user(?:name)? (?:is )?(?:unknown|not known|not found|not exist)", r"unknown (?:user|"
@@ -125,7 +143,16 @@ TEXT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"is not a (?:known|valid) user", r"recipientnotfound", r"(?:doesn't|does not) have an? "
         r"[\w.-]+ account", r"not our customer", r"no valid recipients", r"unknown or illegal alias",
         r"bad destination (?:mail ?box|address)", r"user (?:doesn't|does not) (?:exist|have)",
+        r"recipient address rejected(?:\.|: access denied)", r"(?<!recipient )address rejected\.",
+        r"not listed in (?:the )?(?:public name|domino directory|name & address book)",
+        r"invalid (?:final delivery )?userid", r"no valid recipients for this",
+        r"please check if (?:the )?address is correct",
+        r"(?:address|account|recipient) (?:could not|couldn't|cannot|can't) be found",
         r"宛先不明", r"存在しない",
+    )),
+    ("networkerror", _any(
+        r"host not found, try again", r"malformed or unexpected name server reply",
+        r"temporary (?:dns|lookup) failure", r"dns (?:server )?(?:timeout|timed out|servfail)",
     )),
     ("hostunknown", _any(
         r"host (?:or domain name )?(?:unknown|not found)", r"unknown (?:host|domain)",
@@ -134,7 +161,9 @@ TEXT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"name service error", r"(?:dns|mx) (?:lookup |record )?(?:failed|not found|error)",
         r"no mx (?:record|host)", r"(?:mx|dns) records? (?:point to|for) .{0,40}non-?existent",
         r"illegal host/domain", r"invalid domain", r"domain .{0,40}(?:has no|no valid) mx",
-        r"host name (?:lookup )?failure", r"no route for domain",
+        r"host name (?:lookup )?failure", r"no route for domain", r"dns lookup failure",
+        r"host \S+ not found", r"domain (?:is )?not reachable",
+        r"(?<![@\w.-])(?:[a-z0-9-]+\.)+[a-z]{2,}\.? does not exist",
     )),
     ("filtered", _any(
         r"(?:rejected|refused|blocked) by (?:the )?(?:recipient|domain|user)'?s? (?:\w+ )?filter",
@@ -142,7 +171,7 @@ TEXT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"filter", r"message filtered", r"(?:recipient|user) (?:has )?(?:refused|rejected|blocked)",
         r"has (?:rejected|refused) your (?:message|e-?mail)", r"(?:not|isn't) accepting mail from you",
         r"you are not (?:allowed|permitted|authorized) to (?:post|send (?:mail|messages) to)",
-        r"does not have permission to post",
+        r"does not have permission to post", r"due to recipient preferences",
     )),
     ("spamdetected", _any(
         r"\bspam\b", r"junk ?mail", r"\bbulk (?:mail|e-?mail)", r"unsolicited", r"spamassassin",
@@ -173,12 +202,12 @@ TEXT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("contenterror", _any(
         r"content[- ](?:type|encoding|error)", r"(?:illegal|invalid|bad) (?:character|characters|"
         r"mime|encoding|content)", r"8[- ]?bit (?:data|characters|mime)", r"line too long",
-        r"mime (?:error|format|structure)",
+        r"mime (?:error|format|structure)", r"media (?:error|type|not supported)",
     )),
     ("speeding", _any(
         r"rate.?limit", r"too (?:many|much) (?:mail|messages|e-?mails)(?: .{0,40})? "
         r"(?:per|in|from|sent|too fast)", r"sending (?:rate|too fast)", r"throttl",
-        r"(?:try|please try) again (?:in|after) \d+", r"exceeded (?:the )?(?:sending|hourly|daily) "
+        r"(?:try|please try) again (?:in|after) \d+", r"too many \w+ (?:this|per|an) (?:hour|day)", r"exceeded (?:the )?(?:sending|hourly|daily) "
         r"(?:limit|quota|rate)", r"too fast",
     )),
     ("toomanyconn", _any(

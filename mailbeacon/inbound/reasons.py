@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 import re
 
-from mailbeacon.inbound.patterns import TEXT_PATTERNS
+from mailbeacon.inbound.patterns import DEFINITE_USER_UNKNOWN, TEXT_PATTERNS
 
 
 class Reason(enum.StrEnum):
@@ -99,13 +99,14 @@ NON_BOUNCE_REASONS = frozenset({Reason.FEEDBACK, Reason.VACATION, Reason.DELIVER
 # wins over the text; a generic one (X.0.0, X.7.1, ...) lets a matching text decide, because
 # servers use those for many different refusals.
 STATUS_REASONS: dict[str, tuple[Reason, bool]] = {
+    "1.0": (Reason.USER_UNKNOWN, False),  # other address status (mostly: address rejected)
     "1.1": (Reason.USER_UNKNOWN, False),  # bad destination mailbox address
     "1.2": (Reason.HOST_UNKNOWN, True),  # bad destination system address
     "1.3": (Reason.USER_UNKNOWN, False),  # bad destination mailbox address syntax
     "1.4": (Reason.USER_UNKNOWN, False),  # destination mailbox address ambiguous
     "1.6": (Reason.HAS_MOVED, True),  # destination mailbox has moved
-    "1.7": (Reason.REJECTED, False),  # bad sender's mailbox address syntax
-    "1.8": (Reason.REJECTED, False),  # bad sender's system address
+    "1.7": (Reason.REJECTED, True),  # bad sender's mailbox address syntax
+    "1.8": (Reason.REJECTED, True),  # bad sender's system address
     "1.10": (Reason.USER_UNKNOWN, False),  # recipient address has null MX (often: not found)
     "1.351": (Reason.USER_UNKNOWN, False),  # Exchange Online: recipient not found
     "2.0": (Reason.FILTERED, False),  # other or undefined mailbox status
@@ -175,6 +176,26 @@ STATUS_REASONS: dict[str, tuple[Reason, bool]] = {
     "7.650": (Reason.BAD_REPUTATION, True),  # Exchange Online: IP has poor reputation
 }
 
+# Generic codes whose reason the text may change only to one of these: a 5.1.1 that says
+# "mailbox full" is full, but one that says "rejected" is still an unknown user.
+TEXT_OVERRIDES: dict[str, frozenset[Reason]] = {
+    "1.1": frozenset(
+        {
+            Reason.MAILBOX_FULL,
+            Reason.HAS_MOVED,
+            Reason.NO_RELAYING,
+            Reason.BLOCKED,
+            Reason.REJECTED,
+            Reason.NOT_ACCEPT,
+            Reason.FILTERED,
+            Reason.MAILER_ERROR,
+            Reason.SPAM_DETECTED,
+            Reason.SPEEDING,
+            Reason.TOO_MANY_CONN,
+        }
+    ),
+}
+
 # Basic SMTP reply codes (RFC 5321, 7504) -> reason, used only when nothing better is known.
 REPLY_CODE_REASONS: dict[str, Reason] = {
     "421": Reason.SYSTEM_ERROR,  # service not available, closing channel
@@ -228,11 +249,19 @@ def reason_from_text(text: str) -> Reason | None:
     return None
 
 
+def definitely_unknown(text: str) -> bool:
+    """True when the text is a receiving system's own "no such mailbox" wording."""
+    return bool(DEFINITE_USER_UNKNOWN.search(text))
+
+
 def category_for(reason: Reason, permanent: bool) -> Category | None:
-    """What to do about a bounce of this reason; None for non-bounces (complaint, success)."""
+    """What to do about a bounce of this reason; None for non-bounces (complaint, success).
+
+    Only a permanent failure is hard: a 4xx "user unknown" may be a directory hiccup.
+    """
     if reason in NON_BOUNCE_REASONS:
         return None
-    if reason in HARD_REASONS or (reason is Reason.NOT_ACCEPT and permanent):
+    if permanent and (reason in HARD_REASONS or reason is Reason.NOT_ACCEPT):
         return Category.HARD
     if reason in POLICY_REASONS:
         return Category.POLICY
@@ -243,11 +272,13 @@ def decide_reason(status: str, reply_code: str, diagnostic: str) -> Reason:
     """The reason alone: definitive status code, else text, else generic status, else reply code."""
     if status.startswith("2."):
         return Reason.DELIVERED
-    by_status = STATUS_REASONS.get(status_detail(status))
+    detail = status_detail(status)
+    by_status = STATUS_REASONS.get(detail)
     if by_status is not None and by_status[1]:
         return by_status[0]
     by_text = reason_from_text(diagnostic)
-    if by_text is not None:
+    allowed = TEXT_OVERRIDES.get(detail)
+    if by_text is not None and (allowed is None or by_text in allowed):
         return by_text
     if by_status is not None:
         return by_status[0]

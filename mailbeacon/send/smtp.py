@@ -54,11 +54,12 @@ class SmtpHandler:
         assert isinstance(data, bytes)
         if not session.authenticated:
             try:
-                await self._inbound.receive(data, envelope.rcpt_tos, envelope.mail_from or "")
-            except Exception:
+                status = await self._inbound.receive(data, envelope.rcpt_tos,
+                                                     envelope.mail_from or "")
+            except Exception:  # e.g. the database is away: the sender will retry
                 log.exception("could not process returning mail")
                 return "451 4.3.0 Could not process the message now; try again later"
-            return "250 2.0.0 OK: received"
+            return f"250 2.0.0 OK: {status}"
         return await self._submit(envelope.mail_from or "", envelope.rcpt_tos, data)
 
     async def _submit(self, sender: str, recipients: list[str], data: bytes) -> str:

@@ -184,3 +184,22 @@ tags = Table(
     Column("first_seen", BigInteger, nullable=False),
     Column("last_seen", BigInteger, nullable=False),
 )
+
+# Every message that came back to a bounce domain (SMTP or mailbox), kept for inspection:
+# what it was, what it matched, and what went wrong if anything did.
+inbound_messages = Table(
+    "inbound_messages",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("received_at", BigInteger, nullable=False),
+    Column("source", String(16), nullable=False),  # smtp | mailbox
+    Column("mail_from", Text, nullable=False, server_default=""),
+    Column("recipients", Text, nullable=False, server_default="[]"),  # JSON list
+    Column("sha256", String(64), nullable=False, unique=True),  # a re-polled copy is skipped
+    Column("size", Integer, nullable=False),
+    Column("raw", LargeBinary, nullable=False),
+    Column("status", String(16), nullable=False),  # processed | ignored | unmatched | error
+    Column("kind", String(16), nullable=False, server_default=""),
+    Column("detail", Text, nullable=False, server_default=""),  # JSON: results and matches
+)
+Index("ix_inbound_messages_received", inbound_messages.c.received_at)
