@@ -54,6 +54,14 @@ BOUNCE_SUBJECTS = re.compile(
     r"配信|送信できません|エラー|不達|未達|mail failure",
     re.IGNORECASE,
 )
+# Mailing-list software returning a post (fml, ezmlm, Mailman): a header that marks list
+# software, and a subject that says the post was refused.
+LIST_HEADERS = ("x-mlserver", "x-ml-name", "mailing-list", "list-id", "x-mailman-version")
+LIST_REFUSALS = re.compile(
+    r"(?:are|is) not (?:a )?member|not a member|loop alert|post(?:ing)? (?:rejected|denied|refused)|"
+    r"message (?:rejected|refused)|not allowed to post",
+    re.IGNORECASE,
+)
 # Boilerplate that only mail software writes when it returns a message.
 STRONG_MARKERS = re.compile(
     r"created automatically by mail delivery software|"
@@ -73,6 +81,7 @@ STRONG_MARKERS = re.compile(
     r"delivery status notification|undeliverable (?:message|mail)|"
     r"following recipients? (?:was|were) rejected|each of the following recipients|"
     r"failed addresses follow|"
+    r"a message that you sent (?:could not|has not|contained)|"
     r"送信できませんでした|配信できませんでした|届きませんでした|宛先.{0,10}エラー",
     re.IGNORECASE | re.MULTILINE,
 )
@@ -113,10 +122,25 @@ def bounce_signals(mail: Mail) -> tuple[bool, bool]:
     text = mail.text[:200_000]
     strong = bool(STRONG_MARKERS.search(text))
     code, status, _ = find_codes(text)
+    # Structure only mail software produces: a delivery-status report type, or the
+    # X-Failed-Recipients header of Exim and Gmail.
+    structural = mail.report_type == "delivery-status" or bool(failed_header(mail))
+    strong = strong or structural
     by_text = strong or bool(WEAK_MARKERS.search(text))
-    is_bounce = strong or bool(BOUNCE_SUBJECTS.search(subject)) or (by_sender and (
-        by_text or bool(code or status)))
+    list_refusal = any(h in mail.headers for h in LIST_HEADERS) and bool(
+        LIST_REFUSALS.search(subject))
+    is_bounce = strong or list_refusal or bool(BOUNCE_SUBJECTS.search(subject)) or (
+        by_sender and (by_text or bool(code or status)))
     return is_bounce, strong or bool(code or status)
+
+
+def failed_header(mail: Mail) -> list[str]:
+    """Addresses in X-Failed-Recipients headers (Exim, Gmail): the MTA's own list."""
+    found: list[str] = []
+    for name, value in mail.all_headers:
+        if name == "x-failed-recipients":
+            found.extend(addresses(value))
+    return list(dict.fromkeys(found))
 
 
 def sender_addresses(mail: Mail) -> set[str]:
@@ -150,6 +174,9 @@ def find_recipients(mail: Mail, text: str) -> list[str]:
     excluded = sender_addresses(mail)
     lowered = text.lower()
     excluded.update(m.group(1).lower() for m in _SENDER_CONTEXT.finditer(text))
+    failed = [a for a in failed_header(mail) if a not in excluded]
+    if failed:
+        return sorted(failed, key=lambda a: (position(text, a) < 0, position(text, a)))
     flufl = [a for a in dict.fromkeys(_flufl_addresses(mail.message)) if a not in excluded]
     in_text = [a for a in flufl if position(lowered, a) >= 0]
     if in_text:

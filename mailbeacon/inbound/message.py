@@ -98,6 +98,7 @@ class Mail:
     feedback_texts: list[str] = field(default_factory=list)  # message/feedback-report bodies
     original: dict[str, str] = field(default_factory=dict)  # returned message: name -> value
     message: Message | None = None  # the parsed message itself, for flufl.bounce
+    embedded: bytes = b""  # the returned message, raw, in case it is itself a forwarded report
 
     @property
     def text(self) -> str:
@@ -282,6 +283,18 @@ def _reparse_multipart(part: Message) -> Message | None:
     return rebuilt if rebuilt.is_multipart() else None
 
 
+def _attached_bytes(part: Message) -> bytes:
+    payload = part.get_payload()
+    try:
+        if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+            return payload[0].as_bytes()[:MAX_INPUT_BYTES]
+        if isinstance(payload, str):
+            return payload.encode("utf-8", "surrogateescape")[:MAX_INPUT_BYTES]
+    except Exception:  # an attachment the library cannot serialise again: ignore it
+        pass
+    return b""
+
+
 def _attached_original(part: Message) -> dict[str, str]:
     payload = part.get_payload()
     if isinstance(payload, list) and payload and isinstance(payload[0], Message):
@@ -334,6 +347,8 @@ def _visit(part: Message, mail: Mail, stack: list[Message], html_texts: list[str
     elif content_type in MESSAGE_TYPES:
         if not mail.original:
             mail.original = _attached_original(part)
+        if not mail.embedded:
+            mail.embedded = _attached_bytes(part)
     elif content_type in HEADERS_TYPES:
         if not mail.original:
             mail.original = parse_header_block(_payload_text(part))
@@ -344,6 +359,8 @@ def _visit(part: Message, mail: Mail, stack: list[Message], html_texts: list[str
         notification, copied = _split_original(text)
         if copied and not mail.original:
             mail.original = parse_header_block(copied)
+        if copied and not mail.embedded:
+            mail.embedded = copied.lstrip().encode("utf-8", "replace")
         if content_type == "text/html":
             html_texts.append(notification)
         elif notification.strip() or not mail.texts:

@@ -27,19 +27,38 @@ from mailbeacon.inbound.ses import ses_results
 __all__ = ["Kind", "Result", "parse"]
 
 
+# How deep a report forwarded inside another message is looked for.
+MAX_FORWARD_DEPTH = 2
+
+
 def parse(raw: bytes) -> list[Result]:
     """Everything a received message reports: one `Result` per bounced recipient, one for a
     complaint, one auto-reply, or `[Result(Kind.NOT_A_REPORT)]`. Never raises.
     """
     try:
-        results = _parse(bytes(raw) if not isinstance(raw, bytes) else raw)
+        results = _parse(bytes(raw) if not isinstance(raw, bytes) else raw, 0)
     except Exception:  # a message we cannot make sense of is, for us, not a report
         results = []
     return results or [Result(Kind.NOT_A_REPORT)]
 
 
-def _parse(raw: bytes) -> list[Result]:
+def _parse(raw: bytes, depth: int) -> list[Result]:
     mail = read_mail(raw)
+    results = _read(mail)
+    if depth < MAX_FORWARD_DEPTH and mail.embedded and _weak(results):
+        # A bounce forwarded by a person or a relay: the attached message is the real report.
+        inner = _parse(mail.embedded, depth + 1)
+        if inner and not _weak(inner) and inner[0].kind is not Kind.AUTO_REPLY:
+            return inner
+    return results
+
+
+def _weak(results: list[Result]) -> bool:
+    """No result, or bounces without a single code: a forwarded report may say more."""
+    return all(r.kind is Kind.BOUNCE and not (r.status or r.reply_code) for r in results)
+
+
+def _read(mail: Mail) -> list[Result]:
     found = complaint(mail)
     if found is not None:
         return [found]

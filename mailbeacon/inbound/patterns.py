@@ -83,7 +83,7 @@ TEXT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"(?:rejected|refused|not accepting mail) from (?:this )?sender", r"sender .{0,30}not allowed",
         r"your (?:e-?mail )?address has been (?:blocked|rejected)", r"bad sender'?s? (?:mailbox|system)",
         r"return.?path .{0,40}(?:invalid|not exist)", r"from:? domain is invalid",
-        r"provide a valid from",
+        r"provide a valid from", r"(?:are|is) not (?:a )?member", r"not a member of",
     )),
     ("mailboxfull", _any(
         r"mail ?box(?: is|'s)? (?:full|over ?quota|quota)", r"(?:mail ?folder|in ?box|mail ?drop) "
