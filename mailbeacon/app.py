@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.types import Receive, Scope, Send
 
-from mailbeacon.api import domains, events, messages, tags
+from mailbeacon.api import domains, events, messages, suppressions, tags, webhooks
 from mailbeacon.api.auth import RequireApiKey
 from mailbeacon.api.errors import api_error, http_error, unexpected_error
 from mailbeacon.api.limits import LimitBody
@@ -50,7 +50,8 @@ def build_api(runtime: Runtime) -> Starlette:
             await runtime.stop()
 
     app = Starlette(
-        routes=[*domains.routes, *messages.routes, *events.routes, *tags.routes],
+        routes=[*domains.routes, *messages.routes, *events.routes, *tags.routes,
+                *webhooks.routes, *suppressions.routes],
         middleware=[
             Middleware(RequireApiKey, keys=runtime.keys),
             Middleware(LimitBody, max_bytes=runtime.settings.max_request_bytes),

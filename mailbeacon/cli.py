@@ -12,10 +12,14 @@ import click
 from mailbeacon import domains as dom
 from mailbeacon.apikeys import create_key
 from mailbeacon.errors import MailbeaconError
+from mailbeacon.inbound.commands import bounces
 from mailbeacon.send import dkim
 from mailbeacon.settings import SETTINGS, Settings, load
 from mailbeacon.storage.db import Database
 from mailbeacon.storage.migrate import migrate
+from mailbeacon.suppression_commands import suppressions
+from mailbeacon.webhooks import deliveries as webhook_deliveries
+from mailbeacon.webhooks import store as webhook_store
 
 F = Callable[..., Any]
 
@@ -173,6 +177,41 @@ def domains_list(**options: Any) -> None:
         click.echo(f"{d.name}\topens={'yes' if d.track_opens else 'no'}\t"
                    f"clicks={d.track_clicks}\ttracking_url={d.tracking_url or '-'}")
 
+
+@main.group()
+def webhooks() -> None:
+    """Webhook signing keys and the delivery log."""
+
+
+@webhooks.command(name="signing-key")
+@click.argument("domain")
+@click.option("--rotate", is_flag=True, help="Make a new key; the old one stops working.")
+@setting_options(("database_url",))
+def webhooks_signing_key(domain: str, rotate: bool, **options: Any) -> None:
+    """Print the key that signs DOMAIN's webhooks."""
+    db = _database(options)
+    try:
+        click.echo(webhook_store.signing_key(db, dom.get_domain(db, domain).name, rotate))
+    except MailbeaconError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@webhooks.command(name="replay")
+@click.argument("domain")
+@click.option("--id", "delivery_id", default=None, help="One delivery (any finished one).")
+@setting_options(("database_url",))
+def webhooks_replay(domain: str, delivery_id: str | None, **options: Any) -> None:
+    """Send DOMAIN's failed webhook deliveries (or one named delivery) again."""
+    db = _database(options)
+    try:
+        count = webhook_deliveries.replay(db, dom.get_domain(db, domain).name, delivery_id)
+    except MailbeaconError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{count} deliveries will be sent again by the running server")
+
+
+main.add_command(suppressions)
+main.add_command(bounces)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

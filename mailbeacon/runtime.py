@@ -19,6 +19,7 @@ from mailbeacon.storage.db import Database
 from mailbeacon.storage.migrate import migrate
 from mailbeacon.track.keyring import token_codec
 from mailbeacon.track.recorder import Recorder
+from mailbeacon.webhooks.sender import WebhookSender
 
 log = logging.getLogger("mailbeacon")
 
@@ -43,6 +44,8 @@ class Runtime:
                 self.db, self.relay, self.codec, settings.base_url,
                 settings.delivery_concurrency,
                 retry=RetryPolicy(settings.retry_first, settings.retry_max_age))
+        self.webhook_sender = WebhookSender(self.db, timeout=settings.webhook_timeout,
+                                            poll_interval=0.5) if run_worker else None
         self.inbound = InboundReceiver(self.db, self.codec, self.recorder)
         self.smtp_tls = None
         if settings.smtp_tls_cert:
@@ -62,6 +65,8 @@ class Runtime:
                 host, port, handler, self.keys, self.settings.smtp_max_bytes, self.smtp_tls)
         if self.worker is not None:
             self._tasks.append(asyncio.create_task(self.worker.run(), name="delivery-worker"))
+        if self.webhook_sender is not None:
+            self._tasks.append(asyncio.create_task(self.webhook_sender.run(), name="webhooks"))
         if self.settings.bounce_mailbox:
             self._tasks.append(asyncio.create_task(self._poll_mailbox(), name="mailbox"))
         if self.relay is None:
@@ -105,6 +110,10 @@ class Runtime:
             return True
 
         return await asyncio.to_thread(poll_once, config, handle, ssl_context=ssl_context)
+
+    def webhooks_queued(self) -> None:
+        if self.webhook_sender is not None:
+            self.webhook_sender.wake()
 
     def message_queued(self) -> None:
         if self.worker is not None:

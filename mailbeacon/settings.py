@@ -78,6 +78,8 @@ SETTINGS: tuple[Setting, ...] = (
             "twice as long."),
     Setting("retry_max_age", float, 28800.0,
             "Seconds after the first attempt when temporary failures become permanent."),
+    Setting("webhook_timeout", float, 5.0,
+            "Seconds a webhook endpoint has to answer; a slower one is retried later."),
     Setting("log_level", str, "info", "debug, info, warning or error."),
 )
 
@@ -104,6 +106,7 @@ class Settings:
     delivery_concurrency: int = 10
     retry_first: float = 600.0
     retry_max_age: float = 28800.0
+    webhook_timeout: float = 5.0
     log_level: str = "info"
 
     @property

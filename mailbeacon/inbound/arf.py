@@ -85,7 +85,7 @@ def complaint(mail: Mail) -> Result | None:
     fields = _report_fields(mail)
     if fields is None:
         return _unsubscribe(mail)
-    feedback_type = (fields.get("feedback-type") or ["abuse"])[0].split()[0:1]
+    declared = (fields.get("feedback-type") or [""])[0].split()
     reporter = next(
         (one_line(fields[name][0], 255) for name in ("user-agent", "reported-domain")
          if fields.get(name)),
@@ -95,7 +95,7 @@ def complaint(mail: Mail) -> Result | None:
         kind=Kind.COMPLAINT,
         recipient=_recipient(fields, mail.original),
         reason=Reason.FEEDBACK.value,
-        feedback_type=(feedback_type[0] if feedback_type else "abuse").lower().strip(";,"),
+        feedback_type=(declared[0] if declared else "abuse").lower().strip(";,"),
         reporter=reporter,
         diagnostic=one_line(mail.headers.get("subject", "")),
         original_message_id=message_id(mail.original.get("message-id", "")),

@@ -7,10 +7,11 @@ for the enhanced code, permanence, reason and category live in one place.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mailbeacon.inbound.codes import find_codes, one_line, smtp_command
 from mailbeacon.inbound.reasons import (
+    Category,
     Reason,
     category_for,
     decide_reason,
@@ -70,6 +71,14 @@ def _mailbox_rejected(status: str, text: str, evidence: Evidence) -> bool:
     return definitely_unknown(context) or smtp_command(context) == "RCPT"
 
 
+def _action(evidence: Evidence, permanent: bool) -> str:
+    """The DSN-style action of a bounce that did not state one."""
+    if permanent:
+        return "failed"
+    will_retry = _TEMPORARY.search(f"{evidence.diagnostic} {evidence.context[:MAX_CONTEXT]}")
+    return "delayed" if will_retry else "failed"
+
+
 def bounce_result(evidence: Evidence, original: dict[str, str]) -> Result:
     """A bounce `Result` from one recipient's evidence and the returned original's headers."""
     diagnostic = one_line(evidence.diagnostic)
@@ -80,6 +89,7 @@ def bounce_result(evidence: Evidence, original: dict[str, str]) -> Result:
         # ("Status: 5.1.1", "Status: 5.0.0"), which is often generic or plainly wrong.
         status = found_status
     reply_code = reply_code or found_code
+    evidence = replace(evidence, status=status, reply_code=reply_code)
     if evidence.action == "delivered" or status.startswith("2."):
         reason = Reason.DELIVERED
     else:
@@ -91,7 +101,6 @@ def bounce_result(evidence: Evidence, original: dict[str, str]) -> Result:
         reason = decide_reason(status, reply_code, text)
         if reason is Reason.USER_UNKNOWN and not _mailbox_rejected(status, text, evidence):
             reason = Reason.FILTERED
-    evidence.status, evidence.reply_code = status, reply_code
     permanent = is_permanent(evidence) and reason is not Reason.DELIVERED
     category = category_for(reason, permanent)
     return Result(
@@ -101,9 +110,9 @@ def bounce_result(evidence: Evidence, original: dict[str, str]) -> Result:
         reply_code=reply_code,
         diagnostic=diagnostic,
         remote_mta=evidence.remote_mta,
-        action=evidence.action or ("failed" if permanent else ""),
+        action=evidence.action or _action(evidence, permanent),
         permanent=permanent,
-        hard=category is not None and category.value == "hard",
+        hard=category is Category.HARD,
         category=category,
         reason=reason.value,
         original_message_id=message_id(original.get("message-id", "")),

@@ -41,7 +41,7 @@ def position(text: str, address: str, start: int = 0) -> int:
     """Offset of `address` as a whole address (not inside a longer one) in `text`, or -1."""
     if not address:
         return -1
-    pattern = re.compile(r"(?<![\w.+-])" + re.escape(address) + r"(?![\w-])", re.IGNORECASE)
+    pattern = re.compile(r"(?<![\w.+-])" + re.escape(address) + r"(?!\.?[\w-])", re.IGNORECASE)
     m = pattern.search(text, start)
     return m.start() if m else -1
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from email.message import Message
 
 from flufl.bounce import all_failures
@@ -25,15 +26,17 @@ from mailbeacon.inbound.codes import (
 )
 from mailbeacon.inbound.message import Mail
 
-# flufl.bounce logs a traceback before re-raising a detector's exception; we catch the
-# exception ourselves, so the log line would only be noise on the console.
-logging.getLogger("flufl.bounce").addHandler(logging.NullHandler())
-logging.getLogger("flufl.bounce").propagate = False
+# flufl.bounce logs every detector it runs at INFO, and a traceback before re-raising a
+# detector's exception (which we catch). Keep its warnings and errors for the application's
+# handlers, drop the per-message chatter, and never fall back to printing on stderr.
+_flufl_log = logging.getLogger("flufl.bounce")
+_flufl_log.setLevel(logging.WARNING)
+_flufl_log.addHandler(logging.NullHandler())
 
 # Local parts and display names of the software that sends bounces.
 BOUNCE_SENDERS = re.compile(
     r"^(?:mailer[-_.]?daemon|mail[-_.]?daemon|postmaster|post_master|mail\.delivery\.system|"
-    r"mdaemon|nobody|bounces?|returns?|ndr|mail\.?agent)@",
+    r"mdaemon|ndr|mail\.?agent)$",
     re.IGNORECASE,
 )
 BOUNCE_SENDER_NAMES = re.compile(
@@ -41,25 +44,29 @@ BOUNCE_SENDER_NAMES = re.compile(
     r"mail (?:deliver|delivery) system|system administrator|mail administrator",
     re.IGNORECASE,
 )
+# Subjects only bounces have; enough with any other sign of a bounce.
 BOUNCE_SUBJECTS = re.compile(
     r"undeliver|delivery (?:status notification|failure|failed|problem|notification|has failed|"
     r"report|error|unsuccessful|delay)|failure notice|fail(?:ed|ure) delivery|returned mail|"
-    r"returned to sender|return(?:ed)? message|mail delivery (?:failed|failure|system|problem)|"
-    r"non[- ]?deliver|could not (?:be )?deliver|not delivered|unable to deliver|"
-    r"mail (?:system )?error|system error|\bbounced?\b|\brejected\b|error sending|"
-    r"warning: (?:could not|message)|delayed mail|mail failure|message (?:not delivered|"
-    r"delivery failure|blocked)|could not send|permanent error|\bndn\b|\bndr\b|"
-    r"there was an error|problem delivering|delivery notification|mail failed|"
-    r"returning (?:message )?to sender|"
-    r"配信|送信できません|エラー|不達|未達|mail failure",
+    r"returned to sender|mail delivery (?:failed|failure|system|problem)|non[- ]?deliver|"
+    r"could not (?:be )?deliver|not delivered|unable to deliver|mail system error|"
+    r"delayed mail|mail failure|message (?:not delivered|delivery failure)|\bndn\b|\bndr\b|"
+    r"problem delivering|mail failed|returning (?:message )?to sender|"
+    r"配信|送信できません|不達|未達",
+    re.IGNORECASE,
+)
+# Subjects that may be a bounce's, or a person's: they count only from a bounce sender.
+MAYBE_BOUNCE_SUBJECTS = re.compile(
+    r"\bbounced?\b|\brejected\b|error sending|there was an error|system error|"
+    r"warning: (?:could not|message)|could not send|permanent error|message blocked|エラー",
     re.IGNORECASE,
 )
 # Mailing-list software returning a post (fml, ezmlm, Mailman): a header that marks list
 # software, and a subject that says the post was refused.
 LIST_HEADERS = ("x-mlserver", "x-ml-name", "mailing-list", "list-id", "x-mailman-version")
 LIST_REFUSALS = re.compile(
-    r"(?:are|is) not (?:a )?member|not a member|loop alert|post(?:ing)? (?:rejected|denied|refused)|"
-    r"message (?:rejected|refused)|not allowed to post",
+    r"(?:are|is) not (?:a )?member|not a member|loop alert|"
+    r"post(?:ing)? (?:rejected|denied|refused)|message (?:rejected|refused)|not allowed to post",
     re.IGNORECASE,
 )
 # Boilerplate that only mail software writes when it returns a message.
@@ -106,32 +113,54 @@ _RECIPIENT_CONTEXT = (
 _SENDER_CONTEXT = re.compile(r"(?:mail from:?|envelope-from|from:|sender:?|return-path:)\s*<?("
                              + ADDRESS.pattern + r")", re.IGNORECASE)
 _NOT_RECIPIENTS = re.compile(r"^(?:mailer-daemon|mailer_daemon|mailerdaemon)@", re.IGNORECASE)
-MAX_RECIPIENTS = 100
+MAX_RECIPIENTS = 500  # results per report; a real one lists a handful
+MAX_FALLBACK_SEARCHES = 20
+
+
+def _sender_local_part(sender: str) -> str:
+    """ "Mail Delivery System <MAILER-DAEMON@x>" -> "MAILER-DAEMON"; also bare "<MAILER-DAEMON>"."""
+    address = ADDRESS.search(sender)
+    if address is not None:
+        return address.group(0).split("@", 1)[0]
+    bare = re.search(r"<([^<>@\s]+)>|^\s*([^<>@\s]+)\s*$", sender)
+    return next((g for g in bare.groups() if g), "") if bare else ""
 
 
 def bounce_signals(mail: Mail) -> tuple[bool, bool]:
-    """(looks like a bounce at all, has strong machine evidence) for a non-DSN message."""
+    """(looks like a bounce at all, carries machine evidence) for a message with no DSN.
+
+    Machine evidence is what only mail software produces: SMTP codes, MTA boilerplate, a
+    delivery-status report type, an X-Failed-Recipients header. A message that calls itself
+    an auto-reply needs it to count as a bounce.
+    """
     sender = mail.headers.get("from", "")
-    sender_address = (ADDRESS.search(sender) or ADDRESS.search("x@x.x"))
     by_sender = bool(
-        BOUNCE_SENDERS.match(sender_address.group(0) if sender_address else "")
+        BOUNCE_SENDERS.match(_sender_local_part(sender))
         or BOUNCE_SENDER_NAMES.search(sender)
         or mail.headers.get("return-path", "x").strip() in ("<>", "")
     )
     subject = mail.headers.get("subject", "")
     text = mail.text[:200_000]
-    strong = bool(STRONG_MARKERS.search(text))
     code, status, _ = find_codes(text)
-    # Structure only mail software produces: a delivery-status report type, or the
-    # X-Failed-Recipients header of Exim and Gmail.
-    structural = mail.report_type == "delivery-status" or bool(failed_header(mail))
-    strong = strong or structural
-    by_text = strong or bool(WEAK_MARKERS.search(text))
+    machine = bool(
+        STRONG_MARKERS.search(text)
+        or code
+        or status
+        or mail.report_type == "delivery-status"
+        or failed_header(mail)
+    )
+    wording = bool(WEAK_MARKERS.search(text))
     list_refusal = any(h in mail.headers for h in LIST_HEADERS) and bool(
         LIST_REFUSALS.search(subject))
-    is_bounce = strong or list_refusal or bool(BOUNCE_SUBJECTS.search(subject)) or (
-        by_sender and (by_text or bool(code or status)))
-    return is_bounce, strong or bool(code or status)
+    by_subject = bool(BOUNCE_SUBJECTS.search(subject))
+    maybe_subject = bool(MAYBE_BOUNCE_SUBJECTS.search(subject))
+    is_bounce = (
+        list_refusal
+        or (machine and (by_sender or by_subject or maybe_subject or wording))
+        or (by_subject and (by_sender or wording))
+        or (by_sender and (maybe_subject or wording))
+    )
+    return is_bounce, machine
 
 
 def failed_header(mail: Mail) -> list[str]:
@@ -169,18 +198,37 @@ def _flufl_addresses(message: Message | None) -> list[str]:
     return out
 
 
+def first_positions(text: str, wanted: Iterable[str]) -> dict[str, int]:
+    """The first offset of each wanted address in `text`, found in one pass."""
+    want = {w for w in wanted if w}
+    found: dict[str, int] = {}
+    for m in ADDRESS.finditer(text):
+        address = m.group(0).strip(".").lower()
+        if address in want and address not in found:
+            found[address] = m.start()
+            if len(found) == len(want):
+                break
+    # Forms the address pattern does not isolate (quoted, odd punctuation): search each,
+    # a bounded number of times since every search scans the whole text.
+    for address in sorted(want - found.keys())[:MAX_FALLBACK_SEARCHES]:
+        at = position(text, address)
+        if at >= 0:
+            found[address] = at
+    return found
+
+
 def find_recipients(mail: Mail, text: str) -> list[str]:
     """Failed addresses in order of appearance in the notification text."""
     excluded = sender_addresses(mail)
-    lowered = text.lower()
     excluded.update(m.group(1).lower() for m in _SENDER_CONTEXT.finditer(text))
     failed = [a for a in failed_header(mail) if a not in excluded]
     if failed:
-        return sorted(failed, key=lambda a: (position(text, a) < 0, position(text, a)))
+        at = first_positions(text, failed)
+        return sorted(failed, key=lambda a: at.get(a, len(text)))[:MAX_RECIPIENTS]
     flufl = [a for a in dict.fromkeys(_flufl_addresses(mail.message)) if a not in excluded]
-    in_text = [a for a in flufl if position(lowered, a) >= 0]
-    if in_text:
-        return sorted(in_text, key=lambda a: position(lowered, a))[:MAX_RECIPIENTS]
+    at = first_positions(text, flufl)
+    if at:
+        return sorted(at, key=at.__getitem__)[:MAX_RECIPIENTS]
     in_context: dict[str, int] = {}
     for pattern in _RECIPIENT_CONTEXT:
         for m in pattern.finditer(text):
@@ -195,20 +243,27 @@ def find_recipients(mail: Mail, text: str) -> list[str]:
     return anywhere[:1]
 
 
-def segment(text: str, recipient: str, others: list[str]) -> str:
-    """The part of `text` about `recipient`: from its first mention to the next recipient's."""
-    start = position(text, recipient)
-    if start < 0:
-        return text
-    # From the start of its line: Sendmail writes "554 <a@b>... reason", code first.
-    start = text.rfind("\n", 0, start) + 1
-    ends = [p for p in (position(text, o, start + len(recipient)) for o in others if o != recipient)
-            if p > start]
-    return text[start : min(ends)] if ends else text[start:]
+def segments(text: str, recipients: list[str]) -> dict[str, str]:
+    """The part of `text` about each recipient: from the start of the line that first names
+    it (Sendmail writes "554 <a@b>... reason", code first) to the line naming the next one.
+    A recipient the text never names gets the whole text.
+    """
+    ordered = sorted((p, a) for a, p in first_positions(text, recipients).items())
+    out: dict[str, str] = {}
+    for index, (at, address) in enumerate(ordered):
+        start = text.rfind("\n", 0, at) + 1
+        end = len(text)
+        if index + 1 < len(ordered):
+            following = ordered[index + 1][0]
+            end = text.rfind("\n", 0, following) + 1
+            if end <= start:  # both on one line
+                end = following
+        out[address] = text[start:end]
+    return {r: out.get(r, text) for r in recipients}
 
 
-def evidence_from_text(text: str, recipient: str, single: bool) -> Evidence:
-    """Codes and diagnostic for one recipient from its segment (or the whole text if alone)."""
+def evidence_from_text(text: str, recipient: str) -> Evidence:
+    """Codes and diagnostic for one recipient from the text about it."""
     reply_code, status, offset = find_codes(text)
     diagnostic = response_at(text, offset) if offset >= 0 else ""
     if not diagnostic:
@@ -219,15 +274,14 @@ def evidence_from_text(text: str, recipient: str, single: bool) -> Evidence:
 
 def _first_statement(text: str, recipient: str) -> str:
     """Without an SMTP reply, the first informative line after the address."""
-    at = position(text, recipient)
+    at = first_positions(text, [recipient]).get(recipient, -1) if recipient else -1
     tail = text[at + len(recipient):] if at >= 0 else text
     lines = tail.splitlines()
     for index, line in enumerate(lines):
         cleaned = line.strip(" \t>:[]()<-*=_")
         if len(cleaned) >= 6 and not ADDRESS.fullmatch(cleaned) and not cleaned.endswith(":"):
             # Keep the indented lines a wrapped statement continues on.
-            following = [x for x in _indented_run(lines[index + 1 : index + 6])]
-            return one_line(" ".join([line, *following]))
+            return one_line(" ".join([line, *_indented_run(lines[index + 1 : index + 6])]))
     return ""
 
 
@@ -241,20 +295,18 @@ def _indented_run(lines: list[str]) -> list[str]:
 
 
 def text_bounces(mail: Mail) -> list[Evidence]:
-    """Evidence per failed recipient of a plain-text bounce (empty list: none found)."""
+    """Evidence per failed recipient of a plain-text bounce."""
     text = mail.text
-    recipients = find_recipients(mail, text)
-    if not recipients:
-        to = addresses(mail.original.get("to", ""))
-        recipients = to[:1]
+    recipients = find_recipients(mail, text) or addresses(mail.original.get("to", ""))[:1]
     if len(recipients) <= 1:
         recipient = recipients[0] if recipients else ""
-        evidence = evidence_from_text(segment(text, recipient, []), recipient, True)
+        evidence = evidence_from_text(segments(text, [recipient])[recipient], recipient)
         if not (evidence.status or evidence.reply_code):
-            whole = evidence_from_text(text, recipient, True)
+            whole = evidence_from_text(text, recipient)
             if whole.status or whole.reply_code:
                 evidence = whole
         # The subject often names the cause ("Returned mail: User unknown") when the body does not.
         evidence.context = f"{text}\n{mail.headers.get('subject', '')}"
         return [evidence]
-    return [evidence_from_text(segment(text, r, recipients), r, False) for r in recipients]
+    about = segments(text, recipients)
+    return [evidence_from_text(about[r], r) for r in recipients]

@@ -9,10 +9,12 @@ fields, the returned original's headers) comes before any large attachment in pr
 
 from __future__ import annotations
 
+import contextlib
 import html
 import re
 from dataclasses import dataclass, field
 from email import message_from_bytes
+from email.errors import MessageError
 from email.header import Header, decode_header, make_header
 from email.message import Message
 from email.parser import HeaderParser
@@ -22,6 +24,7 @@ MAX_INPUT_BYTES = 4 * 1024 * 1024  # bytes of the raw message that are parsed at
 MAX_TEXT_BYTES = 1024 * 1024  # decoded bytes kept per text part
 MAX_PARTS = 200  # MIME parts visited; a report has a handful
 MAX_HEADER_BLOCK = 64 * 1024  # characters of an inline original parsed as headers
+MAX_REPARSE = 3  # multiparts with a lost boundary parsed again
 
 STATUS_TYPES = frozenset(
     {"message/delivery-status", "message/global-delivery-status", "text/delivery-status"}
@@ -38,6 +41,8 @@ HEADERS_TYPES = frozenset(
     }
 )
 
+# message/* types the library parses into sub-messages, which we read as one leaf instead.
+_LEAF_TYPES = STATUS_TYPES | FEEDBACK_TYPES | MESSAGE_TYPES | HEADERS_TYPES
 # Lines that introduce the copy of the returned message inside a plain-text bounce.
 _ORIGINAL_MARKER = re.compile(
     r"^[ \t>]*(?:[-=_*#]{2,}[ \t]*)?(?:"
@@ -82,7 +87,7 @@ _ORIGINAL_FIRST = frozenset(
 )
 _TAG = re.compile(r"<[^>]{0,2000}>")
 _BLOCK_TAG = re.compile(r"<\s*(?:br|/p|p|/div|div|/tr|tr|li|/h\d)\b[^>]{0,2000}>", re.IGNORECASE)
-_INVISIBLE = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_INVISIBLE_TAGS = ("script", "style", "head")
 
 
 @dataclass
@@ -99,6 +104,7 @@ class Mail:
     original: dict[str, str] = field(default_factory=dict)  # returned message: name -> value
     message: Message | None = None  # the parsed message itself, for flufl.bounce
     embedded: bytes = b""  # the returned message, raw, in case it is itself a forwarded report
+    reparsed: int = 0  # multiparts whose lost boundary was guessed (bounded: each costs a parse)
 
     @property
     def text(self) -> str:
@@ -111,20 +117,29 @@ def header_text(value: object) -> str:
     if value is None:
         return ""
     raw = str(value) if not isinstance(value, Header) else _header_str(value)
-    raw = raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    # 8-bit header bytes arrive as surrogate escapes: read them as UTF-8 where possible.
+    raw = raw.encode("utf-8", "surrogateescape" if _only_escapes(raw) else "replace").decode(
+        "utf-8", "replace")
     if "=?" in raw:
-        try:
+        # Broken encoded words (bad base64, unknown charset) stay as they are.
+        with contextlib.suppress(LookupError, UnicodeError, ValueError, TypeError, MessageError):
             raw = str(make_header(decode_header(raw)))
-        except (LookupError, UnicodeError, ValueError, TypeError, AssertionError):
-            pass
     return " ".join(raw.split())
+
+
+def _only_escapes(text: str) -> bool:
+    """True unless `text` holds surrogates other than the escapes of undecodable bytes."""
+    return all(not 0xD800 <= ord(c) <= 0xDFFF or 0xDC80 <= ord(c) <= 0xDCFF for c in text)
 
 
 def _header_str(value: Header) -> str:
     try:
         return str(value)
-    except (LookupError, UnicodeError):
-        return value.encode()
+    except Exception:  # a charset the codec registry rejects: fall back to the raw form
+        try:
+            return value.encode()
+        except Exception:  # nothing readable left
+            return ""
 
 
 def decode_bytes(data: bytes, charset: str | None) -> str:
@@ -147,9 +162,32 @@ def decode_bytes(data: bytes, charset: str | None) -> str:
 
 def html_to_text(markup: str) -> str:
     """Visible text of an HTML part, good enough to find addresses and SMTP replies."""
-    markup = _INVISIBLE.sub(" ", markup)
+    markup = _drop_invisible(markup)
     markup = _BLOCK_TAG.sub("\n", markup)
     return html.unescape(_TAG.sub(" ", markup))
+
+
+def _drop_invisible(markup: str) -> str:
+    """Remove <script>, <style> and <head> elements in linear time (no regex backtracking)."""
+    lowered = markup.lower()
+    kept: list[str] = []
+    at = 0
+    upcoming = {tag: lowered.find(f"<{tag}") for tag in _INVISIBLE_TAGS}
+    while True:
+        for tag, index in upcoming.items():
+            if 0 <= index < at:  # only search again for tags we skipped past
+                upcoming[tag] = lowered.find(f"<{tag}", at)
+        found = [(index, tag) for tag, index in upcoming.items() if index >= 0]
+        if not found:
+            kept.append(markup[at:])
+            return "".join(kept)
+        index, tag = min(found)
+        kept.append(markup[at:index])
+        end = lowered.find(f"</{tag}", index)
+        if end < 0:
+            return "".join(kept)
+        close = lowered.find(">", end)
+        at = close + 1 if close >= 0 else len(markup)
 
 
 def headers_dict(items: list[tuple[str, str]]) -> dict[str, str]:
@@ -218,6 +256,15 @@ def _split_original(text: str) -> tuple[str, str]:
 
 
 def _payload_text(part: Message) -> str:
+    """Decoded text of a leaf part, with "\n" line ends whatever the message used."""
+    return _unix_lines(_decoded_text(part))
+
+
+def _unix_lines(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+
+
+def _decoded_text(part: Message) -> str:
     try:
         data = part.get_payload(decode=True)
     except Exception:  # broken transfer encoding
@@ -261,7 +308,7 @@ def _status_text(part: Message) -> str:
         scratch.set_payload(text)
         decoded = scratch.get_payload(decode=True)
         if isinstance(decoded, bytes):
-            text = decode_bytes(decoded, None)
+            text = _unix_lines(decode_bytes(decoded, None))
     return text
 
 
@@ -330,12 +377,13 @@ def _visit(part: Message, mail: Mail, stack: list[Message], html_texts: list[str
     if content_type.startswith("multipart/") and not part.is_multipart():
         # The boundary parameter was lost (often a folded header missing its indent): guess
         # it from the first delimiter line and parse the body again.
-        rebuilt = _reparse_multipart(part)
+        rebuilt = _reparse_multipart(part) if mail.reparsed < MAX_REPARSE else None
         if rebuilt is not None:
+            mail.reparsed += 1
             stack.append(rebuilt)
             return
         content_type = "text/plain"
-    if part.is_multipart() and content_type not in STATUS_TYPES | MESSAGE_TYPES:
+    if part.is_multipart() and content_type not in _LEAF_TYPES:
         children = part.get_payload()
         if isinstance(children, list):
             stack.extend(reversed([c for c in children if isinstance(c, Message)]))

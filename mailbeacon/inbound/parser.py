@@ -19,7 +19,13 @@ from mailbeacon.inbound.arf import complaint
 from mailbeacon.inbound.autoreply import auto_reply, is_auto_reply
 from mailbeacon.inbound.bounce import Evidence, bounce_result
 from mailbeacon.inbound.dsn import Block, Report, looks_like_dsn, read_fields
-from mailbeacon.inbound.legacy import bounce_signals, evidence_from_text, segment, text_bounces
+from mailbeacon.inbound.legacy import (
+    MAX_RECIPIENTS,
+    bounce_signals,
+    evidence_from_text,
+    segments,
+    text_bounces,
+)
 from mailbeacon.inbound.message import Mail, read_mail
 from mailbeacon.inbound.result import Kind, Result
 from mailbeacon.inbound.ses import ses_results
@@ -35,10 +41,14 @@ def parse(raw: bytes) -> list[Result]:
     """Everything a received message reports: one `Result` per bounced recipient, one for a
     complaint, one auto-reply, or `[Result(Kind.NOT_A_REPORT)]`. Never raises.
     """
-    try:
-        results = _parse(bytes(raw) if not isinstance(raw, bytes) else raw, 0)
-    except Exception:  # a message we cannot make sense of is, for us, not a report
-        results = []
+    results: list[Result] = []
+    if isinstance(raw, (bytearray, memoryview)):
+        raw = bytes(raw)
+    if isinstance(raw, bytes):
+        try:
+            results = _parse(raw, 0)
+        except Exception:  # a message we cannot make sense of is, for us, not a report
+            results = []
     return results or [Result(Kind.NOT_A_REPORT)]
 
 
@@ -92,20 +102,13 @@ def _dsn_report(mail: Mail) -> Report:
 
 def _dsn_bounces(mail: Mail) -> list[Result]:
     """One bounce per recipient block of a delivery status report."""
-    report = _dsn_report(mail)
-    text = mail.text
-    recipients = [b.recipient for b in report.blocks if b.recipient]
-    results: list[Result] = []
-    for block in report.blocks:
-        if not block.recipient:
-            continue
-        results.append(bounce_result(_evidence(block, text, recipients), mail.original))
-    return results
+    blocks = [b for b in _dsn_report(mail).blocks if b.recipient][:MAX_RECIPIENTS]
+    about = segments(mail.text, [b.recipient for b in blocks])
+    return [bounce_result(_evidence(b, about[b.recipient]), mail.original) for b in blocks]
 
 
-def _evidence(block: Block, text: str, recipients: list[str]) -> Evidence:
+def _evidence(block: Block, context: str) -> Evidence:
     """A block's fields, completed from the human-readable text when they say little."""
-    context = segment(text, block.recipient, recipients)
     evidence = Evidence(
         recipient=block.recipient,
         status=block.status,
@@ -116,7 +119,7 @@ def _evidence(block: Block, text: str, recipients: list[str]) -> Evidence:
         context=context,
     )
     if not block.diagnostic:
-        from_text = evidence_from_text(context, block.recipient, len(recipients) == 1)
+        from_text = evidence_from_text(context, block.recipient)
         evidence.diagnostic = from_text.diagnostic
         evidence.reply_code = from_text.reply_code
         evidence.status = evidence.status or from_text.status

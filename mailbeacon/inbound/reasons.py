@@ -209,7 +209,9 @@ REPLY_CODE_REASONS: dict[str, Reason] = {
     "556": Reason.NOT_ACCEPT,  # domain does not accept mail
 }
 
-# Canonical enhanced code per reason, for bounces that carry none (see `canonical_status`).
+# Canonical enhanced code per reason (see `canonical_status`). The parser does not fill in
+# missing codes with it: the corpus convention (Sisimai) uses private X.0.9xx codes there,
+# so an invented code would agree with nothing; callers that need a code may use it.
 CANONICAL_STATUS: dict[Reason, str] = {
     Reason.USER_UNKNOWN: "1.1",
     Reason.HOST_UNKNOWN: "1.2",
@@ -233,7 +235,7 @@ def status_detail(status: str) -> str:
     return f"{int(m.group(2))}.{int(m.group(3))}" if m else ""
 
 
-def is_permanent(status: str, reply_code: str) -> bool:
+def permanent_by_codes(status: str, reply_code: str) -> bool:
     """True unless the codes say the failure is temporary (4xx) or not a failure (2xx)."""
     first = (status.strip() or reply_code.strip())[:1]
     return first not in ("4", "2")
@@ -297,12 +299,12 @@ def classify(status: str, reply_code: str, diagnostic: str) -> tuple[Reason, Cat
     empty on those results.
     """
     reason = decide_reason(status, reply_code, diagnostic)
-    category = category_for(reason, is_permanent(status, reply_code)) or Category.SOFT
+    category = category_for(reason, permanent_by_codes(status, reply_code)) or Category.SOFT
     return reason, category
 
 
 def canonical_status(reason: Reason, permanent: bool) -> str:
-    """The standard enhanced code for a reason, for bounces that state none ("" if no standard).
+    """The standard enhanced code for a reason ("" if it has none), e.g. for an event record.
 
     Mailbox full is 4.2.2 when temporary and 5.2.2 when permanent, and so on.
     """

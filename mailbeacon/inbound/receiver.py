@@ -172,9 +172,16 @@ class InboundReceiver:
         return status
 
 
+# Feedback reports that are not a person's complaint: DMARC/DKIM failure reports.
+_NOT_COMPLAINTS = {"auth-failure", "dkim", "dmarc"}
+# Feedback that asks to stop rather than reports spam (ARF opt-out).
+_OPT_OUT = {"opt-out", "unsubscribe"}
+
+
 def _actionable(result: Result) -> bool:
     if result.kind is ReportKind.COMPLAINT:
-        return bool(result.recipient or result.original_headers)
+        return (result.feedback_type.lower() not in _NOT_COMPLAINTS
+                and bool(result.recipient or result.original_headers))
     return result.kind is ReportKind.BOUNCE and result.action not in (
         "delivered", "relayed", "expanded")
 
@@ -216,6 +223,12 @@ def _effects(conn: Connection, result: Result, found: Match, now: int) -> EventR
     domain = Domain.from_row(conn.execute(
         select(domains).where(domains.c.name == info.domain)).one())
     address = found.recipient
+    if result.kind is ReportKind.COMPLAINT and result.feedback_type.lower() in _OPT_OUT:
+        suppressions.add(conn, domain.name, SuppressionKind.UNSUBSCRIBE, address, now,
+                         tag=suppressions.ALL_SCOPE)
+        return build_event(EventType.UNSUBSCRIBED, now, info, address, found.delivery_id,
+                           method="MAIL", unsubscribe_scope=[suppressions.ALL_SCOPE],
+                           feedback_type=result.feedback_type)
     if result.kind is ReportKind.COMPLAINT:
         if not _allowlisted(conn, domain.name, address):
             suppressions.add(conn, domain.name, SuppressionKind.COMPLAINT, address, now)
@@ -226,7 +239,8 @@ def _effects(conn: Connection, result: Result, found: Match, now: int) -> EventR
         if not _allowlisted(conn, domain.name, address):
             suppressions.add(conn, domain.name, SuppressionKind.BOUNCE, address, now,
                              code=code, error=result.diagnostic)
-    elif result.category is Category.SOFT:
+    elif result.category is Category.SOFT and result.action != "delayed":
+        # A delay notice says the remote server is still trying: not a bounce yet.
         _count_soft_bounce(conn, domain, address, code, result.diagnostic, now)
     severity = Severity.PERMANENT if result.permanent else Severity.TEMPORARY
     return build_event(

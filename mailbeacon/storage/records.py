@@ -14,12 +14,14 @@ from sqlalchemy import Connection
 from mailbeacon.events import EventRecord
 from mailbeacon.storage.db import insert_events, upsert_add
 from mailbeacon.storage.schema import stats_buckets
+from mailbeacon.webhooks.store import outbox_rows
 
 HOUR_US = 3600 * 1_000_000
 
 
 def write_events(conn: Connection, records: Sequence[EventRecord]) -> list[str]:
-    """Store events and their stats in the caller's transaction; returns the new ids.
+    """Store events, their stats and their webhook deliveries in the caller's
+    transaction; returns the new ids.
 
     Call it last in the transaction: id allocation holds a lock until commit.
     """
@@ -35,4 +37,6 @@ def write_events(conn: Connection, records: Sequence[EventRecord]) -> list[str]:
          for (d, t, e, h), n in sorted(counts.items())],
         keys=("domain", "tag", "event", "hour"), add=("count",),
     )
-    return insert_events(conn, [r.row() for r in records])
+    ids = insert_events(conn, [r.row() for r in records])
+    outbox_rows(conn, records, ids)  # webhooks: in the same transaction as their events
+    return ids

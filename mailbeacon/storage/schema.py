@@ -67,6 +67,7 @@ domains = Table(
     Column("footer_html", Text, nullable=True),  # None: the built-in template
     Column("footer_text", Text, nullable=True),
     Column("soft_bounce_limit", Integer, nullable=False, server_default="5"),
+    Column("webhook_signing_key", String(128), nullable=True),  # made on first use
 )
 
 messages = Table(
@@ -203,3 +204,38 @@ inbound_messages = Table(
     Column("detail", Text, nullable=False, server_default=""),  # JSON: results and matches
 )
 Index("ix_inbound_messages_received", inbound_messages.c.received_at)
+
+# Customer endpoints per domain and webhook id (Mailgun's names: accepted, delivered,
+# opened, clicked, unsubscribed, complained, permanent_fail, temporary_fail, and our
+# first_opened), at most 3 URLs each.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("domain", String(253), primary_key=True),
+    Column("webhook", String(24), primary_key=True),
+    Column("url", String(2048), primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+# The outbox: one row per event x subscribed URL, written in the event's transaction.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("domain", String(253), nullable=False),
+    Column("webhook", String(24), nullable=False),
+    Column("url", String(2048), nullable=False),
+    Column("event_id", ID, nullable=False),
+    Column("payload", Text, nullable=False),  # the event JSON ("event-data")
+    Column("status", String(16), nullable=False),  # pending|sending|done|rejected|failed
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", BigInteger, nullable=False),
+    Column("lease_until", BigInteger, nullable=True),
+    Column("last_code", Integer, nullable=True),  # HTTP status; None: no answer
+    Column("last_error", Text, nullable=True),
+    Column("last_attempt_at", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+Index("ix_webhook_deliveries_due", webhook_deliveries.c.status,
+      webhook_deliveries.c.next_attempt_at)
+Index("ix_webhook_deliveries_domain", webhook_deliveries.c.domain, webhook_deliveries.c.id)
