@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Float,
     Column,
     ForeignKey,
     Index,
@@ -68,6 +69,11 @@ domains = Table(
     Column("footer_text", Text, nullable=True),
     Column("soft_bounce_limit", Integer, nullable=False, server_default="5"),
     Column("webhook_signing_key", String(128), nullable=True),  # made on first use
+    # Privacy (DESIGN 12): always | consent | never; IP truncation; raw event retention.
+    Column("track_activities", String(8), nullable=False, server_default="always"),
+    Column("truncate_ips", Boolean, nullable=False, server_default="0"),
+    Column("retention_days", Integer, nullable=False, server_default="30"),
+    Column("bot_thresholds", Text, nullable=True),  # JSON, see track/bots.Thresholds
 )
 
 messages = Table(
@@ -137,6 +143,13 @@ recipient_state = Table(
     Column("first_click_at", BigInteger, nullable=True),
     Column("last_click_at", BigInteger, nullable=True),
     Column("click_count", Integer, nullable=False, default=0),
+    # The same for hits judged human (track/bots.py), for human-only unique counts.
+    Column("human_open_count", Integer, nullable=False, server_default="0"),
+    Column("human_click_count", Integer, nullable=False, server_default="0"),
+    Column("first_human_open_at", BigInteger, nullable=True),
+    Column("first_human_click_at", BigInteger, nullable=True),
+    Column("recipient", String(320), nullable=True),  # lowercased, for status by address
+    Column("bounced", Boolean, nullable=False, server_default="0"),
 )
 
 # Hourly counters per domain x tag ("" = all messages) x event kind.
@@ -148,6 +161,7 @@ stats_buckets = Table(
     Column("event", String(24), primary_key=True),
     Column("hour", BigInteger, primary_key=True),  # epoch seconds, start of the hour
     Column("count", BigInteger, nullable=False),
+    Column("human_count", BigInteger, nullable=False, server_default="0"),
 )
 
 # Addresses not to send to: bounce | unsubscribe | complaint, and the allowlist.
@@ -239,3 +253,60 @@ webhook_deliveries = Table(
 Index("ix_webhook_deliveries_due", webhook_deliveries.c.status,
       webhook_deliveries.c.next_attempt_at)
 Index("ix_webhook_deliveries_domain", webhook_deliveries.c.domain, webhook_deliveries.c.id)
+
+# Daily counters of hits by one dimension (country, device, os, client, provider), per
+# domain x tag ("" = all) x event, for aggregates and campaign breakdowns.
+dimension_stats = Table(
+    "dimension_stats",
+    metadata,
+    Column("domain", String(253), primary_key=True),
+    Column("tag", String(128), primary_key=True),
+    Column("event", String(24), primary_key=True),
+    Column("dimension", String(16), primary_key=True),
+    Column("value", String(128), primary_key=True),
+    Column("day", BigInteger, primary_key=True),  # epoch seconds, start of the UTC day
+    Column("count", BigInteger, nullable=False),
+    Column("human_count", BigInteger, nullable=False, server_default="0"),
+)
+
+# Clicks per link per campaign: total and unique (first click of a recipient on it).
+link_stats = Table(
+    "link_stats",
+    metadata,
+    Column("domain", String(253), primary_key=True),
+    Column("tag", String(128), primary_key=True),
+    Column("url", String(2048), primary_key=True),
+    Column("clicks", BigInteger, nullable=False),
+    Column("unique_clicks", BigInteger, nullable=False),
+    Column("human_clicks", BigInteger, nullable=False, server_default="0"),
+)
+
+# Which links each recipient clicked (for unique clicks per link).
+link_clicks = Table(
+    "link_clicks",
+    metadata,
+    Column("delivery_id", ID, primary_key=True),
+    Column("link_index", Integer, primary_key=True),
+    Column("count", Integer, nullable=False),
+)
+
+# One row per address a domain has sent to: consent and engagement score. The score
+# decays with a half-life; `score` is its value at `score_at`, and `score_rank` =
+# log2(score) + score_at / half-life orders contacts by their score now, whatever now is.
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("domain", String(253), primary_key=True),
+    Column("address", String(320), primary_key=True),  # lowercased
+    Column("consent", Boolean, nullable=True),  # None: not asked
+    Column("consent_at", BigInteger, nullable=True),
+    Column("score", Float, nullable=False, server_default="0"),
+    Column("score_at", BigInteger, nullable=False, server_default="0"),
+    Column("score_rank", Float, nullable=False, server_default="-1e300"),
+    Column("opens", Integer, nullable=False, server_default="0"),
+    Column("clicks", Integer, nullable=False, server_default="0"),
+    Column("replies", Integer, nullable=False, server_default="0"),
+    Column("last_activity_at", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+Index("ix_contacts_rank", contacts.c.domain, contacts.c.score_rank)
