@@ -19,6 +19,7 @@ class EventType(enum.StrEnum):
     CLICKED = "clicked"  # a tracked link was followed
     UNSUBSCRIBED = "unsubscribed"  # the recipient unsubscribed
     COMPLAINED = "complained"  # the recipient reported the message as spam
+    REPLIED = "replied"  # a reply came back to a bounce domain (our extension)
 
 
 class Severity(enum.StrEnum):
@@ -29,6 +30,8 @@ class Severity(enum.StrEnum):
 # Stats counters beyond one per event type; stats_buckets.event holds these names too.
 UNIQUE_OPENED = "unique_opened"  # first open of a message x recipient
 UNIQUE_CLICKED = "unique_clicked"  # first click of a message x recipient
+BOUNCED = "bounced"  # a permanent failure that is a real bounce
+SUPPRESSED = "suppressed"  # a recipient dropped because of a suppression
 
 _LOG_LEVEL = {
     EventType.ACCEPTED: "info",
@@ -37,6 +40,7 @@ _LOG_LEVEL = {
     EventType.CLICKED: "info",
     EventType.UNSUBSCRIBED: "info",
     EventType.COMPLAINED: "warn",
+    EventType.REPLIED: "info",
 }
 
 
@@ -74,7 +78,10 @@ class EventRecord:
     delivery_id: str | None
     data: dict[str, Any]
     severity: Severity | None = None
-    counters: list[str] = field(default_factory=list)  # extra stats counters, e.g. unique
+    # Extra stats counters: (name, added to count, added to human_count), e.g. unique.
+    counters: list[tuple[str, int, int]] = field(default_factory=list)
+    human: bool = True  # False for hits judged to be bots (track/bots.py)
+    dimensions: dict[str, str] = field(default_factory=dict)  # country, device, os, client
 
     def row(self) -> dict[str, Any]:
         return {
@@ -89,11 +96,17 @@ class EventRecord:
             "data": self.data,
         }
 
-    def stats_counters(self) -> list[str]:
-        base = str(self.event)
+    def stats_counters(self) -> list[tuple[str, int, int]]:
+        """(counter, count, human count) this event adds to the stats."""
+        human = 1 if self.human else 0
+        found = [(str(self.event), 1, human)]
         if self.severity is not None:
-            base = f"{self.event}_{self.severity}"  # failed_temporary, failed_permanent
-        return [base, *self.counters]
+            found = [(f"{self.event}_{self.severity}", 1, human)]  # failed_temporary, ...
+            if self.severity is Severity.PERMANENT:
+                reason = str(self.data.get("reason", ""))
+                found.append((SUPPRESSED if reason.startswith("suppress-") else BOUNCED, 1,
+                              human))
+        return [*found, *self.counters]
 
 
 def build_event(
@@ -103,7 +116,9 @@ def build_event(
     recipient: str,
     delivery_id: str | None = None,
     severity: Severity | None = None,
-    counters: list[str] | None = None,
+    counters: list[tuple[str, int, int]] | None = None,
+    human: bool = True,
+    dimensions: dict[str, str] | None = None,
     **extra: Any,
 ) -> EventRecord:
     """An event in Mailgun's JSON; `extra` keys use Python names (delivery_status ->
@@ -125,4 +140,4 @@ def build_event(
     for key, value in extra.items():
         data[key.replace("_", "-")] = value
     return EventRecord(event, ts, message, recipient, delivery_id, data, severity,
-                       counters or [])
+                       counters or [], human, dimensions or {})

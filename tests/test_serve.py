@@ -100,7 +100,7 @@ def test_send_track_and_read_events(served: tuple[str, Any], smtp_relay: SmtpRel
     while not smtp_relay.received and time.time() < deadline:
         time.sleep(0.05)
     html = smtp_relay.received[0].part("text/html")
-    (link,) = re.findall(r'href="([^"]+/c/[a-z0-9]+)"', html)
+    (link,) = re.findall(r'href="([^"]+/c/[a-z0-9]+)">', html)
     (pixel,) = re.findall(r'src="([^"]+/o/[a-z0-9]+)"', html)
     assert link.startswith(base) and pixel.startswith(base)
 

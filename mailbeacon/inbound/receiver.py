@@ -47,7 +47,8 @@ from mailbeacon.storage.schema import (
     soft_bounces,
 )
 from mailbeacon.suppressions import SuppressionKind
-from mailbeacon.track.recorder import Hit, Recorder
+from mailbeacon.track.hits import Hit
+from mailbeacon.track.recorder import Recorder
 from mailbeacon.track.tokens import Kind, Token, TokenCodec
 
 log = logging.getLogger("mailbeacon.inbound")

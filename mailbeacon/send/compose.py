@@ -25,6 +25,7 @@ from typing import Any
 from mailbeacon.domains import DEFAULT_FOOTER_HTML, DEFAULT_FOOTER_TEXT, Domain
 from mailbeacon.send import dkim
 from mailbeacon.send.submission import TrackingOptions
+from mailbeacon.track.hits import HONEYPOT_INDEX
 from mailbeacon.track.rewrite import Link, plan_html, plan_text
 from mailbeacon.track.tokens import Kind, Token, TokenCodec
 
@@ -141,6 +142,9 @@ class Composer:
                 part, _substitute(part.source, variables or {}))
             if part.html:
                 text = plan.render(click_url, pixel, t.pixel_top)
+                if click_url is not None:
+                    text = _with_honeypot(text, click_url(
+                        Link(HONEYPOT_INDEX, f"https://{self._domain.name}/", "")))
             elif isinstance(plan, str):
                 text = plan
             else:
@@ -176,6 +180,14 @@ class Composer:
             return f"{base}/u/{codec.encode(token)}"
 
         return lambda text: _UNSUBSCRIBE_PLACEHOLDER.sub(replace, text)
+
+
+def _with_honeypot(html: str, url: str) -> str:
+    """A link no person can see or reach: whatever follows it is a scanner (bots.py)."""
+    link = (f'<a href="{url}" aria-hidden="true" tabindex="-1" style="display:none;'
+            'font-size:0;line-height:0;max-height:0;overflow:hidden;mso-hide:all"></a>')
+    end = html.lower().rfind("</body>")
+    return html[:end] + link + html[end:] if end >= 0 else html + link
 
 
 def _substitute(text: str, variables: dict[str, Any]) -> str:

@@ -17,6 +17,9 @@ from email.policy import SMTP
 from email.utils import formatdate, getaddresses
 from typing import Any
 
+from sqlalchemy import Connection
+from sqlalchemy.dialects import postgresql, sqlite
+
 from mailbeacon.domains import Domain
 from mailbeacon.errors import BadRequest
 from mailbeacon.events import EventType, MessageInfo, build_event
@@ -33,7 +36,7 @@ from mailbeacon.send.submission import (
 )
 from mailbeacon.storage.db import Database
 from mailbeacon.storage.records import write_events
-from mailbeacon.storage.schema import deliveries, messages
+from mailbeacon.storage.schema import contacts, deliveries, messages
 from mailbeacon.tags import touch_tags
 
 _MESSAGE_ID = re.compile(r"^<([^<>@\s]+@[^<>@\s]+)>$")
@@ -125,8 +128,18 @@ def store_message(db: Database, domain: Domain, mime: EmailMessage, message_id: 
             testmode=delivery.testmode, mime=mime.as_bytes()))
         conn.execute(deliveries.insert(), delivery_rows)
         touch_tags(conn, domain.name, tags, now_us)
+        touch_contacts(conn, domain.name, [r["recipient"] for r in delivery_rows], now_us)
         write_events(conn, accepted)
     return message_id
+
+
+def touch_contacts(conn: Connection, domain: str, addresses: Sequence[str], ts: int) -> None:
+    """A contact row for each address the domain sends to (kept if it exists)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    rows = [{"domain": domain, "address": a, "created_at": ts}
+            for a in sorted({a.lower() for a in addresses})]
+    if rows:
+        conn.execute(dialect.insert(contacts).on_conflict_do_nothing(), rows)
 
 
 def _unique(addresses: list[str]) -> list[str]:

@@ -15,7 +15,8 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from mailbeacon.errors import TokenError
-from mailbeacon.track.recorder import Hit, Recorder
+from mailbeacon.track.hits import Hit
+from mailbeacon.track.recorder import Recorder
 from mailbeacon.track.tokens import Kind, TokenCodec
 
 log = logging.getLogger("mailbeacon.track")

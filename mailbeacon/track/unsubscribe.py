@@ -16,7 +16,8 @@ from starlette.requests import Request
 
 from mailbeacon.errors import TokenError
 from mailbeacon.track.endpoints import Receive, Scope, Send, client_ip, header, respond
-from mailbeacon.track.recorder import Hit, Recorder
+from mailbeacon.track.hits import Hit
+from mailbeacon.track.recorder import Recorder
 from mailbeacon.track.tokens import Kind, TokenCodec
 
 log = logging.getLogger("mailbeacon.track")

@@ -31,7 +31,8 @@ def webhook_ids_for(record: EventRecord) -> list[str]:
         return ["permanent_fail" if record.severity is Severity.PERMANENT
                 else "temporary_fail"]
     ids = [str(record.event)]
-    if record.event is EventType.OPENED and UNIQUE_OPENED in record.counters:
+    if record.event is EventType.OPENED and any(
+            name == UNIQUE_OPENED and added for name, added, _ in record.counters):
         ids.append("first_opened")  # only the first open of a message x recipient
     return ids
 

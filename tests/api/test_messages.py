@@ -16,7 +16,7 @@ TEXT = "Hello, see https://shop.example.net/text-link. Bye"
 
 
 def tracked_links(html: str) -> list[str]:
-    return re.findall(r'href="(http://[^"]+/c/[a-z0-9]+)"', html)
+    return re.findall(r'href="(http://[^"]+/c/[a-z0-9]+)">', html)
 
 
 def pixels(html: str) -> list[str]:

@@ -21,7 +21,7 @@ async def _sent(service: Service, relay: SmtpRelay, **fields: Any) -> tuple[list
     (received,) = await relay.wait_for(1)
     await service.wait_events(1, event="delivered")
     html = received.part("text/html")
-    links = re.findall(r'href="(http://[^"]+/c/[a-z0-9]+)"', html)
+    links = re.findall(r'href="(http://[^"]+/c/[a-z0-9]+)">', html)
     (pixel,) = re.findall(r'src="(http://[^"]+/o/[a-z0-9]+)"', html)
     return links, pixel
 

@@ -49,7 +49,7 @@ async def test_batch_links_carry_each_recipients_value(service: Service,
     import re
 
     for item in received:
-        (link,) = re.findall(r'href="([^"]+/c/[a-z0-9]+)"', item.part("text/html"))
+        (link,) = re.findall(r'href="([^"]+/c/[a-z0-9]+)">', item.part("text/html"))
         r = await service.hit(link)
         assert r.headers["location"].endswith("?id=" + people[item.recipients[0]]["id"])
 

@@ -1,0 +1,172 @@
+"""Stats API (Mailgun's shapes) and campaign reports (our extension); see mailbeacon.stats.
+
+    GET /v3/{domain}/stats/total                          ?event=&start=&end=&resolution=
+    GET /v3/{domain}/tags/{tag}/stats                      &duration=&human=yes
+    GET /v3/{domain}/tags/{tag}/stats/aggregates/{countries|providers|devices}
+                                                          ?start=&end=&human=yes
+    GET /v3/{domain}/campaigns                            ?limit=&page=&tag=&prefix=
+                                                          &start=&end=&human=yes
+    GET /v3/{domain}/campaigns/{tag}(.csv)                ?start=&end=&human=yes
+
+`human=yes` (our extension) counts only hits judged human (DESIGN 10).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import quote, urlencode
+
+from sqlalchemy import Connection
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from mailbeacon import domains as dom
+from mailbeacon import stats
+from mailbeacon import tags as tg
+from mailbeacon.api.forms import runtime
+from mailbeacon.api.tags import MAX_LIMIT, path_tag, tag_json
+from mailbeacon.errors import BadRequest
+
+T = TypeVar("T")
+
+
+async def _query(request: Request, run: Callable[[Connection, str], T]) -> T:
+    """`run(conn, domain)` on a read connection, after a 404 for an unknown domain."""
+    db = runtime(request).db
+    domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
+
+    def read() -> T:
+        with db.read() as conn:
+            return run(conn, domain.name)
+
+    return await run_in_threadpool(read)
+
+
+def _human(request: Request) -> bool:
+    return stats.parse_flag(request.query_params.get("human"), "human")
+
+
+async def domain_stats(request: Request) -> JSONResponse:
+    return await _stats(request, "")
+
+
+async def tag_stats(request: Request) -> JSONResponse:
+    return await _stats(request, path_tag(request.path_params["tag"]))
+
+
+async def _stats(request: Request, tag: str) -> JSONResponse:
+    params = request.query_params
+    events = stats.parse_events(params.getlist("event"))
+    period = stats.parse_period(params)
+    human = _human(request)
+    body = await _query(request, lambda conn, domain: stats.total_stats(
+        conn, domain, tag, events, period, human=human))
+    return JSONResponse(body)
+
+
+def _aggregate(kind: str) -> Callable[[Request], Any]:
+    async def endpoint(request: Request) -> JSONResponse:
+        tag = path_tag(request.path_params["tag"])
+        start, end = stats.parse_bounds(request.query_params)
+        # dimension_stats holds whole days: widen the bounds to them.
+        lower = None if start is None else stats.floor_bucket(start, "day")
+        upper = None if end is None else stats.floor_bucket(end, "day") + stats.DAY
+        human = _human(request)
+        body = await _query(request, lambda conn, domain: stats.aggregates(
+            conn, domain, tag, kind, lower, upper, human=human))
+        return JSONResponse(body)
+
+    endpoint.__name__ = f"aggregate_{kind}"
+    return endpoint
+
+
+async def campaign(request: Request) -> JSONResponse:
+    report = await _report(request)
+    return JSONResponse(report.to_json())
+
+
+async def campaign_csv(request: Request) -> Response:
+    report = await _report(request)
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", report.tag)
+    return Response(report.to_csv(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="campaign-{name}.csv"'})
+
+
+async def _report(request: Request) -> stats.CampaignReport:
+    tag = path_tag(request.path_params["tag"])
+    start, end = stats.parse_bounds(request.query_params)
+    human = _human(request)
+    return await _query(request, lambda conn, domain: stats.campaign_report(
+        conn, domain, tag, start, end, human=human))
+
+
+async def list_campaigns(request: Request) -> JSONResponse:
+    """Tags (keyset paging as the Tags API) with their sent/delivered/opened/clicked."""
+    params = request.query_params
+    limit = _limit(params.get("limit"))
+    page = params.get("page", "first")
+    if page not in tg.PAGES:
+        raise BadRequest(f"'page' must be one of {', '.join(tg.PAGES)}")
+    pivot = params.get("tag")
+    if page in ("next", "prev") and pivot is None:
+        raise BadRequest(f"'tag' is required with page={page}: the tag to page from")
+    prefix = params.get("prefix", "")
+    start, end = stats.parse_bounds(params)
+    human = _human(request)
+    db = runtime(request).db
+    domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
+    found = await run_in_threadpool(tg.list_tags, db, domain.name, limit, page, pivot or "",
+                                    prefix)
+
+    def totals() -> dict[str, dict[str, int]]:
+        with db.read() as conn:
+            return stats.campaign_totals(conn, domain.name, [t.tag for t in found], start,
+                                         end, human=human)
+
+    counts = await run_in_threadpool(totals) if found else {}
+    kept = {k: v for k, v in params.items() if k in ("prefix", "start", "end", "human")}
+    base = str(request.base_url).rstrip("/") + f"/v3/{domain.name}/campaigns?"
+
+    def url(kind: str, tag: str | None = None) -> str:
+        query = {"page": kind, **({"tag": tag} if tag is not None else {}), "limit": limit,
+                 **kept}
+        return base + urlencode(query, quote_via=quote)
+
+    if found:
+        next_url, previous_url = url("next", found[-1].tag), url("prev", found[0].tag)
+    elif page == "prev":  # an empty page: point the other way, at the end that exists
+        next_url, previous_url = url("first"), url("prev", pivot)
+    else:
+        next_url = url("next", pivot) if page == "next" else url("first")
+        previous_url = url("last")
+    return JSONResponse({
+        "items": [{**tag_json(t), **counts[t.tag]} for t in found],
+        "paging": {"first": url("first"), "next": next_url, "previous": previous_url,
+                   "last": url("last")},
+    })
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None:
+        return 100
+    # The length check keeps int() away from absurdly long digit strings.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= MAX_LIMIT):
+        raise BadRequest(f"'limit' must be an integer from 1 to {MAX_LIMIT}")
+    return int(raw)
+
+
+# {tag} without the path converter: these go before the Tags API's {tag:path} routes.
+# The .csv route comes first, or {tag} would take "promo.csv" as the tag.
+routes = [
+    Route("/v3/{domain}/stats/total", domain_stats, methods=["GET"]),
+    Route("/v3/{domain}/tags/{tag}/stats", tag_stats, methods=["GET"]),
+    *[Route(f"/v3/{{domain}}/tags/{{tag}}/stats/aggregates/{kind}", _aggregate(kind),
+            methods=["GET"]) for kind in stats.AGGREGATES],
+    Route("/v3/{domain}/campaigns", list_campaigns, methods=["GET"]),
+    Route("/v3/{domain}/campaigns/{tag}.csv", campaign_csv, methods=["GET"]),
+    Route("/v3/{domain}/campaigns/{tag}", campaign, methods=["GET"]),
+]
