@@ -134,7 +134,7 @@ def update_domain(db: Database, name: str, **changes: Any) -> Domain:
     """Change settings: tracking, bounce domain, DKIM key, unsubscribe footer, limits."""
     allowed = {"track_opens", "track_clicks", "pixel_top", "tracking_url", "bounce_domain",
                "dkim_selector", "dkim_private_key", "unsubscribe_footer", "footer_html",
-               "footer_text", "soft_bounce_limit"}
+               "footer_text", "soft_bounce_limit", "bot_thresholds"}
     unknown = set(changes) - allowed
     if unknown:
         raise ValueError(f"unknown domain settings: {sorted(unknown)}")

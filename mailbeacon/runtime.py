@@ -17,6 +17,8 @@ from mailbeacon.send.worker import DeliveryWorker, RetryPolicy
 from mailbeacon.settings import Settings, parse_host_port
 from mailbeacon.storage.db import Database
 from mailbeacon.storage.migrate import migrate
+from mailbeacon.track.enrich import GeoLookup
+from mailbeacon.track.hits import HitWriter
 from mailbeacon.track.keyring import token_codec
 from mailbeacon.track.recorder import Recorder
 from mailbeacon.webhooks.sender import WebhookSender
@@ -35,7 +37,8 @@ class Runtime:
             migrate(self.db)
         self.codec = token_codec(settings, self.db)
         self.keys = KeyChecker(self.db, settings.api_key)
-        self.recorder = Recorder(self.db)
+        self.recorder = Recorder(self.db, HitWriter(
+            GeoLookup(settings.geoip_db or None), settings.engagement_half_life_days))
         self.relay = Relay.from_url(settings.relay, settings.relay_timeout) if settings.relay \
             else None
         self.worker: DeliveryWorker | None = None

@@ -78,6 +78,13 @@ SETTINGS: tuple[Setting, ...] = (
             "twice as long."),
     Setting("retry_max_age", float, 28800.0,
             "Seconds after the first attempt when temporary failures become permanent."),
+    Setting("geoip_db", str, "",
+            "Path to a MaxMind GeoIP2/GeoLite2 City .mmdb file, for region, city and "
+            "coordinates. Without it, countries and networks come from the data shipped "
+            "with geoip2fast."),
+    Setting("engagement_half_life_days", float, 30.0,
+            "Days after which an open, click or reply counts half in a contact's "
+            "engagement score."),
     Setting("webhook_timeout", float, 5.0,
             "Seconds a webhook endpoint has to answer; a slower one is retried later."),
     Setting("log_level", str, "info", "debug, info, warning or error."),
@@ -106,6 +113,8 @@ class Settings:
     delivery_concurrency: int = 10
     retry_first: float = 600.0
     retry_max_age: float = 28800.0
+    geoip_db: str = ""
+    engagement_half_life_days: float = 30.0
     webhook_timeout: float = 5.0
     log_level: str = "info"
 
@@ -175,6 +184,10 @@ def validate(settings: Settings) -> None:
         raise ConfigError("MAILBEACON_PUBLIC_URL must start with http:// or https://")
     if settings.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("MAILBEACON_LOG_LEVEL must be debug, info, warning or error")
+    if settings.engagement_half_life_days <= 0:
+        raise ConfigError("MAILBEACON_ENGAGEMENT_HALF_LIFE_DAYS must be positive")
+    if settings.geoip_db and not os.path.isfile(settings.geoip_db):
+        raise ConfigError(f"MAILBEACON_GEOIP_DB: no such file: {settings.geoip_db}")
     if settings.retry_first <= 0 or settings.retry_max_age < 0:
         raise ConfigError("MAILBEACON_RETRY_FIRST must be positive, "
                           "MAILBEACON_RETRY_MAX_AGE not negative")

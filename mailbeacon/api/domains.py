@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -10,6 +14,9 @@ from starlette.routing import Route
 from mailbeacon import domains as dom
 from mailbeacon.api.forms import read_form, required, runtime, text_field
 from mailbeacon.errors import BadRequest
+from mailbeacon.storage.db import Database
+from mailbeacon.storage.schema import domains as domains_table
+from mailbeacon.track.bots import Thresholds
 
 
 async def create_domain(request: Request) -> JSONResponse:
@@ -102,6 +109,38 @@ async def update_unsubscribe_tracking(request: Request) -> JSONResponse:
                          "unsubscribe": dom.tracking_json(domain)["unsubscribe"]})
 
 
+async def bot_thresholds(request: Request) -> JSONResponse:
+    """GET or PUT the thresholds of the link-scanner heuristics (track/bots.py)."""
+    db = runtime(request).db
+    domain = await run_in_threadpool(dom.get_domain, db, request.path_params["name"])
+    if request.method == "PUT":
+        form = await read_form(request)
+        fields: dict[str, Any] = {}
+        for name in ("click_after_delivery_seconds", "burst_links", "burst_seconds"):
+            value = text_field(form, name)
+            if value is not None:
+                try:
+                    fields[name] = int(value) if name == "burst_links" else float(value)
+                except ValueError as exc:
+                    raise BadRequest(f"'{name}' must be a number") from exc
+        try:
+            thresholds = Thresholds.from_json({**_stored_thresholds(db, domain.name),
+                                               **fields})
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from exc
+        await run_in_threadpool(dom.update_domain, db, domain.name,
+                                bot_thresholds=json.dumps(thresholds.to_json()))
+    stored = await run_in_threadpool(_stored_thresholds, db, domain.name)
+    return JSONResponse({"bots": Thresholds.from_json(stored).to_json()})
+
+
+def _stored_thresholds(db: Database, name: str) -> dict[str, Any]:
+    with db.read() as conn:
+        raw = conn.execute(select(domains_table.c.bot_thresholds)
+                           .where(domains_table.c.name == name)).scalar()
+    return dict(json.loads(raw)) if raw else {}
+
+
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
@@ -121,4 +160,5 @@ routes = [
     Route("/v3/domains/{name}/tracking/click", update_click_tracking, methods=["PUT"]),
     Route("/v3/domains/{name}/tracking/unsubscribe", update_unsubscribe_tracking,
           methods=["PUT"]),
+    Route("/v3/domains/{name}/bots", bot_thresholds, methods=["GET", "PUT"]),
 ]

@@ -47,7 +47,7 @@ from mailbeacon.storage.schema import (
     soft_bounces,
 )
 from mailbeacon.suppressions import SuppressionKind
-from mailbeacon.track.hits import Hit
+from mailbeacon.track.hits import Hit, engage, mark_bounced
 from mailbeacon.track.recorder import Recorder
 from mailbeacon.track.tokens import Kind, Token, TokenCodec
 
@@ -121,8 +121,42 @@ class InboundReceiver:
             return await asyncio.to_thread(self._keep, data, recipients, sender, source,
                                            "error", "", {"error": repr(exc)})
         verp = [t.delivery_id for t in tokens if t.kind is Kind.BOUNCE]
+        if all(r.kind is ReportKind.NOT_A_REPORT for r in results):
+            replied = await asyncio.to_thread(self._reply, data, message, list(recipients),
+                                              sender, source)
+            if replied is not None:
+                return replied
         return await asyncio.to_thread(self._apply, data, list(recipients), sender, source,
                                        results, verp)
+
+    def _reply(self, data: bytes, message: Message, recipients: list[str], sender: str,
+               source: str) -> str | None:
+        """A person's reply to one of our messages: the strongest engagement signal."""
+        refs = re.findall(r"<([^<>\s]+)>", " ".join(
+            str(message.get(h, "")) for h in ("In-Reply-To", "References")))
+        froms = getaddresses([str(message.get("From", ""))])
+        author = froms[0][1].lower() if froms and froms[0][1] else ""
+        if not refs or not author:
+            return None
+        now = now_us()
+        with self._db.write() as conn:
+            found = conn.execute(
+                select(deliveries.c.id.label("delivery_id"), deliveries.c.recipient, messages)
+                .join(messages, messages.c.id == deliveries.c.message_id)
+                .where(messages.c.message_id.in_(refs[-20:]),
+                       func.lower(deliveries.c.recipient) == author)
+                .order_by(deliveries.c.id.desc()).limit(1)).first()
+            if found is None:
+                return None
+            info = MessageInfo.from_row(found)
+            status = self._keep(data, recipients, sender, source, "processed", "reply",
+                                {"delivery": found.delivery_id}, conn)
+            if status == "duplicate":
+                return status
+            engage(conn, info.domain, author, "reply", 1, now)
+            write_events(conn, [build_event(EventType.REPLIED, now, info, found.recipient,
+                                            found.delivery_id, method="MAIL")])
+        return "processed"
 
     def _keep(self, data: bytes, recipients: Iterable[str], sender: str, source: str,
               status: str, kind: str, detail: dict[str, Any],
@@ -236,6 +270,8 @@ def _effects(conn: Connection, result: Result, found: Match, now: int) -> EventR
         return build_event(EventType.COMPLAINED, now, info, address, found.delivery_id,
                            feedback_type=result.feedback_type, reporter=result.reporter)
     code = result.reply_code or ("550" if result.permanent else "450")
+    if result.permanent:
+        mark_bounced(conn, found.delivery_id, info.domain, address)
     if result.category is Category.HARD and result.permanent:
         if not _allowlisted(conn, domain.name, address):
             suppressions.add(conn, domain.name, SuppressionKind.BOUNCE, address, now,

@@ -334,16 +334,46 @@ class HitWriter:
 
 def upsert_contacts(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert contacts or overwrite the given columns of existing ones."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     now = max((r.get("last_activity_at") or 0) for r in rows)
-    stmt = dialect.insert(contacts)
+    stmt = _insert(conn)(contacts)
     columns = [c for c in rows[0] if c not in ("domain", "address")]
     conn.execute(stmt.on_conflict_do_update(
         index_elements=["domain", "address"],
         set_={c: stmt.excluded[c] for c in columns}),
         [{**r, "created_at": r.get("created_at", now)} for r in rows])
+
+
+def engage(conn: Connection, domain: str, address: str, action: str, nth: int, ts: int,
+           half_life_days: float = engagement.DEFAULT_HALF_LIFE_DAYS) -> None:
+    """Add one action to a contact's score outside the hit path (replies)."""
+    row = conn.execute(select(contacts).where(contacts.c.domain == domain,
+                                              contacts.c.address == address)).first()
+    person = _Contact(row.consent, row.score, row.score_at, row.opens, row.clicks,
+                      row.last_activity_at) if row else _Contact()
+    score, score_at = engagement.add(person.score, person.score_at,
+                                     engagement.weight(action, nth), ts, half_life_days)
+    replies = (row.replies if row else 0) + (1 if action == "reply" else 0)
+    upsert_contacts(conn, [{"domain": domain, "address": address, "score": score,
+                            "score_at": score_at,
+                            "score_rank": engagement.rank(score, score_at, half_life_days),
+                            "replies": replies,
+                            "last_activity_at": max(person.last_activity_at or 0, ts)}])
+
+
+def mark_bounced(conn: Connection, delivery_id: str, domain: str, address: str) -> None:
+    """The red indicator: this message bounced for this recipient."""
+    row = _blank_row(delivery_id, domain)
+    row.update(recipient=address.lower(), bounced=True)
+    dialect_insert = _insert(conn)
+    stmt = dialect_insert(recipient_state).values(**row)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["delivery_id"],
+                                            set_={"bounced": True}))
+
+
+def _insert(conn: Connection) -> Any:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert
 
 
 def _blank_row(delivery_id: str, domain: str) -> dict[str, Any]:

@@ -530,8 +530,8 @@ async def send_campaign(service: Service, relay: SmtpRelay) -> dict[str, tuple[l
     """Four recipients in three messages; recipient -> (links, pixel)."""
     await service.send(to=["alice@example.org", "bob@example.net"], subject="1", html=HTML,
                        **{"o:tag": "Spring"})
-    await service.send(to="carol@example.org", subject="2", html=HTML,
-                       **{"o:tag": ["spring", "vip"]})
+    two_tags: dict[str, Any] = {"o:tag": ["spring", "vip"]}
+    await service.send(to="carol@example.org", subject="2", html=HTML, **two_tags)
     await service.send(to="dave@example.com", subject="3", html=HTML)
     received = await relay.wait_for(4)
     await service.wait_events(4, event="delivered")

@@ -180,3 +180,35 @@ async def test_bounce_mailbox_poll(service: Service, smtp_relay: SmtpRelay) -> N
     (failed,) = await service.events(event="failed")
     assert failed["bounce-match"] == "verp"
     assert _suppressed(service) == [("bounce", "kijitora@example.org")]
+
+
+async def test_reply_counts_for_engagement(inbound: tuple[Service, int],
+                                           smtp_relay: SmtpRelay) -> None:
+    from mailbeacon.storage.schema import contacts
+
+    service, port = inbound
+    await _deliver(service, smtp_relay, "kijitora@example.org")
+    message_id = smtp_relay.received[0].message["Message-ID"]
+    reply = (f"From: Kijitora <kijitora@example.org>\r\nTo: replies@example.com\r\n"
+             f"Subject: Re: Newsletter\r\nIn-Reply-To: {message_id}\r\n"
+             f"References: {message_id}\r\n\r\nThanks, interesting!\r\n").encode()
+    code, reply_text = await asyncio.to_thread(_bounce, port, reply, "replies@example.com",
+                                               "kijitora@example.org")
+    assert code == 250 and b"processed" in reply_text
+    (replied,) = await service.events(event="replied")
+    assert replied["recipient"] == "kijitora@example.org"
+    with service.runtime.db.read() as conn:
+        person = conn.execute(sa.select(contacts)).one()
+    assert person.replies == 1 and person.score >= 10
+
+
+async def test_bounce_marks_the_recipient_state(inbound: tuple[Service, int],
+                                                smtp_relay: SmtpRelay) -> None:
+    from mailbeacon.storage.schema import recipient_state
+
+    service, port = inbound
+    verp = await _deliver(service, smtp_relay, "kijitora@example.org")
+    await asyncio.to_thread(_bounce, port, corpus_file("bsd/lhost-activehunter-01.eml"), verp)
+    with service.runtime.db.read() as conn:
+        state = conn.execute(sa.select(recipient_state)).one()
+    assert state.bounced and state.recipient == "kijitora@example.org"
