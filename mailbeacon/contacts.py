@@ -548,8 +548,8 @@ def check_delivery_id(value: str, field: str = "pivot") -> str:
 
 def message_recipients(db: Database, domain: str, message_id: str, limit: int = 1000,
                        after: str | None = None) -> list[RecipientStatus]:
-    """Every recipient of a message (by its Message-ID, with or without <>), in the
-    order they were addressed; `after` is the last delivery id of the page before."""
+    """Every recipient of a message (by its Message-ID, with or without <>), in delivery
+    id order (stable, for paging); `after` is the last delivery id of the page before."""
     message_id = message_id.strip().removeprefix("<").removesuffix(">").strip()
     with db.read() as conn:
         known = conn.execute(select(messages.c.id).where(

@@ -11,6 +11,7 @@ from mailbeacon.apikeys import KeyChecker
 from mailbeacon.errors import ConfigError
 from mailbeacon.inbound.mailbox import MailboxConfig, MailboxError, PollResult, poll_once
 from mailbeacon.inbound.receiver import InboundReceiver
+from mailbeacon.send.outbox import LocalOutbox
 from mailbeacon.send.relay import Relay
 from mailbeacon.send.smtp import SmtpHandler, start_smtp_server, tls_context
 from mailbeacon.send.worker import DeliveryWorker, RetryPolicy
@@ -44,7 +45,7 @@ class Runtime:
         self.worker: DeliveryWorker | None = None
         if run_worker:
             self.worker = DeliveryWorker(
-                self.db, self.relay, self.codec, settings.base_url,
+                self.db, self.relay or LocalOutbox(self.db), self.codec, settings.base_url,
                 settings.delivery_concurrency,
                 retry=RetryPolicy(settings.retry_first, settings.retry_max_age))
         self.webhook_sender = WebhookSender(self.db, timeout=settings.webhook_timeout,
@@ -73,8 +74,8 @@ class Runtime:
         if self.settings.bounce_mailbox:
             self._tasks.append(asyncio.create_task(self._poll_mailbox(), name="mailbox"))
         if self.relay is None:
-            log.warning("no relay configured (--relay): messages stay queued until one is "
-                        "(test-mode messages are recorded as delivered)")
+            log.warning("no relay configured (--relay): delivered mail is kept in the local "
+                        "outbox (see the dashboard)")
 
     async def stop(self) -> None:
         if self.smtp_server is not None:

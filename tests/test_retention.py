@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,8 +14,8 @@ from sqlalchemy import Connection, select
 from mailbeacon import domains as dom
 from mailbeacon import retention
 from mailbeacon.errors import BadRequest, NotFound
-from mailbeacon.ids import new_id
-from mailbeacon.storage.db import Database, insert_events
+from mailbeacon.ids import id_from_parts, new_id
+from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import (
     events,
     inbound_messages,
@@ -31,13 +32,19 @@ def add_domain(db: Database, name: str, days: int) -> None:
     retention.update_privacy(db, name, retention_days=days)
 
 
-def add_events(db: Database, domain: str, age_days: float, count: int) -> list[str]:
+def add_events(db: Database, domain: str, age_days: float, count: int,
+               committed_days: float | None = None) -> list[str]:
+    """Events `age_days` old, committed then (or `committed_days` ago): ids start with
+    their commit time, as db.insert_events makes them."""
     ts = NOW - int(age_days * DAY)
-    rows = [{"domain": domain, "ts": ts, "event": "opened", "recipient": "a@x.org",
-             "message_id": "m@x", "delivery_id": None, "severity": None, "tags": "",
-             "data": {"event": "opened"}} for _ in range(count)]
+    commit = NOW - int((age_days if committed_days is None else committed_days) * DAY)
+    ids = [id_from_parts(commit + i, os.urandom(8)) for i in range(count)]
+    rows = [{"id": id_, "domain": domain, "ts": ts, "event": "opened",
+             "recipient": "a@x.org", "message_id": "m@x", "delivery_id": None,
+             "severity": None, "tags": "", "data": "{}"} for id_ in ids]
     with db.write() as conn:
-        return insert_events(conn, rows)
+        conn.execute(events.insert(), rows)
+    return ids
 
 
 def event_ids(db: Database) -> set[str]:
@@ -102,14 +109,23 @@ def test_a_longer_retention_keeps_more(db: Database) -> None:
     assert event_ids(db) == set(old)
 
 
+def test_an_event_committed_late_goes_once_its_commit_is_old_too(db: Database) -> None:
+    add_domain(db, "example.com", 30)
+    (late,) = add_events(db, "example.com", 40, 1, committed_days=25)
+    assert retention.purge(db, NOW)["events"] == 0
+    assert event_ids(db) == {late}
+    assert retention.purge(db, NOW + 6 * DAY)["events"] == 1
+
+
 def test_finished_webhook_deliveries_go_others_stay(db: Database) -> None:
     add_domain(db, "example.com", 10)
     add_domain(db, "other.example", 100)
 
     def row(domain: str, status: str, age_days: int) -> dict[str, Any]:
-        return {"id": new_id(), "domain": domain, "webhook": "opened", "url": "https://h/",
+        created_at = NOW - age_days * DAY
+        return {"id": new_id(created_at), "domain": domain, "webhook": "opened", "url": "https://h/",
                 "event_id": new_id(), "payload": "{}", "status": status,
-                "next_attempt_at": NOW, "created_at": NOW - age_days * DAY}
+                "next_attempt_at": NOW, "created_at": created_at}
 
     rows = [row("example.com", s, 20) for s in ("done", "rejected", "pending", "failed")]
     rows += [row("example.com", "done", 5), row("other.example", "done", 20)]

@@ -26,6 +26,7 @@ from sqlalchemy import and_, or_, select
 from mailbeacon.domains import Domain
 from mailbeacon.events import EventRecord, EventType, MessageInfo, Severity, build_event
 from mailbeacon.send.compose import Composer, Tracking
+from mailbeacon.send.outbox import LocalOutbox
 from mailbeacon.send.relay import Outcome, Relay
 from mailbeacon.send.submission import TrackingOptions
 from mailbeacon.storage.db import Database, now_us
@@ -66,7 +67,7 @@ class Job:
 
 
 class DeliveryWorker:
-    def __init__(self, db: Database, relay: Relay | None, codec: TokenCodec,
+    def __init__(self, db: Database, relay: Relay | LocalOutbox, codec: TokenCodec,
                  default_base: str, concurrency: int = 10, poll_interval: float = 1.0,
                  retry: RetryPolicy | None = None,
                  clock: Callable[[], int] = now_us) -> None:
@@ -115,7 +116,6 @@ class DeliveryWorker:
                 elif job.message_row.testmode:
                     outcome = TESTMODE
                 else:
-                    assert self._relay is not None  # _claim takes only test mode without one
                     composed = self._composer(job).render(job.delivery_id, job.recipient)
                     outcome = await self._relay.send(composed.data, composed.envelope_sender,
                                                      job.recipient)
@@ -146,9 +146,6 @@ class DeliveryWorker:
             and_(deliveries.c.status == "sending", deliveries.c.lease_until < now),
         )
         query = select(deliveries.c.id).where(due)
-        if self._relay is None:  # nowhere to send: only test-mode messages can proceed
-            query = query.join(messages, messages.c.id == deliveries.c.message_id).where(
-                messages.c.testmode.is_(True))
         with self._db.write() as conn:
             ids = conn.execute(
                 query.order_by(deliveries.c.next_attempt_at).limit(limit)
@@ -204,7 +201,7 @@ class DeliveryWorker:
             status = {
                 "code": outcome.code, "message": outcome.message,
                 "description": outcome.description, "attempt-no": job.attempt,
-                "mx-host": self._relay.host if self._relay and outcome is not TESTMODE else "",
+                "mx-host": self._relay.host if outcome is not TESTMODE else "",
                 "session-seconds": round(seconds, 3),
             }
             new_status, event, retry_at = self._outcome_event(job, outcome, status, envelope,

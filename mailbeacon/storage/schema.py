@@ -310,3 +310,19 @@ contacts = Table(
     Column("created_at", BigInteger, nullable=False),
 )
 Index("ix_contacts_rank", contacts.c.domain, contacts.c.score_rank)
+
+# Without a relay (the embedded default), "delivered" mail lands here, so a newcomer can
+# read it in the dashboard, load its pixel and follow its links.
+local_outbox = Table(
+    "local_outbox",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("domain", String(253), nullable=False),
+    Column("delivery_id", ID, nullable=False),
+    Column("sender", Text, nullable=False),
+    Column("recipient", Text, nullable=False),
+    Column("subject", Text, nullable=False, server_default=""),
+    Column("data", LargeBinary, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+Index("ix_local_outbox_domain", local_outbox.c.domain, local_outbox.c.id)

@@ -7,7 +7,6 @@ the service and follow its tracking links.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import re
@@ -676,7 +675,6 @@ async def test_end_to_end_contact_is_created_and_scored(
     r = await client.get(f"{BASE}/contacts/carol@example.org")
     assert r.status_code == 200, r.text
     assert r.json()["counts"]["messages"] == 1
-    await asyncio.sleep(1)  # not at the moment of delivery, when scanners fetch
     await service.hit(pixel, headers={"user-agent": "Mozilla/5.0 (Windows NT 10.0; Win64; "
                                       "x64; rv:128.0) Gecko/20100101 Thunderbird/128.0"})
     body = (await client.get(f"{BASE}/contacts/carol@example.org")).json()

@@ -72,15 +72,23 @@ async def test_testmode_relays_nothing(service: Service, smtp_relay: SmtpRelay) 
     assert smtp_relay.received == []
 
 
-async def test_testmode_without_a_relay(service_factory: Any) -> None:
+async def test_without_a_relay_mail_goes_to_the_local_outbox(service_factory: Any) -> None:
+    import sqlalchemy as sa
+
+    from mailbeacon.storage.schema import local_outbox
+
     async with service_factory() as svc:  # the embedded default: no relay configured
         await svc.add_domain()
-        await svc.send(to="alice@example.org", subject="x", text="y", **{"o:testmode": "yes"})
-        await svc.send(to="bob@example.org", subject="x", text="y")
-        (delivered,) = await svc.wait_events(1, event="delivered")
-        assert delivered["recipient"] == "alice@example.org"
-        await asyncio.sleep(0.3)
-        assert len(await svc.events(event="delivered")) == 1  # bob waits for a relay
+        await svc.send(to="alice@example.org", subject="test", text="y",
+                       **{"o:testmode": "yes"})
+        await svc.send(to="bob@example.org", subject="Hello Bob", html="<p>Hi</p>")
+        delivered = await svc.wait_events(2, event="delivered")
+        codes = {e["recipient"]: e["delivery-status"]["code"] for e in delivered}
+        assert codes == {"alice@example.org": 650, "bob@example.org": 250}
+        with svc.runtime.db.read() as conn:
+            (kept,) = conn.execute(sa.select(local_outbox)).all()
+        assert (kept.recipient, kept.subject) == ("bob@example.org", "Hello Bob")
+        assert b"/o/" in kept.data  # tracked like any relayed message
 
 
 async def test_deliverytime_waits(service: Service, smtp_relay: SmtpRelay) -> None:
