@@ -49,7 +49,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("relay", str, "",
             "Upstream SMTP relay: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), "
             "smtps://... (TLS from the start), or smtp+plain://... (never TLS). Empty: "
-            "messages stay queued until a relay is configured."),
+            "delivered mail is kept in the local outbox, shown in the dashboard."),
     Setting("smtp", str, "",
             "HOST:PORT of the SMTP server: submission (AUTH with user 'api' and an API key) "
             "and mail returning to the bounce domains. Empty: no SMTP server."),
