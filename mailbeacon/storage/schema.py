@@ -326,3 +326,14 @@ local_outbox = Table(
     Column("created_at", BigInteger, nullable=False),
 )
 Index("ix_local_outbox_domain", local_outbox.c.domain, local_outbox.c.id)
+
+# Dashboard users (`mailbeacon users create`).
+users = Table(
+    "users",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("password_hash", Text, nullable=False),  # scrypt, with its parameters and salt
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_login_at", BigInteger, nullable=True),
+)
