@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from pathlib import Path
 
 from mailbeacon.apikeys import KeyChecker
 from mailbeacon.errors import ConfigError
@@ -22,6 +23,7 @@ from mailbeacon.track.enrich import GeoLookup
 from mailbeacon.track.hits import HitWriter
 from mailbeacon.track.keyring import token_codec
 from mailbeacon.track.recorder import Recorder
+from mailbeacon.track.spool import Spool
 from mailbeacon.webhooks.sender import WebhookSender
 
 log = logging.getLogger("mailbeacon")
@@ -38,8 +40,10 @@ class Runtime:
             migrate(self.db)
         self.codec = token_codec(settings, self.db)
         self.keys = KeyChecker(self.db, settings.api_key)
-        self.recorder = Recorder(self.db, HitWriter(
-            GeoLookup(settings.geoip_db or None), settings.engagement_half_life_days))
+        self.recorder = Recorder(
+            self.db, HitWriter(GeoLookup(settings.geoip_db or None),
+                               settings.engagement_half_life_days),
+            Spool(Path(settings.spool_dir)))
         self.relay = Relay.from_url(settings.relay, settings.relay_timeout) if settings.relay \
             else None
         self.worker: DeliveryWorker | None = None

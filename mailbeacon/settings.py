@@ -78,6 +78,9 @@ SETTINGS: tuple[Setting, ...] = (
             "twice as long."),
     Setting("retry_max_age", float, 28800.0,
             "Seconds after the first attempt when temporary failures become permanent."),
+    Setting("spool_dir", str, "mailbeacon-spool",
+            "Folder where opens and clicks wait while the database is unreachable; they "
+            "are written to the database when it is back."),
     Setting("geoip_db", str, "",
             "Path to a MaxMind GeoIP2/GeoLite2 City .mmdb file, for region, city and "
             "coordinates. Without it, countries and networks come from the data shipped "
@@ -113,6 +116,7 @@ class Settings:
     delivery_concurrency: int = 10
     retry_first: float = 600.0
     retry_max_age: float = 28800.0
+    spool_dir: str = "mailbeacon-spool"
     geoip_db: str = ""
     engagement_half_life_days: float = 30.0
     webhook_timeout: float = 5.0

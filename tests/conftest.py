@@ -190,7 +190,7 @@ class Service:
 
 
 @pytest.fixture
-def service_factory(database_url: str) -> Iterator[Callable[..., Any]]:
+def service_factory(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Any]]:
     import contextlib
 
     import httpx
@@ -202,7 +202,9 @@ def service_factory(database_url: str) -> Iterator[Callable[..., Any]]:
     @contextlib.asynccontextmanager
     async def make(**settings: Any) -> AsyncIterator[Service]:
         settings.setdefault("api_key", API_KEY)
-        runtime = Runtime(Settings(database_url=database_url, **settings))
+        settings.setdefault("spool_dir", str(tmp_path / "spool"))
+        settings.setdefault("database_url", database_url)
+        runtime = Runtime(Settings(**settings))
         await runtime.start()
         transport = httpx.ASGITransport(app=MailbeaconApp(runtime))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver",

@@ -1,6 +1,6 @@
 """Connections, transactions and the few statements that differ between backends.
 
-SQLite (default) runs in WAL mode with a busy timeout; write transactions start with
+SQLite (default) runs in WAL mode with a 10 s busy timeout; write transactions start with
 BEGIN IMMEDIATE so two writers queue on the lock instead of failing halfway through.
 PostgreSQL needs nothing special. Use `db.write()` for anything that changes data and
 `db.read()` for queries.
@@ -55,15 +55,17 @@ class Database:
         elif parsed.get_backend_name() == "postgresql":
             if parsed.drivername == "postgresql":
                 parsed = parsed.set(drivername="postgresql+psycopg")
+            # A short connect timeout: the tracking endpoints spool rather than wait.
             self._writer = self._reader = create_engine(
-                parsed, pool_size=10, max_overflow=20, pool_pre_ping=True
+                parsed, pool_size=10, max_overflow=20, pool_pre_ping=True,
+                connect_args={"connect_timeout": 5},
             )
         else:
             raise ConfigError("database URL must be sqlite:///FILE or postgresql+psycopg://...")
 
     @staticmethod
     def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -71,7 +73,7 @@ class Database:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA busy_timeout=10000")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 

@@ -15,9 +15,12 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
+from sqlalchemy import Connection
+
 from mailbeacon.storage.db import Database
 from mailbeacon.storage.records import write_events
 from mailbeacon.track.hits import Hit, HitWriter
+from mailbeacon.track.spool import Spool
 
 __all__ = ["Hit", "Recorder"]
 
@@ -25,9 +28,15 @@ log = logging.getLogger("mailbeacon.recorder")
 
 
 class Recorder:
-    def __init__(self, db: Database, writer: HitWriter | None = None) -> None:
+    def __init__(self, db: Database, writer: HitWriter | None = None,
+                 spool: Spool | None = None) -> None:
         self._db = db
         self._writer = writer or HitWriter()
+        self.spool = spool
+        self._replay_task: asyncio.Task[None] | None = None
+        # After a failed commit, spool at once for a while instead of waiting on a
+        # database that is away (each wait would hold every request of the batch).
+        self._down_until = 0.0
         self._pending: list[tuple[Hit, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         # One thread: commits are serial anyway, and a single writer avoids lock fights.
@@ -35,22 +44,30 @@ class Recorder:
         self._task: asyncio.Task[None] | None = None
         self.batches = 0  # commits so far; hits / batches is the group-commit factor
         self.hits = 0
+        self.spooled = 0  # hits written to the spool while the database was away
+        self.replayed = 0
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="recorder")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name="recorder")
+        if self.spool is not None:
+            self._replay_task = loop.create_task(self._replay_loop(), name="spool-replay")
 
     async def stop(self) -> None:
         """Commit what is waiting, then stop."""
         if self._task is not None:
             while self._pending:
                 await asyncio.sleep(0.01)
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            for task in (self._task, self._replay_task):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
         self._executor.shutdown(wait=True)
 
     async def record(self, hit: Hit) -> None:
-        """Return once the hit is committed; raise if the commit failed."""
+        """Return once the hit is committed (or spooled while the database is away);
+        raise if neither worked."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((hit, future))
         self._wake.set()
@@ -64,19 +81,53 @@ class Recorder:
             batch, self._pending = self._pending, []
             if not batch:
                 continue
+            hits = [h for h, _ in batch]
             try:
-                await loop.run_in_executor(self._executor, self.commit, [h for h, _ in batch])
+                if loop.time() < self._down_until:
+                    raise ConnectionError("database marked unavailable")
+                await loop.run_in_executor(self._executor, self.commit, hits)
             except Exception as exc:
-                log.error("could not record %d hits: %s", len(batch), exc)
+                self._down_until = loop.time() + 2.0
+                try:
+                    if self.spool is None:
+                        raise
+                    await loop.run_in_executor(self._executor, self.spool.append, hits)
+                    log.warning("database unavailable (%s): %d hits spooled", exc, len(hits))
+                    self.spooled += len(hits)
+                except Exception as failure:
+                    log.error("could not record %d hits: %s", len(batch), failure)
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(failure)
+                    continue
                 for _, future in batch:
                     if not future.done():
-                        future.set_exception(exc)
+                        future.set_result(None)
             else:
                 self.batches += 1
                 self.hits += len(batch)
                 for _, future in batch:
                     if not future.done():
                         future.set_result(None)
+
+    async def _replay_loop(self) -> None:
+        """Every few seconds, put spooled hits into the database if it is back."""
+        assert self.spool is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1.0)
+            if loop.time() < self._down_until or not self.spool.pending():
+                continue
+            try:
+                replayed = await loop.run_in_executor(
+                    self._executor, self.spool.replay, self._commit_in, self._db.write)
+                self.replayed += replayed
+            except Exception as exc:
+                self._down_until = loop.time() + 2.0
+                log.warning("spool replay postponed: %s", exc)
+
+    def _commit_in(self, conn: Connection, hits: list[Hit]) -> None:
+        write_events(conn, self._writer.write(conn, hits))
 
     def commit(self, hits: Sequence[Hit]) -> None:
         """Store a batch of hits in one transaction (runs in the recorder thread)."""
