@@ -1,0 +1,98 @@
+"""kill -9 of `mailbeacon serve` under tracking load: every answered hit is stored."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from mailbeacon.storage.db import Database
+from mailbeacon.storage.schema import events
+from tests.conftest import API_KEY, SmtpRelay, free_port
+from tests.webhooks.test_webhook_crash import _api
+
+
+def _serve(port: int, url: str, relay: str, cwd: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "MAILBEACON_API_KEY": API_KEY, "MAILBEACON_DATABASE_URL": url}
+    proc = subprocess.Popen([sys.executable, "-m", "mailbeacon", "serve", "--http",
+                             f"127.0.0.1:{port}", "--relay", relay], env=env, cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", "/")
+            conn.getresponse()
+            conn.close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("serve did not start")
+
+
+def test_kill_9_under_tracking_load(tmp_path: Path, database_url: str,
+                                    smtp_relay: SmtpRelay) -> None:
+    port = free_port()
+    proc = _serve(port, database_url, smtp_relay.url, tmp_path)
+    try:
+        _api(port, "/v3/domains", [("name", "example.com")])
+        _api(port, "/v3/example.com/messages", [
+            ("from", "shop@example.com"), ("to", "alice@example.org"), ("subject", "x"),
+            ("html", "<p>hello</p>")])
+        deadline = time.time() + 10
+        while not smtp_relay.received and time.time() < deadline:
+            time.sleep(0.05)
+        (pixel,) = re.findall(r'src="http://[^/]+(/o/[a-z0-9]+)"',
+                              smtp_relay.received[0].part("text/html"))
+        acknowledged = 0
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def load() -> None:
+            nonlocal acknowledged
+            while not stop.is_set():
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                    while not stop.is_set():
+                        conn.request("GET", pixel)
+                        answer = conn.getresponse()
+                        answer.read()
+                        if answer.status == 200:
+                            with lock:
+                                acknowledged += 1
+                except OSError:
+                    return  # the server is gone
+
+        threads = [threading.Thread(target=load) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        time.sleep(2.0)
+        proc.send_signal(signal.SIGKILL)  # mid-load, no chance to clean up
+        proc.wait(10)
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+        assert acknowledged > 50, "the load did not get going"
+        proc = _serve(port, database_url, smtp_relay.url, tmp_path)  # restart (replays spool)
+        db = Database(database_url)
+        try:
+            with db.read() as conn:
+                stored = conn.execute(sa.select(sa.func.count()).select_from(events)
+                                      .where(events.c.event == "opened")).scalar_one()
+        finally:
+            db.dispose()
+        # Every hit that got its GIF was committed first; a few more may have been
+        # committed whose answer never arrived.
+        assert stored >= acknowledged
+        assert stored <= acknowledged + 8 * 64
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
