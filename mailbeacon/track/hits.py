@@ -120,12 +120,14 @@ class HitWriter:
         seen_links = self._seen_links(conn, hits)
         records: list[EventRecord] = []
         links: Counter[tuple[str, str, str, str]] = Counter()
+        infos: dict[str, MessageInfo] = {}  # parsed once per delivery and batch
         for hit in hits:
             row = known.get(hit.delivery_id)
             if row is None:  # signed by us, but the message is gone (retention, erasure)
                 log.info("hit for unknown delivery %s ignored", hit.delivery_id)
                 continue
-            info = MessageInfo.from_row(row)
+            info = infos.get(hit.delivery_id) or infos.setdefault(
+                hit.delivery_id, MessageInfo.from_row(row))
             domain = settings[info.domain]
             address = row.recipient.lower()
             person = people.setdefault((info.domain, address), _Contact())
