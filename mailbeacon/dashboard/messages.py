@@ -1,0 +1,191 @@
+"""Messages: the list (one row per message x recipient, with its indicator) and a message's
+page (headers, tags, recipients, event timeline, preview of the HTML as submitted)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from sqlalchemy import Connection, select
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from mailbeacon.contacts import message_recipients, status_of
+from mailbeacon.errors import NotFound
+from mailbeacon.ids import id_to_bytes
+from mailbeacon.storage.eventlog import EventQuery
+from mailbeacon.storage.schema import deliveries, messages, recipient_state
+
+from . import mime
+from .timeline import load_timeline
+from .web import dashboard, get_domain, int_param, render
+
+PAGE_SIZE = 50
+RECIPIENTS_PAGE = 100
+TIMELINE_PAGE = 100
+
+
+@dataclass(frozen=True)
+class Row:
+    """One message x recipient in the list."""
+
+    delivery_id: str
+    message_row: str  # messages.id, used in URLs
+    recipient: str
+    subject: str
+    tags: list[str]
+    created_at: int
+    status: str  # queued | sending | delivered | failed | bounced | opened | clicked
+    indicator: str  # gray | green | blue | red
+    opens: int
+    clicks: int
+    code: int | None
+
+    @property
+    def label(self) -> str:
+        """The indicator's text alternative."""
+        if self.indicator == "red":
+            return f"{self.status.capitalize()}" + (f" ({self.code})" if self.code else "")
+        if self.indicator == "blue":
+            return (f"Clicked {self.clicks} time{'s' if self.clicks != 1 else ''}, "
+                    f"opened {self.opens} time{'s' if self.opens != 1 else ''}")
+        if self.indicator == "green":
+            return f"Opened {self.opens} time{'s' if self.opens != 1 else ''}"
+        return f"Not opened ({self.status})"
+
+
+def _valid_id(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        id_to_bytes(value)
+    except ValueError:
+        return None
+    return value
+
+
+def _json_fragment(text: str) -> str:
+    """`text` as it appears inside a stored JSON string (non-ASCII as \\u escapes)."""
+    return json.dumps(text)[1:-1]
+
+
+def list_rows(conn: Connection, domain: str, *, recipient: str = "", subject: str = "",
+              tag: str = "", before: str | None = None, after: str | None = None,
+              limit: int = PAGE_SIZE) -> tuple[list[Row], bool]:
+    """A page of rows, newest first, and whether there are more in the paging direction.
+
+    `before`/`after` are delivery ids (time-ordered): the page of older/newer rows.
+    One query: deliveries joined with their message and recipient state.
+    """
+    d, m, rs = deliveries, messages, recipient_state
+    query = (
+        select(d.c.id, d.c.recipient, d.c.status, d.c.last_code, m.c.id.label("message_row"),
+               m.c.created_at, m.c.headers, m.c.tags, rs.c.open_count, rs.c.click_count,
+               rs.c.bounced)
+        .select_from(d.join(m, m.c.id == d.c.message_id)
+                     .outerjoin(rs, rs.c.delivery_id == d.c.id))
+        .where(m.c.domain == domain)
+    )
+    if recipient:
+        query = query.where(d.c.recipient.ilike(f"%{recipient.strip()}%", escape="\\")
+                            if False else
+                            d.c.recipient.icontains(recipient.strip(), autoescape=True))
+    if subject:
+        # headers is JSON text whose keys come in a fixed order (message-id, from, to,
+        # subject, list-id): text after '"subject": "' is the subject (or the list id).
+        query = query.where(m.c.headers.icontains(
+            f'"subject": "%{_json_fragment(subject.strip())}', autoescape=False))
+    if tag:
+        query = query.where(m.c.tags.contains(
+            _json_fragment(json.dumps(tag.strip().lower())), autoescape=True))
+    ascending = after is not None and before is None
+    if before is not None:
+        query = query.where(d.c.id < before)
+    elif after is not None:
+        query = query.where(d.c.id > after)
+    query = query.order_by(d.c.id.asc() if ascending else d.c.id.desc()).limit(limit + 1)
+    found = conn.execute(query).all()
+    more = len(found) > limit
+    found = found[:limit]
+    if ascending:
+        found.reverse()
+    rows = []
+    for r in found:
+        status, indicator = status_of(r.status, r.last_code, int(r.open_count or 0),
+                                      int(r.click_count or 0), bool(r.bounced))
+        headers = json.loads(r.headers)
+        rows.append(Row(r.id, r.message_row, r.recipient, str(headers.get("subject", "")),
+                        json.loads(r.tags), int(r.created_at), status, indicator,
+                        int(r.open_count or 0), int(r.click_count or 0), r.last_code))
+    return rows, more
+
+
+def message_list(request: Request) -> Response:
+    domain = get_domain(request)
+    params = request.query_params
+    search = {k: params.get(k, "").strip()[:200] for k in ("recipient", "subject", "tag")}
+    before = _valid_id(params.get("before"))
+    after = _valid_id(params.get("after")) if before is None else None
+    with dashboard(request).runtime.db.read() as conn:
+        rows, more = list_rows(conn, domain.name, before=before, after=after, **search)
+    filters = {k: v for k, v in search.items() if v}
+    older = newer = None
+    if rows:
+        if more or after is not None:
+            older = "?" + urlencode({**filters, "before": rows[-1].delivery_id})
+        if before is not None or (after is not None and more):
+            newer = "?" + urlencode({**filters, "after": rows[0].delivery_id})
+    return render(request, "messages.html", domain=domain, nav="messages", rows=rows,
+                  search=search, older=older, newer=newer,
+                  first=("?" + urlencode(filters)) if (before or after) else None)
+
+
+def _message(conn: Connection, domain: str, row_id: str) -> Any:
+    if _valid_id(row_id) is None:
+        raise NotFound("Message not found")
+    found = conn.execute(select(messages).where(messages.c.id == row_id,
+                                                messages.c.domain == domain)).first()
+    if found is None:
+        raise NotFound("Message not found")
+    return found
+
+
+def message_page(request: Request) -> Response:
+    domain = get_domain(request)
+    db = dashboard(request).runtime.db
+    with db.read() as conn:
+        row = _message(conn, domain.name, request.path_params["id"])
+    parsed = mime.parse(row.mime)
+    after = _valid_id(request.query_params.get("recipients_after"))
+    recipients = message_recipients(db, domain.name, row.message_id,
+                                    limit=RECIPIENTS_PAGE + 1, after=after)
+    more_recipients = len(recipients) > RECIPIENTS_PAGE
+    recipients = recipients[:RECIPIENTS_PAGE]
+    only = request.query_params.get("recipient", "").strip().lower()[:320] or None
+    timeline = load_timeline(db, domain.name, request, EventQuery(
+        message_id=row.message_id, recipient=only, ascending=True,
+        limit=int_param(request, "limit", TIMELINE_PAGE, 10, 300)))
+    return render(
+        request, "message.html", domain=domain, nav="messages", message=row,
+        info=json.loads(row.headers), tags=json.loads(row.tags),
+        variables=json.loads(row.user_variables), options=json.loads(row.options),
+        headers=mime.headers(row.mime), attachments=mime.attachments(parsed),
+        recipients=recipients, more_recipients=more_recipients,
+        timeline=timeline, only=only or "")
+
+
+def message_preview(request: Request) -> Response:
+    domain = get_domain(request)
+    with dashboard(request).runtime.db.read() as conn:
+        row = _message(conn, domain.name, request.path_params["id"])
+    return mime.preview_response(row.mime, links_in_new_tab=False)
+
+
+routes = [
+    Route("/{domain}/messages", message_list, methods=["GET"]),
+    Route("/{domain}/messages/{id}", message_page, methods=["GET"]),
+    Route("/{domain}/messages/{id}/preview", message_preview, methods=["GET"]),
+]
