@@ -10,7 +10,15 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.types import Receive, Scope, Send
 
-from mailbeacon.api import domains, events, messages, suppressions, tags, webhooks
+from mailbeacon.api import (
+    contacts,
+    domains,
+    events,
+    messages,
+    suppressions,
+    tags,
+    webhooks,
+)
 from mailbeacon.api.auth import RequireApiKey
 from mailbeacon.api.errors import api_error, http_error, unexpected_error
 from mailbeacon.api.limits import LimitBody
@@ -51,7 +59,7 @@ def build_api(runtime: Runtime) -> Starlette:
 
     app = Starlette(
         routes=[*domains.routes, *messages.routes, *events.routes, *tags.routes,
-                *webhooks.routes, *suppressions.routes],
+                *webhooks.routes, *suppressions.routes, *contacts.routes],
         middleware=[
             Middleware(RequireApiKey, keys=runtime.keys),
             Middleware(LimitBody, max_bytes=runtime.settings.max_request_bytes),

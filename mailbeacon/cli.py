@@ -105,6 +105,17 @@ def migrate_command(**options: Any) -> None:
     click.echo("database is up to date")
 
 
+@main.command(name="purge")
+@setting_options(("database_url",))
+def purge_command(**options: Any) -> None:
+    """Delete raw events (and old inbound mail, finished webhook posts) past each
+    domain's retention; stats are kept. `serve` also does this every hour."""
+    from mailbeacon.retention import purge
+
+    removed = purge(_database(options))
+    click.echo(", ".join(f"{n} {table}" for table, n in removed.items()) + " deleted")
+
+
 @main.group()
 def keys() -> None:
     """API keys (HTTP basic auth, user 'api')."""

@@ -3,8 +3,10 @@
 `purge` deletes raw data older than each domain's `retention_days`: events, finished
 webhook deliveries, and stored inbound messages. Stats counters (stats_buckets,
 dimension_stats, link_stats) are never purged: they hold counts, not people.
-Suppressions are kept forever. Deletes run in batches of `batch_size` rows, each in its
-own short transaction, so a large purge never holds the write lock for long.
+Suppressions are kept forever. Not purged either: messages, deliveries, recipient_state
+and contacts (job history, per-recipient status and scores; contact erasure removes a
+person's). Deletes run in batches of `batch_size` rows, each in its own short
+transaction, so a large purge never holds the write lock for long.
 
 Call `purge(db)` periodically (hourly is plenty) from any one process or from cron; runs
 in several processes at once are harmless, only wasteful.
@@ -150,8 +152,7 @@ def _purge(db: Database, key: Any, batch_size: int, *where: ColumnElement[bool])
         # Oldest ids first: they are the likeliest to match.
         batch = select(key).where(*where).order_by(key).limit(batch_size)
         with db.write() as conn:
-            # Materialised first: PostgreSQL and SQLite both allow LIMIT in an IN
-            # subquery, but a list makes the statement's rowcount exact on both.
+            # The ids are read first, so the count returned is exactly what was deleted.
             ids = list(conn.execute(batch).scalars())
             if ids:
                 conn.execute(delete(table).where(key.in_(ids)))

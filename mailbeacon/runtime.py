@@ -12,6 +12,7 @@ from mailbeacon.apikeys import KeyChecker
 from mailbeacon.errors import ConfigError
 from mailbeacon.inbound.mailbox import MailboxConfig, MailboxError, PollResult, poll_once
 from mailbeacon.inbound.receiver import InboundReceiver
+from mailbeacon.retention import purge
 from mailbeacon.send.outbox import LocalOutbox
 from mailbeacon.send.relay import Relay
 from mailbeacon.send.smtp import SmtpHandler, start_smtp_server, tls_context
@@ -75,6 +76,8 @@ class Runtime:
             self._tasks.append(asyncio.create_task(self.worker.run(), name="delivery-worker"))
         if self.webhook_sender is not None:
             self._tasks.append(asyncio.create_task(self.webhook_sender.run(), name="webhooks"))
+        if self.worker is not None:  # one purge loop per process is enough, and cheap
+            self._tasks.append(asyncio.create_task(self._purge_loop(), name="retention"))
         if self.settings.bounce_mailbox:
             self._tasks.append(asyncio.create_task(self._poll_mailbox(), name="mailbox"))
         if self.relay is None:
@@ -91,6 +94,17 @@ class Runtime:
                 await task
         await self.recorder.stop()
         self.db.dispose()
+
+    async def _purge_loop(self) -> None:
+        """Hourly: raw events past each domain's retention go; stats stay."""
+        while True:
+            try:
+                removed = await asyncio.to_thread(purge, self.db)
+                if any(removed.values()):
+                    log.info("retention purge: %s", removed)
+            except Exception:
+                log.exception("retention purge failed; trying again in an hour")
+            await asyncio.sleep(3600)
 
     async def _poll_mailbox(self) -> None:
         """Fetch the bounce mailbox now and then; one poll at a time (POP3 locks)."""

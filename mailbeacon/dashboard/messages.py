@@ -72,6 +72,10 @@ def _json_fragment(text: str) -> str:
     return json.dumps(text)[1:-1]
 
 
+def _like_escape(text: str) -> str:
+    return text.replace("/", "//").replace("%", "/%").replace("_", "/_")
+
+
 def list_rows(conn: Connection, domain: str, *, recipient: str = "", subject: str = "",
               tag: str = "", before: str | None = None, after: str | None = None,
               limit: int = PAGE_SIZE) -> tuple[list[Row], bool]:
@@ -90,17 +94,15 @@ def list_rows(conn: Connection, domain: str, *, recipient: str = "", subject: st
         .where(m.c.domain == domain)
     )
     if recipient:
-        query = query.where(d.c.recipient.ilike(f"%{recipient.strip()}%", escape="\\")
-                            if False else
-                            d.c.recipient.icontains(recipient.strip(), autoescape=True))
+        query = query.where(d.c.recipient.icontains(recipient.strip(), autoescape=True))
     if subject:
         # headers is JSON text whose keys come in a fixed order (message-id, from, to,
         # subject, list-id): text after '"subject": "' is the subject (or the list id).
-        query = query.where(m.c.headers.icontains(
-            f'"subject": "%{_json_fragment(subject.strip())}', autoescape=False))
+        query = query.where(m.c.headers.ilike(
+            f'%"subject": "%{_like_escape(_json_fragment(subject.strip()))}%', escape="/"))
     if tag:
-        query = query.where(m.c.tags.contains(
-            _json_fragment(json.dumps(tag.strip().lower())), autoescape=True))
+        query = query.where(m.c.tags.contains(json.dumps(tag.strip().lower()),
+                                              autoescape=True))
     ascending = after is not None and before is None
     if before is not None:
         query = query.where(d.c.id < before)

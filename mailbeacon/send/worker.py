@@ -108,7 +108,7 @@ class DeliveryWorker:
         jobs = await asyncio.to_thread(self._claim, self._concurrency * 4)
         limit = asyncio.Semaphore(self._concurrency)
 
-        async def deliver(job: Job) -> None:
+        async def deliver(job: Job) -> tuple[Job, Outcome | None, float]:
             async with limit:
                 started = time.monotonic()
                 if job.block is not None:
@@ -119,10 +119,12 @@ class DeliveryWorker:
                     composed = self._composer(job).render(job.delivery_id, job.recipient)
                     outcome = await self._relay.send(composed.data, composed.envelope_sender,
                                                      job.recipient)
-                seconds = time.monotonic() - started
-            await asyncio.to_thread(self._record, job, outcome, seconds)
+                return job, outcome, time.monotonic() - started
 
-        await asyncio.gather(*(deliver(job) for job in jobs))
+        # One transaction records the whole batch: far fewer commits than one per message.
+        results = await asyncio.gather(*(deliver(job) for job in jobs))
+        if results:
+            await asyncio.to_thread(self._record, results)
         return len(jobs)
 
     def _composer(self, job: Job) -> Composer:
@@ -183,7 +185,26 @@ class DeliveryWorker:
             for r in rows
         ]
 
-    def _record(self, job: Job, outcome: Outcome | None, seconds: float) -> None:
+    def _record(self, results: list[tuple[Job, Outcome | None, float]]) -> None:
+        """Store the outcomes of a batch; a job whose lease another worker took over
+        (ours expired) is left to that worker."""
+        changes = [self._outcome(*result) for result in results]
+        with self._db.write() as conn:
+            events: list[EventRecord] = []
+            for job, values, event in changes:
+                owned = conn.execute(
+                    deliveries.update()
+                    .where(deliveries.c.id == job.delivery_id,
+                           deliveries.c.status == "sending",
+                           deliveries.c.attempts == job.attempt)
+                    .values(**values)
+                ).rowcount
+                if owned:
+                    events.append(event)
+            write_events(conn, events)
+
+    def _outcome(self, job: Job, outcome: Outcome | None,
+                 seconds: float) -> tuple[Job, dict[str, Any], EventRecord]:
         now = self.clock()
         info = MessageInfo.from_row(job.message_row)
         envelope = {"sender": info.sender, "targets": job.recipient, "transport": "smtp"}
@@ -214,15 +235,7 @@ class DeliveryWorker:
         }
         if retry_at is not None:
             values["next_attempt_at"] = retry_at
-        with self._db.write() as conn:
-            owned = conn.execute(
-                deliveries.update()
-                .where(deliveries.c.id == job.delivery_id, deliveries.c.status == "sending",
-                       deliveries.c.attempts == job.attempt)
-                .values(**values)
-            ).rowcount
-            if owned:  # else our lease expired and another worker took the job over
-                write_events(conn, [event])
+        return job, values, event
 
     def _outcome_event(self, job: Job, outcome: Outcome, status: dict[str, Any],
                        envelope: dict[str, Any], info: MessageInfo,

@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
 )
 
 metadata = MetaData(
@@ -111,6 +112,8 @@ deliveries = Table(
 )
 Index("ix_deliveries_due", deliveries.c.status, deliveries.c.next_attempt_at)
 Index("ix_deliveries_message", deliveries.c.message_id)
+# Contacts, erasure and a recipient's messages look deliveries up by address.
+Index("ix_deliveries_recipient_lower", func.lower(deliveries.c.recipient))
 
 events = Table(
     "events",
@@ -310,6 +313,7 @@ contacts = Table(
     Column("created_at", BigInteger, nullable=False),
 )
 Index("ix_contacts_rank", contacts.c.domain, contacts.c.score_rank)
+Index("ix_recipient_state_recipient", recipient_state.c.domain, recipient_state.c.recipient)
 
 # Without a relay (the embedded default), "delivered" mail lands here, so a newcomer can
 # read it in the dashboard, load its pixel and follow its links.

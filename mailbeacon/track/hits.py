@@ -112,7 +112,9 @@ class HitWriter:
                    messages.c.domain, messages.c.message_id, messages.c.sender,
                    messages.c.headers, messages.c.tags, messages.c.user_variables)
             .join(messages, messages.c.id == deliveries.c.message_id)
-            .where(deliveries.c.id.in_(ids)))}
+            .where(deliveries.c.id.in_(ids))
+            # An erasure running meanwhile waits for us, or we for it (PostgreSQL).
+            .with_for_update(read=True, of=deliveries))}
         settings = self._settings(conn, {r.domain for r in known.values()})
         states = self._states(conn, ids)
         people = self._contacts(conn, {(r.domain, r.recipient.lower())
