@@ -21,6 +21,7 @@ from tests.webhooks.test_webhook_crash import _api
 
 
 def _serve(port: int, url: str, relay: str, cwd: Path) -> subprocess.Popen[bytes]:
+    cwd.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "MAILBEACON_API_KEY": API_KEY, "MAILBEACON_DATABASE_URL": url}
     proc = subprocess.Popen([sys.executable, "-m", "mailbeacon", "serve", "--http",
                              f"127.0.0.1:{port}", "--relay", relay], env=env, cwd=cwd,

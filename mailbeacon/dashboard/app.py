@@ -91,7 +91,7 @@ def _with_security_headers(send: Send, static: bool) -> Send:
 
 
 def _error_page(request: Request, status: int, title: str, message: str) -> Response:
-    return render(request, "error.html", status=status, title=title, message=message)
+    return render(request, "error.html", status_code=status, title=title, message=message)
 
 
 def _not_found(request: Request, exc: Exception) -> Response:

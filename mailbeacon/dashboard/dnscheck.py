@@ -87,9 +87,9 @@ def check_record(record: Record, timeout: float = TIMEOUT) -> Record:
     values: list[str] = []
     for item in answer:
         if record.type == "MX":
-            values.append(str(item.exchange))  # type: ignore[attr-defined]
+            values.append(str(item.exchange))
         elif record.type == "TXT":
-            values.append(b"".join(item.strings).decode("ascii", "replace"))  # type: ignore[attr-defined]
+            values.append(b"".join(item.strings).decode("ascii", "replace"))
         else:
             values.append(item.to_text())
     wanted = _normalize(record.type, record.value)

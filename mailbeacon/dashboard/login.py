@@ -27,7 +27,7 @@ def _login_page(request: Request, status: int = 200, error: str = "",
                 username: str = "", headers: dict[str, str] | None = None) -> Response:
     dash = dashboard(request)
     token = dash.signer.unsign(request.cookies.get(LOGIN_COOKIE)) or secrets.token_urlsafe(32)
-    response = render(request, "login.html", status=status, headers=headers,
+    response = render(request, "login.html", status_code=status, response_headers=headers,
                       login_csrf=token, error=error, username=username,
                       next=safe_back(request.query_params.get("next"), ""))
     response.set_cookie(LOGIN_COOKIE, dash.signer.sign(token), path=PREFIX + "/login",

@@ -109,7 +109,7 @@ def list_rows(conn: Connection, domain: str, *, recipient: str = "", subject: st
     elif after is not None:
         query = query.where(d.c.id > after)
     query = query.order_by(d.c.id.asc() if ascending else d.c.id.desc()).limit(limit + 1)
-    found = conn.execute(query).all()
+    found = list(conn.execute(query).all())
     more = len(found) > limit
     found = found[:limit]
     if ascending:
@@ -132,7 +132,9 @@ def message_list(request: Request) -> Response:
     before = _valid_id(params.get("before"))
     after = _valid_id(params.get("after")) if before is None else None
     with dashboard(request).runtime.db.read() as conn:
-        rows, more = list_rows(conn, domain.name, before=before, after=after, **search)
+        rows, more = list_rows(conn, domain.name, recipient=search["recipient"],
+                               subject=search["subject"], tag=search["tag"], before=before,
+                               after=after)
     filters = {k: v for k, v in search.items() if v}
     older = newer = None
     if rows:

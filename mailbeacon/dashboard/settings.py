@@ -7,6 +7,8 @@ the API's do.
 
 from __future__ import annotations
 
+import contextlib
+
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
@@ -149,10 +151,8 @@ async def save_webhook(request: Request, form: FormData) -> Response:
         await in_thread(ws.set_urls, db, domain.name, webhook, urls, True)
         text = f"Webhook {webhook} saved."
     else:
-        try:
+        with contextlib.suppress(NotFound):  # nothing was subscribed, nothing is: done
             await in_thread(ws.delete, db, domain.name, webhook)
-        except NotFound:
-            pass  # nothing was subscribed, nothing is: done
         text = f"Webhook {webhook} removed."
     return redirect(request, _hooks(domain.name, "urls"), text)
 

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 import jinja2
@@ -129,8 +129,8 @@ def set_flash(request: Request, response: Response, text: str, error: bool = Fal
                         httponly=True, samesite="lax", secure=request.url.scheme == "https")
 
 
-def render(request: Request, template: str, status: int = 200,
-           headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
+def render(request: Request, template: str, status_code: int = 200,
+           response_headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
     """A page: the template with the common context (user, CSRF token, domains, flash)."""
     dash = dashboard(request)
     current: Session | None = request.scope.get("state", {}).get("session")
@@ -144,7 +144,7 @@ def render(request: Request, template: str, status: int = 200,
         domain_names=domain_names, flash=flash, path=request.url.path,
         here=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
         local_outbox=dash.runtime.relay is None, **context)
-    response = HTMLResponse(page, status_code=status, headers=headers)
+    response = HTMLResponse(page, status_code=status_code, headers=response_headers)
     if flash is not None:
         response.delete_cookie(FLASH_COOKIE, path=PREFIX)
     return response
@@ -185,10 +185,10 @@ def action(max_part_size: int = FORM_PART_BYTES) -> Callable[[Action], Callable[
             async with request.form(max_part_size=max_part_size) as form:
                 token = form.get("csrf")
                 if not same_token(token if isinstance(token, str) else None, current.csrf):
-                    return render(request, "error.html", status=403, title="Form expired",
-                                  message="This form was not sent from your dashboard session "
-                                          "(or the session changed). Go back, reload the page "
-                                          "and try again.")
+                    return await in_thread(
+                        render, request, "error.html", status_code=403, title="Form expired",
+                        message="This form was not sent from your dashboard session (or the "
+                                "session changed). Go back, reload the page and try again.")
                 back_field = form.get("back")
                 back = safe_back(back_field if isinstance(back_field, str) else None)
                 try:
@@ -210,7 +210,11 @@ def checkbox(form: FormData, name: str) -> bool:
     return text_field(form, name) in ("on", "yes", "1", "true")
 
 
-async def in_thread(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+T = TypeVar("T")
+
+
+async def in_thread(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run blocking work (database, hashing) off the event loop."""
     return await run_in_threadpool(func, *args, **kwargs)
 
 
