@@ -53,8 +53,9 @@ class Runtime:
                 self.db, self.relay or LocalOutbox(self.db), self.codec, settings.base_url,
                 settings.delivery_concurrency,
                 retry=RetryPolicy(settings.retry_first, settings.retry_max_age))
-        self.webhook_sender = WebhookSender(self.db, timeout=settings.webhook_timeout,
-                                            poll_interval=0.5) if run_worker else None
+        self.webhook_sender = WebhookSender(
+            self.db, timeout=settings.webhook_timeout, poll_interval=0.5,
+            forbid_private=settings.webhook_forbid_private) if run_worker else None
         self.inbound = InboundReceiver(self.db, self.codec, self.recorder)
         self.smtp_tls = None
         if settings.smtp_tls_cert:

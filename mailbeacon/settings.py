@@ -90,6 +90,9 @@ SETTINGS: tuple[Setting, ...] = (
             "engagement score."),
     Setting("webhook_timeout", float, 5.0,
             "Seconds a webhook endpoint has to answer; a slower one is retried later."),
+    Setting("webhook_forbid_private", bool, False,
+            "yes: refuse webhook URLs whose host resolves to a private, loopback or "
+            "link-local address (SSRF protection for multi-tenant installations)."),
     Setting("log_level", str, "info", "debug, info, warning or error."),
 )
 
@@ -120,6 +123,7 @@ class Settings:
     geoip_db: str = ""
     engagement_half_life_days: float = 30.0
     webhook_timeout: float = 5.0
+    webhook_forbid_private: bool = False
     log_level: str = "info"
 
     @property
@@ -160,12 +164,24 @@ def load(overrides: Mapping[str, Any] | None = None,
         if raw is None:
             continue
         try:
-            values[s.name] = s.type(raw)
+            values[s.name] = _flag(raw) if s.type is bool else s.type(raw)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{s.env} must be a {s.type.__name__}, got {raw!r}") from exc
+            kind = "yes or no" if s.type is bool else f"a {s.type.__name__}"
+            raise ConfigError(f"{s.env} must be {kind}, got {raw!r}") from exc
     settings = Settings(**values)
     validate(settings)
     return settings
+
+
+def _flag(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "yes", "true", "on"):
+        return True
+    if text in ("0", "no", "false", "off", ""):
+        return False
+    raise ValueError(f"not yes or no: {raw!r}")
 
 
 def validate(settings: Settings) -> None:

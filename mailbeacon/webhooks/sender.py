@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import and_, or_, select
@@ -54,7 +56,9 @@ def next_state(answer: Answer, attempts: int, now: int) -> tuple[str, int | None
 
 
 async def post(client: httpx.AsyncClient, url: str, payload: dict[str, Any],
-               key: str) -> Answer:
+               key: str, forbid_private: bool = False) -> Answer:
+    if forbid_private and await _private(url):
+        return Answer(None, "refused: the URL's host is a private address")
     body = {"signature": signature_block(key), "event-data": payload}
     try:
         response = await client.post(url, json=body, headers={"User-Agent": USER_AGENT})
@@ -65,10 +69,22 @@ async def post(client: httpx.AsyncClient, url: str, payload: dict[str, Any],
     return Answer(response.status_code, response.text[:500])
 
 
+async def _private(url: str) -> bool:
+    """Whether the URL's host is (or resolves to) a non-public address."""
+    host = urlsplit(url).hostname or ""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+    except OSError:
+        return False  # unresolvable: the post fails on its own
+    return any(not ipaddress.ip_address(info[4][0]).is_global for info in infos)
+
+
 class WebhookSender:
     def __init__(self, db: Database, *, timeout: float = 5.0, concurrency: int = 20,
-                 poll_interval: float = 1.0, clock: Callable[[], int] = now_us) -> None:
+                 poll_interval: float = 1.0, clock: Callable[[], int] = now_us,
+                 forbid_private: bool = False) -> None:
         self._db = db
+        self._forbid_private = forbid_private
         self._timeout = timeout
         self._concurrency = concurrency
         self._poll = poll_interval
@@ -115,7 +131,8 @@ class WebhookSender:
 
         async def one(row: Any) -> None:
             async with limit:
-                answer = await post(client, row.url, json.loads(row.payload), keys[row.domain])
+                answer = await post(client, row.url, json.loads(row.payload), keys[row.domain],
+                                    self._forbid_private)
             await asyncio.to_thread(self._record, row, answer)
 
         await asyncio.gather(*(one(row) for row in rows))

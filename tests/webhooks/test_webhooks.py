@@ -178,3 +178,17 @@ async def test_signing_key_rotation_and_test_endpoint(service: Service,
     receiver.status = 500
     r = await service.client.post(f"{BASE}/test", data={"url": receiver.url})
     assert r.json()["code"] == 500 and r.json()["outcome"] == "retry"
+
+
+async def test_private_addresses_can_be_forbidden(service: Service, receiver: Receiver) -> None:
+    clock = [now_us() + 1_000_000]
+    for task in service.runtime._tasks:
+        task.cancel()
+    await asyncio.sleep(0.05)
+    sender = WebhookSender(service.runtime.db, clock=lambda: clock[0], forbid_private=True)
+    await _subscribe(service, "accepted", receiver.url)  # 127.0.0.1: not public
+    await service.send(to="alice@example.org", subject="x", text="y")
+    assert await sender.run_once() == 1
+    assert receiver.events() == []
+    r = await service.client.get(f"{BASE}/deliveries")
+    assert "private address" in r.json()["items"][0]["last-error"]
