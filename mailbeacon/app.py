@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from mailbeacon.api import (
@@ -22,6 +26,7 @@ from mailbeacon.api import (
 from mailbeacon.api.auth import RequireApiKey
 from mailbeacon.api.errors import api_error, http_error, unexpected_error
 from mailbeacon.api.limits import LimitBody
+from mailbeacon.api.openapi import openapi_document
 from mailbeacon.errors import ApiError
 from mailbeacon.runtime import Runtime
 from mailbeacon.settings import Settings
@@ -37,15 +42,37 @@ class MailbeaconApp:
         self.tracking = TrackingEndpoints(runtime.codec, runtime.recorder)
         self.unsubscribe = UnsubscribeEndpoint(runtime.codec, runtime.recorder)
         self.api = build_api(runtime)
+        self.openapi = JSONResponse(openapi_document(self.api.routes))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         prefix = scope["path"][:3] if scope["type"] == "http" else ""
+        if prefix == "/op" and scope["path"] == "/openapi.json":  # public: no secrets in it
+            await self.openapi(scope, receive, send)
+            return
         if prefix in ("/o/", "/c/"):
             await self.tracking(scope, receive, send)
         elif prefix == "/u/":
             await self.unsubscribe(scope, receive, send)
         else:
             await self.api(scope, receive, send)
+
+
+def merge_routes(routes: list[BaseRoute]) -> list[BaseRoute]:
+    """One route per path, whatever the methods: a 405 then lists in `Allow` every
+    method the path takes (separate routes per method would each list only theirs)."""
+    by_path: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        assert isinstance(route, Route) and route.methods
+        for method in route.methods:
+            by_path.setdefault(route.path, {})[method] = route.endpoint
+    merged: list[BaseRoute] = []
+    for path, handlers in by_path.items():
+        async def endpoint(request: Request, handlers: dict[str, Any] = handlers) -> Response:
+            response: Response = await handlers[request.method](request)
+            return response
+
+        merged.append(Route(path, endpoint, methods=sorted(handlers)))
+    return merged
 
 
 def build_api(runtime: Runtime) -> Starlette:
@@ -58,8 +85,8 @@ def build_api(runtime: Runtime) -> Starlette:
             await runtime.stop()
 
     app = Starlette(
-        routes=[*domains.routes, *messages.routes, *events.routes, *tags.routes,
-                *webhooks.routes, *suppressions.routes, *contacts.routes],
+        routes=merge_routes([*domains.routes, *messages.routes, *events.routes, *tags.routes,
+                             *webhooks.routes, *suppressions.routes, *contacts.routes]),
         middleware=[
             Middleware(RequireApiKey, keys=runtime.keys),
             Middleware(LimitBody, max_bytes=runtime.settings.max_request_bytes),

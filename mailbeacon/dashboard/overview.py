@@ -115,11 +115,11 @@ def index(request: Request) -> Response:
     _, found = dom.list_domains(db, limit=1000)
     since = _now_hour() - 23 * HOUR
     with db.read() as conn:
-        sent = dict(conn.execute(
+        sent = {row[0]: row[1] for row in conn.execute(
             select(stats_buckets.c.domain, func.sum(stats_buckets.c.count))
             .where(stats_buckets.c.tag == "", stats_buckets.c.event == "accepted",
                    stats_buckets.c.hour >= since)
-            .group_by(stats_buckets.c.domain)).tuples().all())
+            .group_by(stats_buckets.c.domain))}
     return render(request, "index.html", domains=found,
                   sent={k: int(v or 0) for k, v in sent.items()})
 
