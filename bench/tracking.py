@@ -83,9 +83,10 @@ http {{
     return proc
 
 
-def start_mailbeacon(folder: Path, port: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_mailbeacon(folder: Path, port: int,
+                     recording: str = "commit") -> tuple[subprocess.Popen[bytes], str]:
     db = folder / "bench.db"
-    env = {**os.environ, "MAILBEACON_API_KEY": KEY,
+    env = {**os.environ, "MAILBEACON_API_KEY": KEY, "MAILBEACON_RECORDING": recording,
            "MAILBEACON_DATABASE_URL": f"sqlite:///{db}", "MAILBEACON_LOG_LEVEL": "warning"}
     proc = subprocess.Popen([sys.executable, "-m", "mailbeacon", "serve", "--http",
                              f"127.0.0.1:{port}"], env=env, cwd=folder,
@@ -118,6 +119,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--recording", choices=("commit", "journal"), default="commit",
+                        help="mailbeacon's recording mode (see README)")
     args = parser.parse_args()
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None:
@@ -125,7 +128,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="mb-bench-"))
     nginx_port, mb_port = free_port(), free_port()
     nginx = start_nginx(folder, nginx_port)
-    mb, db_file = start_mailbeacon(folder, mb_port)
+    mb, db_file = start_mailbeacon(folder, mb_port, args.recording)
     try:
         api(mb_port, "/v3/domains", [("name", "example.com")])
         api(mb_port, "/v3/example.com/messages", [
@@ -152,6 +155,10 @@ def main() -> None:
                 if name != "nginx empty_gif":
                     kind = "opened" if "/o/" in name else "clicked"
                     acknowledged[kind] += int(result["requests"] - result["bad"])
+        for _ in range(600):  # journal mode: wait until the journal is loaded
+            if not any((folder / "mailbeacon-spool").glob("hits-*")):
+                break
+            time.sleep(0.1)
         time.sleep(1)
         with sqlite3.connect(db_file) as conn:
             stored = dict(conn.execute(
@@ -164,7 +171,7 @@ def main() -> None:
         nginx.wait(10)
     base = statistics.median(r["rps"] for r in results["nginx empty_gif"])
     print(f"\n{args.connections} connections, {args.seconds} s x {args.rounds} rounds, "
-          f"wrk -t2, {os.cpu_count()} cores")
+          f"wrk -t2, {os.cpu_count()} cores, recording={args.recording}")
     print(f"{'target':<18}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'x nginx':>9}")
     for name, runs in results.items():
         rps = statistics.median(r["rps"] for r in runs)

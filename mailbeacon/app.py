@@ -19,6 +19,7 @@ from mailbeacon.api import (
     domains,
     events,
     messages,
+    stats,
     suppressions,
     tags,
     webhooks,
@@ -85,7 +86,8 @@ def build_api(runtime: Runtime) -> Starlette:
             await runtime.stop()
 
     app = Starlette(
-        routes=merge_routes([*domains.routes, *messages.routes, *events.routes, *tags.routes,
+        routes=merge_routes([*domains.routes, *messages.routes, *events.routes, *stats.routes,
+                             *tags.routes,
                              *webhooks.routes, *suppressions.routes, *contacts.routes]),
         middleware=[
             Middleware(RequireApiKey, keys=runtime.keys),
@@ -98,6 +100,7 @@ def build_api(runtime: Runtime) -> Starlette:
         },
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False  # an API answers, it does not redirect
     app.state.runtime = runtime
     return app
 

@@ -44,7 +44,7 @@ class Runtime:
         self.recorder = Recorder(
             self.db, HitWriter(GeoLookup(settings.geoip_db or None),
                                settings.engagement_half_life_days),
-            Spool(Path(settings.spool_dir)))
+            Spool(Path(settings.spool_dir)), journal=settings.recording == "journal")
         self.relay = Relay.from_url(settings.relay, settings.relay_timeout) if settings.relay \
             else None
         self.worker: DeliveryWorker | None = None

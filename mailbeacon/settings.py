@@ -78,6 +78,11 @@ SETTINGS: tuple[Setting, ...] = (
             "twice as long."),
     Setting("retry_max_age", float, 28800.0,
             "Seconds after the first attempt when temporary failures become permanent."),
+    Setting("recording", str, "commit",
+            "commit: an open or click is answered once it is in the database. journal: "
+            "once it is appended to a local journal (spool_dir) that is loaded into the "
+            "database in large batches: several times the throughput, events appear a "
+            "moment later; as durable against a process crash."),
     Setting("spool_dir", str, "mailbeacon-spool",
             "Folder where opens and clicks wait while the database is unreachable; they "
             "are written to the database when it is back."),
@@ -119,6 +124,7 @@ class Settings:
     delivery_concurrency: int = 10
     retry_first: float = 600.0
     retry_max_age: float = 28800.0
+    recording: str = "commit"
     spool_dir: str = "mailbeacon-spool"
     geoip_db: str = ""
     engagement_half_life_days: float = 30.0
@@ -204,6 +210,8 @@ def validate(settings: Settings) -> None:
         raise ConfigError("MAILBEACON_PUBLIC_URL must start with http:// or https://")
     if settings.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("MAILBEACON_LOG_LEVEL must be debug, info, warning or error")
+    if settings.recording not in ("commit", "journal"):
+        raise ConfigError("MAILBEACON_RECORDING must be commit or journal")
     if settings.engagement_half_life_days <= 0:
         raise ConfigError("MAILBEACON_ENGAGEMENT_HALF_LIFE_DAYS must be positive")
     if settings.geoip_db and not os.path.isfile(settings.geoip_db):

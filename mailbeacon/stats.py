@@ -38,6 +38,12 @@ Campaign report (a campaign is a tag), with every rate 0.0 when its denominator 
     rates.complained   = complained / delivered
 
 Rates are not capped at 1: a window can hold opens of messages delivered before it.
+
+Aggregates and breakdowns read `dimension_stats`, where the unique counters are rows like
+any other: `unique_opened` / `unique_clicked` of a value count the first open / click of a
+message x recipient, under the country, device, ... of that first hit. Non-hit events
+(accepted, delivered, complained) carry only the `provider` dimension, so they show up in
+`providers` alone. Top links are all time whatever the period: `link_stats` has no time.
 """
 
 from __future__ import annotations

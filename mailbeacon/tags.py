@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, Connection, delete, select, update
 
 from mailbeacon.errors import NotFound
 from mailbeacon.storage.db import Database, upsert_add
-from mailbeacon.storage.schema import stats_buckets, tags
+from mailbeacon.storage.schema import dimension_stats, link_stats, stats_buckets, tags
 
 Page = Literal["first", "last", "next", "prev"]
 PAGES: tuple[Page, ...] = ("first", "last", "next", "prev")
@@ -101,8 +101,8 @@ def delete_tag(db: Database, domain: str, tag: str) -> None:
         done = conn.execute(delete(tags).where(tags.c.domain == domain, tags.c.tag == tag))
         if done.rowcount == 0:
             raise NotFound("tag not found")  # rolls back: nothing else is deleted either
-        conn.execute(delete(stats_buckets).where(stats_buckets.c.domain == domain,
-                                                 stats_buckets.c.tag == tag))
+        for table in (stats_buckets, dimension_stats, link_stats):  # all its counters
+            conn.execute(delete(table).where(table.c.domain == domain, table.c.tag == tag))
 
 
 def _byte_order(conn: Connection, column: ColumnElement[Any]) -> ColumnElement[Any]:

@@ -159,7 +159,7 @@ def _limit(raw: str | None) -> int:
     return int(raw)
 
 
-# {tag} without the path converter: these go before the Tags API's {tag:path} routes.
+# These go before the Tags API's /v3/{domain}/tags/{tag} routes.
 # The .csv route comes first, or {tag} would take "promo.csv" as the tag.
 routes = [
     Route("/v3/{domain}/stats/total", domain_stats, methods=["GET"]),

@@ -114,10 +114,10 @@ def _limit(request: Request) -> int:
     return int(raw)
 
 
-# {tag:path}: a tag may contain '/', which arrives decoded from %2F.
+# {tag}: a tag may contain '/', which arrives decoded from %2F.
 routes = [
     Route("/v3/{domain}/tags", list_tags, methods=["GET"]),
-    Route("/v3/{domain}/tags/{tag:path}", get_tag, methods=["GET"]),
-    Route("/v3/{domain}/tags/{tag:path}", update_tag, methods=["PUT"]),
-    Route("/v3/{domain}/tags/{tag:path}", delete_tag, methods=["DELETE"]),
+    Route("/v3/{domain}/tags/{tag}", get_tag, methods=["GET"]),
+    Route("/v3/{domain}/tags/{tag}", update_tag, methods=["PUT"]),
+    Route("/v3/{domain}/tags/{tag}", delete_tag, methods=["DELETE"]),
 ]

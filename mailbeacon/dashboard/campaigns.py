@@ -62,7 +62,7 @@ def campaign_list(request: Request) -> Response:
               "next": link("next", found[-1].tag) if found else None,
               "prev": link("prev", found[0].tag) if found else None}
     return render(request, "campaigns.html", domain=domain, nav="campaigns", rows=rows,
-                  human=human, prefix=prefix, paging=paging)
+                  human=human, tag_prefix=prefix, paging=paging)
 
 
 def _report(request: Request) -> tuple[Any, stats.CampaignReport, str]:

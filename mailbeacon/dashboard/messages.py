@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy import Connection, select
+from sqlalchemy import ColumnElement, Connection, select
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -17,7 +17,7 @@ from mailbeacon.contacts import message_recipients, status_of
 from mailbeacon.errors import NotFound
 from mailbeacon.ids import id_to_bytes
 from mailbeacon.storage.eventlog import EventQuery
-from mailbeacon.storage.schema import deliveries, messages, recipient_state
+from mailbeacon.storage.schema import contacts, deliveries, events, messages, recipient_state
 
 from . import mime
 from .timeline import load_timeline
@@ -26,6 +26,7 @@ from .web import dashboard, get_domain, int_param, render
 PAGE_SIZE = 50
 RECIPIENTS_PAGE = 100
 TIMELINE_PAGE = 100
+MAX_ADDRESSES = 200  # addresses a recipient search looks at
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,28 @@ def _like_escape(text: str) -> str:
     return text.replace("/", "//").replace("%", "/%").replace("_", "/_")
 
 
+def _recipient_condition(conn: Connection, domain: str, term: str) -> ColumnElement[bool]:
+    """Deliveries to addresses containing `term`, found through indexes where possible.
+
+    deliveries.recipient has no index, so the matching addresses come from `contacts`
+    (one row per address) and their deliveries from the `accepted` events (indexed by
+    recipient). Events older than the retention period are gone: when that finds nothing,
+    the deliveries themselves are scanned (slower, but old messages are still found).
+    """
+    addresses = list(conn.execute(
+        select(contacts.c.address).where(
+            contacts.c.domain == domain, contacts.c.address.contains(term, autoescape=True))
+        .limit(MAX_ADDRESSES)).scalars())
+    if addresses:
+        by_events = deliveries.c.id.in_(
+            select(events.c.delivery_id).where(
+                events.c.domain == domain, events.c.recipient.in_(addresses),
+                events.c.event == "accepted"))
+        if conn.execute(select(deliveries.c.id).where(by_events).limit(1)).first():
+            return by_events
+    return deliveries.c.recipient.icontains(term, autoescape=True)
+
+
 def list_rows(conn: Connection, domain: str, *, recipient: str = "", subject: str = "",
               tag: str = "", before: str | None = None, after: str | None = None,
               limit: int = PAGE_SIZE) -> tuple[list[Row], bool]:
@@ -94,7 +117,7 @@ def list_rows(conn: Connection, domain: str, *, recipient: str = "", subject: st
         .where(m.c.domain == domain)
     )
     if recipient:
-        query = query.where(d.c.recipient.icontains(recipient.strip(), autoescape=True))
+        query = query.where(_recipient_condition(conn, domain, recipient.strip().lower()))
     if subject:
         # headers is JSON text whose keys come in a fixed order (message-id, from, to,
         # subject, list-id): text after '"subject": "' is the subject (or the list id).

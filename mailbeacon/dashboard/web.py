@@ -129,9 +129,16 @@ def set_flash(request: Request, response: Response, text: str, error: bool = Fal
                         httponly=True, samesite="lax", secure=request.url.scheme == "https")
 
 
+_COMMON = frozenset({"prefix", "request", "session", "csrf", "domain_names", "flash", "path",
+                     "here", "local_outbox"})
+
+
 def render(request: Request, template: str, status_code: int = 200,
            response_headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
     """A page: the template with the common context (user, CSRF token, domains, flash)."""
+    clash = _COMMON & context.keys()
+    if clash:  # a page's variable would hide a common one (say, the URL prefix)
+        raise ValueError(f"reserved template names: {sorted(clash)}")
     dash = dashboard(request)
     current: Session | None = request.scope.get("state", {}).get("session")
     domain_names: list[str] = []

@@ -116,8 +116,8 @@ def check_tags(tags: list[str]) -> None:
         if not tag or len(tag) > MAX_TAG_LENGTH or not tag.isascii() or not tag.isprintable():
             raise BadRequest(
                 f"Tag {tag!r} must be 1 to {MAX_TAG_LENGTH} printable ASCII characters")
-        if "|" in tag:
-            raise BadRequest(f"Tag {tag!r} must not contain '|'")
+        if "|" in tag or "/" in tag:  # "|" separates stored tags; "/" would break URLs
+            raise BadRequest(f"Tag {tag!r} must not contain '|' or '/'")
 
 
 def normalize_tags(tags: list[str]) -> list[str]:

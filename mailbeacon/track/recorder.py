@@ -29,8 +29,13 @@ log = logging.getLogger("mailbeacon.recorder")
 
 class Recorder:
     def __init__(self, db: Database, writer: HitWriter | None = None,
-                 spool: Spool | None = None) -> None:
+                 spool: Spool | None = None, journal: bool = False) -> None:
         self._db = db
+        # Journal mode: a hit is acknowledged once appended to the local journal (it
+        # survives a process crash like SQLite's WAL) and loaded into the database in
+        # large batches in the background: much higher throughput, events visible a
+        # moment later. Commit mode (default): acknowledged once in the database.
+        self.journal = journal and spool is not None
         self._writer = writer or HitWriter()
         self.spool = spool
         self._replay_task: asyncio.Task[None] | None = None
@@ -58,6 +63,10 @@ class Recorder:
         if self._task is not None:
             while self._pending:
                 await asyncio.sleep(0.01)
+            if self.journal and self.spool is not None and self.spool.pending():
+                with contextlib.suppress(Exception):  # else the next start loads them
+                    await asyncio.get_running_loop().run_in_executor(
+                        self._executor, self.spool.replay, self._commit_in, self._db.write)
             for task in (self._task, self._replay_task):
                 if task is not None:
                     task.cancel()
@@ -82,6 +91,9 @@ class Recorder:
             if not batch:
                 continue
             hits = [h for h, _ in batch]
+            if self.journal:
+                self._journal(batch, hits)
+                continue
             try:
                 if loop.time() < self._down_until:
                     raise ConnectionError("database marked unavailable")
@@ -110,12 +122,30 @@ class Recorder:
                     if not future.done():
                         future.set_result(None)
 
+    def _journal(self, batch: list[tuple[Hit, asyncio.Future[None]]], hits: list[Hit]) -> None:
+        assert self.spool is not None
+        try:
+            self.spool.append(hits)  # one write() for the batch, on the loop: microseconds
+        except Exception as failure:
+            log.error("could not journal %d hits: %s", len(hits), failure)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(failure)
+            return
+        self.spooled += len(hits)
+        self.batches += 1
+        self.hits += len(hits)
+        for _, future in batch:
+            if not future.done():
+                future.set_result(None)
+
     async def _replay_loop(self) -> None:
-        """Every few seconds, put spooled hits into the database if it is back."""
+        """Put spooled hits into the database: continuously in journal mode, else every
+        second once the database is back."""
         assert self.spool is not None
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.02 if self.journal else 1.0)
             if loop.time() < self._down_until or not self.spool.pending():
                 continue
             try:

@@ -9,6 +9,7 @@ a replay interrupted by a crash is never applied twice: none lost, none doubled.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -30,6 +31,10 @@ _MARK = "spool:"
 
 
 class Spool:
+    """Journal files in one folder: `hits-<pid>-<random>.open` while a process appends
+    to it, `.jsonl` once closed, `.replaying-<pid>` while a process loads it. A name is
+    never reused, so the mark of a loaded file can never hide a newer one."""
+
     def __init__(self, folder: Path, fsync: bool = False) -> None:
         self.folder = folder
         self._fsync = fsync
@@ -42,8 +47,9 @@ class Spool:
         lines = "".join(json.dumps({**asdict(h), "kind": int(h.kind)}) + "\n" for h in hits)
         with self._lock:
             if self._file is None or self._count >= FILE_HITS:
+                self._close()
                 self.folder.mkdir(parents=True, exist_ok=True)
-                self._file = self.folder / f"hits-{os.getpid()}-{secrets.token_hex(6)}.jsonl"
+                self._file = self.folder / f"hits-{os.getpid()}-{secrets.token_hex(8)}.open"
                 self._count = 0
             with open(self._file, "a", encoding="utf-8") as out:
                 out.write(lines)
@@ -52,27 +58,34 @@ class Spool:
                     os.fsync(out.fileno())
             self._count += len(hits)
 
+    def _close(self) -> None:
+        if self._file is not None:
+            self._file.rename(self._file.with_suffix(".jsonl"))
+            self._file = None
+
     def pending(self) -> bool:
-        return self.folder.is_dir() and any(self.folder.glob("hits-*.jsonl*"))
+        return self.folder.is_dir() and any(self.folder.glob("hits-*"))
 
     def replay(self, commit: Callable[[Connection, list[Hit]], None],
                transaction: Callable[[], object]) -> int:
-        """Apply every closed journal file; returns the number of hits replayed.
+        """Load every closed journal file; returns the number of hits loaded.
 
         `transaction()` gives a context manager yielding a connection (db.write).
         """
         with self._lock:
             if self._file is not None and self._file.exists():
-                self._file = None  # close the current file: new hits start a new one
+                self._close()  # new hits start a new file
+        if not self.folder.is_dir():
+            return 0
+        for path in self.folder.glob("hits-*.open"):  # a crashed process's last file
+            if not _alive(path.name):
+                with contextlib.suppress(FileNotFoundError):
+                    path.rename(path.with_suffix(".jsonl"))
         replayed = 0
-        for path in sorted(self.folder.glob("hits-*.jsonl*")):
-            claimed = path if path.name.endswith(".replaying") else \
-                path.with_name(path.name + ".replaying")
-            if claimed != path:
-                try:
-                    path.rename(claimed)  # atomic: two processes never take one file
-                except FileNotFoundError:
-                    continue
+        for path in sorted(self.folder.glob("hits-*")):
+            claimed = self._claim(path)
+            if claimed is None:
+                continue
             mark = _MARK + claimed.name.split(".")[0]
             hits = [_hit(line) for line in claimed.read_text("utf-8").splitlines()
                     if line.strip()]
@@ -84,8 +97,33 @@ class Spool:
                     conn.execute(installation.insert().values(name=mark, value="replayed"))
                     replayed += len(hits)
             claimed.unlink()
-            log.info("replayed %d spooled hits from %s", len(hits), claimed.name)
+            log.info("loaded %d journaled hits from %s", len(hits), claimed.name)
         return replayed
+
+    def _claim(self, path: Path) -> Path | None:
+        """Rename a file to ours atomically (two processes never load one file)."""
+        base, _, state = path.name.partition(".")
+        if state == "jsonl" or (state.startswith("replaying-") and not _alive(
+                "x-" + state.removeprefix("replaying-"))):
+            claimed = path.with_name(f"{base}.replaying-{os.getpid()}")
+            try:
+                path.rename(claimed)
+            except FileNotFoundError:
+                return None
+            return claimed
+        return None
+
+
+def _alive(name: str) -> bool:
+    """Whether the process whose pid is the second part of `name` still runs."""
+    try:
+        pid = int(name.split("-")[1].split(".")[0])
+        os.kill(pid, 0)
+    except (IndexError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _hit(line: str) -> Hit:

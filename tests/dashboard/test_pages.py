@@ -347,8 +347,9 @@ async def test_pages_run_a_fixed_number_of_queries(dash: Dash) -> None:
                               else "one@example.org")
             statements: list[str] = []
 
-            def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-                statements.append(statement)
+            def count(conn: Any, cursor: Any, statement: str, *args: Any,
+                      seen: list[str] = statements) -> None:
+                seen.append(statement)
 
             engines = {quiet.db._reader, quiet.db._writer}
             for engine in engines:
