@@ -65,3 +65,20 @@ async def test_answer_waits_for_the_commit(service: Service, smtp_relay: SmtpRel
     holder.join()
     assert response.status_code == 200
     assert _count(service, "opened") == 1
+
+
+async def test_journal_mode(service_factory: object, smtp_relay: SmtpRelay) -> None:
+    """Answered once journaled; in the database a moment later, each hit once."""
+    async with service_factory(relay=smtp_relay.url, recording="journal") as service:  # type: ignore[operator]
+        await service.add_domain()
+        pixel = await _pixel(service, smtp_relay)
+        results = await asyncio.gather(*[service.hit(pixel) for _ in range(100)])
+        assert all(r.status_code == 200 for r in results)
+        assert service.runtime.recorder.spooled == 100
+        for _ in range(100):
+            if _count(service, "opened") == 100:
+                break
+            await asyncio.sleep(0.05)
+        assert _count(service, "opened") == 100
+        await asyncio.sleep(0.3)
+        assert _count(service, "opened") == 100
