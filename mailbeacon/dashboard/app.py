@@ -21,7 +21,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mailbeacon.errors import BadRequest, NotFound
+from mailbeacon.api.limits import LimitBody
+from mailbeacon.errors import BadRequest, NotFound, PayloadTooLarge
 from mailbeacon.runtime import Runtime
 
 from . import campaigns, contacts, login, messages, outbox, overview, settings, suppressions
@@ -104,6 +105,11 @@ def _bad_request(request: Request, exc: Exception) -> Response:
     return _error_page(request, 400, "Bad request", exc.message)
 
 
+def _too_large(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PayloadTooLarge)
+    return _error_page(request, 413, "Too large", exc.message)
+
+
 def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
@@ -134,10 +140,12 @@ def build_dashboard(runtime: Runtime) -> ASGIApp:
     ]
     app = Starlette(
         routes=[Mount(PREFIX, routes=routes)],
-        middleware=[Middleware(Guard, dashboard=dash)],
+        middleware=[Middleware(Guard, dashboard=dash),
+                    Middleware(LimitBody, max_bytes=runtime.settings.max_request_bytes)],
         exception_handlers={
             NotFound: _not_found,
             BadRequest: _bad_request,
+            PayloadTooLarge: _too_large,
             HTTPException: _http_error,
             Exception: _unexpected,
         },

@@ -366,3 +366,11 @@ async def test_pages_run_a_fixed_number_of_queries(dash: Dash) -> None:
             counts.append(len(statements))
         assert counts[0] == counts[1], counts
     quiet.db.dispose()
+
+
+def test_charts_leave_no_legacy_import_hook() -> None:
+    import sys
+
+    import mailbeacon.dashboard.charts  # noqa: F401
+
+    assert not any(type(f).__name__ == "PluginImportFixer" for f in sys.meta_path)
