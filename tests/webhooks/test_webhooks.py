@@ -192,3 +192,29 @@ async def test_private_addresses_can_be_forbidden(service: Service, receiver: Re
     assert receiver.events() == []
     r = await service.client.get(f"{BASE}/deliveries")
     assert "private address" in r.json()["items"][0]["last-error"]
+
+
+async def test_receiver_down_for_an_hour(service: Service, receiver: Receiver) -> None:
+    """Every event reaches the receiver once it is back, none twice."""
+    clock = [now_us() + 1_000_000]
+    sender = _sender(service, clock)
+    await asyncio.sleep(0.05)
+    await _subscribe(service, "accepted", receiver.url)
+    receiver.status = 503
+    for i in range(10):
+        await service.send(to=f"user{i}@example.org", subject="x", text="y")
+    minute = 60 * 1_000_000
+    for _ in range(60):  # an hour of simulated time, a check every minute
+        await sender.run_once()
+        clock[0] += minute
+    failed_posts = len(receiver.events())
+    assert failed_posts >= 30  # tried at 0, 5, 15 and 30 minutes at least
+    receiver.status = 200
+    receiver.received.clear()
+    for _ in range(4 * 60):  # the next retries fall due within the following hours
+        await sender.run_once()
+        clock[0] += minute
+    ids = [e["id"] for e in receiver.events()]
+    assert len(ids) == 10 and len(set(ids)) == 10
+    stored = {e["id"] for e in await service.events(event="accepted")}
+    assert set(ids) == stored
