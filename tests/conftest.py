@@ -204,7 +204,8 @@ def service_factory(database_url: str, tmp_path: Path) -> Iterator[Callable[...,
         settings.setdefault("api_key", API_KEY)
         settings.setdefault("spool_dir", str(tmp_path / "spool"))
         settings.setdefault("database_url", database_url)
-        runtime = Runtime(Settings(**settings))
+        run_worker = settings.pop("run_worker", True)  # False: tests drive workers by hand
+        runtime = Runtime(Settings(**settings), run_worker=run_worker)
         await runtime.start()
         transport = httpx.ASGITransport(app=MailbeaconApp(runtime))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from mailbeacon.send.relay import Relay
@@ -38,13 +40,15 @@ def test_retry_policy_doubles_until_the_deadline() -> None:
     assert now == 8 * 60 * MINUTE
 
 
+@pytest.fixture
+async def service(service_factory: Any, smtp_relay: SmtpRelay) -> AsyncIterator[Service]:
+    """A service whose delivery worker does not run: each test drives its own."""
+    async with service_factory(relay=smtp_relay.url, run_worker=False) as svc:
+        await svc.add_domain("example.com")
+        yield svc
+
+
 async def _worker(service: Service, relay: SmtpRelay, clock: Clock) -> DeliveryWorker:
-    # A worker of our own, driven by hand: the service's own one is stopped.
-    own = service.runtime.worker
-    assert own is not None
-    for task in service.runtime._tasks:
-        task.cancel()
-    await asyncio.sleep(0.05)
     return DeliveryWorker(service.runtime.db, Relay.from_url(relay.url), service.runtime.codec,
                           "http://127.0.0.1:8080", retry=RetryPolicy(600, 8 * 3600),
                           clock=clock)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -97,19 +97,31 @@ async def test_first_opened_only_once(service: Service, smtp_relay: SmtpRelay,
     assert first["event"] == "first_opened"
 
 
+@pytest.fixture
+async def quiet(service_factory: Any) -> AsyncIterator[Service]:
+    """A service whose worker and webhook sender do not run: tests drive a sender."""
+    async with service_factory(run_worker=False) as svc:
+        await svc.add_domain("example.com")
+        yield svc
+
+
+@pytest.fixture
+def quiet_receiver(quiet: Service) -> Iterator[Receiver]:
+    found = Receiver(lambda: signing_key(quiet.runtime.db, "example.com")).start()
+    yield found
+    found.stop()
+
+
 def _sender(service: Service, clock: list[int], timeout: float = 5.0) -> WebhookSender:
-    for task in service.runtime._tasks:  # the service's own sender and worker stop
-        task.cancel()
     return WebhookSender(service.runtime.db, timeout=timeout, clock=lambda: clock[0])
 
 
-async def test_outcomes_and_retry_schedule(service: Service, receiver: Receiver) -> None:
+async def test_outcomes_and_retry_schedule(quiet: Service, quiet_receiver: Receiver) -> None:
     clock = [now_us() + 1_000_000]
-    sender = _sender(service, clock)
-    await asyncio.sleep(0.05)
-    await _subscribe(service, "accepted", receiver.url)
-    receiver.status = 500
-    await service.send(to="alice@example.org", subject="x", text="y", **{"o:testmode": "no"})
+    sender = _sender(quiet, clock)
+    await _subscribe(quiet, "accepted", quiet_receiver.url)
+    quiet_receiver.status = 500
+    await quiet.send(to="alice@example.org", subject="x", text="y", **{"o:testmode": "no"})
     assert await sender.run_once() == 1
     for delay in RETRY_DELAYS:
         assert await sender.run_once() == 0  # not yet
@@ -119,46 +131,44 @@ async def test_outcomes_and_retry_schedule(service: Service, receiver: Receiver)
         assert await sender.run_once() == 1
     clock[0] += 10**12
     assert await sender.run_once() == 0
-    r = await service.client.get(f"{BASE}/deliveries", params={"status": "failed"})
+    r = await quiet.client.get(f"{BASE}/deliveries", params={"status": "failed"})
     (item,) = r.json()["items"]
     assert item["attempts"] == 7 and item["last-code"] == 500
     # Once the endpoint works again, a replay gets it through.
-    receiver.status = 200
-    r = await service.client.post(f"{BASE}/deliveries/replay")
+    quiet_receiver.status = 200
+    r = await quiet.client.post(f"{BASE}/deliveries/replay")
     assert r.json()["count"] == 1
     assert await sender.run_once() == 1
-    assert len(receiver.events()) == 8  # seven failures and a success, all signed
-    assert receiver.forged == 0
+    assert len(quiet_receiver.events()) == 8  # seven failures and a success, all signed
+    assert quiet_receiver.forged == 0
 
 
-async def test_406_is_not_retried(service: Service, receiver: Receiver) -> None:
+async def test_406_is_not_retried(quiet: Service, quiet_receiver: Receiver) -> None:
     clock = [now_us() + 1_000_000]
-    sender = _sender(service, clock)
-    await asyncio.sleep(0.05)
-    await _subscribe(service, "accepted", receiver.url)
-    receiver.status = 406
-    await service.send(to="alice@example.org", subject="x", text="y")
+    sender = _sender(quiet, clock)
+    await _subscribe(quiet, "accepted", quiet_receiver.url)
+    quiet_receiver.status = 406
+    await quiet.send(to="alice@example.org", subject="x", text="y")
     assert await sender.run_once() == 1
     clock[0] += 10**12
     assert await sender.run_once() == 0
-    r = await service.client.get(f"{BASE}/deliveries")
+    r = await quiet.client.get(f"{BASE}/deliveries")
     assert r.json()["items"][0]["status"] == "rejected"
 
 
-async def test_hanging_and_refusing_endpoints_are_retried(service: Service,
-                                                          receiver: Receiver) -> None:
+async def test_hanging_and_refusing_endpoints_are_retried(quiet: Service,
+                                                          quiet_receiver: Receiver) -> None:
     from tests.conftest import free_port
 
     clock = [now_us() + 1_000_000]
-    sender = _sender(service, clock, timeout=0.3)
-    await asyncio.sleep(0.05)
-    receiver.delay = 1.0
-    await _subscribe(service, "accepted", receiver.url, f"http://127.0.0.1:{free_port()}/x")
-    await service.send(to="alice@example.org", subject="x", text="y")
+    sender = _sender(quiet, clock, timeout=0.3)
+    quiet_receiver.delay = 1.0
+    await _subscribe(quiet, "accepted", quiet_receiver.url, f"http://127.0.0.1:{free_port()}/x")
+    await quiet.send(to="alice@example.org", subject="x", text="y")
     started = asyncio.get_running_loop().time()
     assert await sender.run_once() == 2
     assert asyncio.get_running_loop().time() - started < 1.0  # the hang did not hold us
-    r = await service.client.get(f"{BASE}/deliveries")
+    r = await quiet.client.get(f"{BASE}/deliveries")
     items = r.json()["items"]
     assert {i["status"] for i in items} == {"pending"}
     assert {i["last-code"] for i in items} == {None}
@@ -180,41 +190,37 @@ async def test_signing_key_rotation_and_test_endpoint(service: Service,
     assert r.json()["code"] == 500 and r.json()["outcome"] == "retry"
 
 
-async def test_private_addresses_can_be_forbidden(service: Service, receiver: Receiver) -> None:
+async def test_private_addresses_can_be_forbidden(quiet: Service, quiet_receiver: Receiver) -> None:
     clock = [now_us() + 1_000_000]
-    for task in service.runtime._tasks:
-        task.cancel()
-    await asyncio.sleep(0.05)
-    sender = WebhookSender(service.runtime.db, clock=lambda: clock[0], forbid_private=True)
-    await _subscribe(service, "accepted", receiver.url)  # 127.0.0.1: not public
-    await service.send(to="alice@example.org", subject="x", text="y")
+    sender = WebhookSender(quiet.runtime.db, clock=lambda: clock[0], forbid_private=True)
+    await _subscribe(quiet, "accepted", quiet_receiver.url)  # 127.0.0.1: not public
+    await quiet.send(to="alice@example.org", subject="x", text="y")
     assert await sender.run_once() == 1
-    assert receiver.events() == []
-    r = await service.client.get(f"{BASE}/deliveries")
+    assert quiet_receiver.events() == []
+    r = await quiet.client.get(f"{BASE}/deliveries")
     assert "private address" in r.json()["items"][0]["last-error"]
 
 
-async def test_receiver_down_for_an_hour(service: Service, receiver: Receiver) -> None:
-    """Every event reaches the receiver once it is back, none twice."""
+async def test_receiver_down_for_an_hour(quiet: Service, quiet_receiver: Receiver) -> None:
+    """Every event reaches the quiet_receiver once it is back, none twice."""
     clock = [now_us() + 1_000_000]
-    sender = _sender(service, clock)
-    await asyncio.sleep(0.05)
-    await _subscribe(service, "accepted", receiver.url)
-    receiver.status = 503
+    sender = _sender(quiet, clock)
+    await _subscribe(quiet, "accepted", quiet_receiver.url)
+    quiet_receiver.status = 503
     for i in range(10):
-        await service.send(to=f"user{i}@example.org", subject="x", text="y")
+        await quiet.send(to=f"user{i}@example.org", subject="x", text="y")
     minute = 60 * 1_000_000
     for _ in range(60):  # an hour of simulated time, a check every minute
         await sender.run_once()
         clock[0] += minute
-    failed_posts = len(receiver.events())
+    failed_posts = len(quiet_receiver.events())
     assert failed_posts >= 30  # tried at 0, 5, 15 and 30 minutes at least
-    receiver.status = 200
-    receiver.received.clear()
+    quiet_receiver.status = 200
+    quiet_receiver.received.clear()
     for _ in range(4 * 60):  # the next retries fall due within the following hours
         await sender.run_once()
         clock[0] += minute
-    ids = [e["id"] for e in receiver.events()]
+    ids = [e["id"] for e in quiet_receiver.events()]
     assert len(ids) == 10 and len(set(ids)) == 10
-    stored = {e["id"] for e in await service.events(event="accepted")}
+    stored = {e["id"] for e in await quiet.events(event="accepted")}
     assert set(ids) == stored
