@@ -28,6 +28,7 @@ from mailbeacon.api.auth import RequireApiKey
 from mailbeacon.api.errors import api_error, http_error, unexpected_error
 from mailbeacon.api.limits import LimitBody
 from mailbeacon.api.openapi import openapi_document
+from mailbeacon.dashboard import build_dashboard
 from mailbeacon.errors import ApiError
 from mailbeacon.runtime import Runtime
 from mailbeacon.settings import Settings
@@ -42,6 +43,7 @@ class MailbeaconApp:
         self.runtime = runtime
         self.tracking = TrackingEndpoints(runtime.codec, runtime.recorder)
         self.unsubscribe = UnsubscribeEndpoint(runtime.codec, runtime.recorder)
+        self.dashboard = build_dashboard(runtime)
         self.api = build_api(runtime)
         self.openapi = JSONResponse(openapi_document(self.api.routes))
 
@@ -54,6 +56,9 @@ class MailbeaconApp:
             await self.tracking(scope, receive, send)
         elif prefix == "/u/":
             await self.unsubscribe(scope, receive, send)
+        elif scope["type"] == "http" and (scope["path"] == "/dashboard"
+                                          or scope["path"].startswith("/dashboard/")):
+            await self.dashboard(scope, receive, send)  # its own login, not API keys
         else:
             await self.api(scope, receive, send)
 

@@ -11,6 +11,7 @@ import click
 
 from mailbeacon import domains as dom
 from mailbeacon.apikeys import create_key
+from mailbeacon.dashboard.commands import users
 from mailbeacon.errors import MailbeaconError
 from mailbeacon.inbound.commands import bounces
 from mailbeacon.send import dkim
@@ -224,6 +225,7 @@ def webhooks_replay(domain: str, delivery_id: str | None, **options: Any) -> Non
 
 main.add_command(suppressions)
 main.add_command(bounces)
+main.add_command(users)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import random
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from email.utils import formatdate
 from typing import Any
 from urllib.parse import quote
@@ -20,8 +20,6 @@ import pytest
 from sqlalchemy import func, select
 
 from mailbeacon import engagement
-from mailbeacon.api import contacts as contacts_api
-from mailbeacon.app import MailbeaconApp
 from mailbeacon.ids import new_id
 from mailbeacon.storage.db import Database, insert_events, now_us
 from mailbeacon.storage.schema import (
@@ -36,7 +34,7 @@ from mailbeacon.storage.schema import (
     suppressions,
     webhook_deliveries,
 )
-from tests.conftest import API_KEY, Service, SmtpRelay
+from tests.conftest import Service, SmtpRelay
 
 DAY = 86_400 * 1_000_000
 DOMAIN = "example.com"
@@ -44,16 +42,9 @@ BASE = f"/v3/{DOMAIN}"
 
 
 @pytest.fixture
-async def client(service: Service) -> AsyncIterator[httpx.AsyncClient]:
-    """The service's API, with the contact routes added while app.py does not serve them."""
-    app = MailbeaconApp(service.runtime)
-    served = {(getattr(r, "path", None), frozenset(getattr(r, "methods", None) or ()))
-              for r in app.api.routes}
-    app.api.router.routes.extend(
-        r for r in contacts_api.routes if (r.path, frozenset(r.methods or ())) not in served)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://testserver", auth=("api", API_KEY)) as c:
-        yield c
+def client(service: Service) -> httpx.AsyncClient:
+    """The service's authenticated API client."""
+    return service.client  # type: ignore[no-any-return]
 
 
 # --- seeding ---------------------------------------------------------------------------

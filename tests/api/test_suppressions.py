@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -11,11 +10,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from mailbeacon.api import suppressions as suppressions_api
-from mailbeacon.app import MailbeaconApp
 from mailbeacon.storage.db import now_us
 from mailbeacon.storage.schema import soft_bounces, suppressions
-from tests.conftest import API_KEY, Service, SmtpRelay
+from tests.conftest import Service, SmtpRelay
 
 D1 = "Fri, 21 Oct 2011 11:02:55 GMT"
 D1_US = 1319194975 * 1_000_000
@@ -23,14 +20,9 @@ BASE = "http://testserver/v3/example.com"
 
 
 @pytest.fixture
-async def client(service: Service) -> AsyncIterator[httpx.AsyncClient]:
-    """The service's API, with the suppression routes added while app.py lacks them."""
-    app = MailbeaconApp(service.runtime)
-    if "/v3/{domain}/bounces" not in {getattr(r, "path", None) for r in app.api.routes}:
-        app.api.router.routes.extend(suppressions_api.routes)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://testserver", auth=("api", API_KEY)) as c:
-        yield c
+def client(service: Service) -> httpx.AsyncClient:
+    """The service's authenticated API client."""
+    return service.client  # type: ignore[no-any-return]
 
 
 def rows(service: Service, kind: str | None = None) -> list[tuple[str, str, str, str, str]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from email.utils import formatdate
 from typing import Any
 from urllib.parse import quote
@@ -11,26 +11,19 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from mailbeacon.api import tags as tags_api
-from mailbeacon.app import MailbeaconApp
 from mailbeacon.storage.schema import stats_buckets
 from mailbeacon.storage.schema import tags as tags_table
 from mailbeacon.tags import touch_tags
-from tests.conftest import API_KEY, Service
+from tests.conftest import Service
 
 T0 = 1_700_000_000 * 1_000_000  # µs: Tue, 14 Nov 2023 22:13:20 GMT
 BASE = "http://testserver/v3/example.com/tags"
 
 
 @pytest.fixture
-async def client(service: Service) -> AsyncIterator[httpx.AsyncClient]:
-    """The service's API, with the tag routes added while app.py does not serve them."""
-    app = MailbeaconApp(service.runtime)
-    if "/v3/{domain}/tags" not in {getattr(r, "path", None) for r in app.api.routes}:
-        app.api.router.routes.extend(tags_api.routes)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://testserver", auth=("api", API_KEY)) as c:
-        yield c
+def client(service: Service) -> httpx.AsyncClient:
+    """The service's authenticated API client."""
+    return service.client  # type: ignore[no-any-return]
 
 
 def touch(service: Service, tags: Sequence[str], ts: int = T0,

@@ -35,9 +35,14 @@ def test_long_urls_are_compressed() -> None:
 
 
 def test_recipient_is_not_in_the_token() -> None:
+    """Only the delivery id identifies the recipient: no address goes into a link."""
+    import dataclasses
+
+    assert {f.name for f in dataclasses.fields(Token)} == {
+        "kind", "delivery_id", "link_index", "url", "scope"}
     text = codec.encode(Token(Kind.OPEN, DELIVERY)).upper()
     raw = base64.b32decode(text + "=" * (-len(text) % 8))
-    assert b"@" not in raw
+    assert len(raw) == 3 + 16 + 16  # header, delivery id, MAC: nothing else
 
 
 @pytest.mark.parametrize("mutate", [
