@@ -192,9 +192,14 @@ class HitWriter:
                     links: Counter[tuple[str, str, str, str]],
                     seen_links: dict[tuple[str, int], int]) -> list[EventRecord]:
         human = verdict.human
+        if anonymous:
+            # Nothing is kept per recipient either (no state, no per-link trace), so an
+            # anonymous hit is only counted: not as unique, which needs that state.
+            state = _State(first_open=-1, first_click=-1, first_human_open=-1,
+                           first_human_click=-1)
         row = state.row or _blank_row(hit.delivery_id, info.domain)
-        state.row = row
         if not anonymous:
+            state.row = row
             row["recipient"] = recipient.lower()
         shown = "" if anonymous else recipient
         if anonymous:  # counted, but nothing that identifies the person (DESIGN 12)
@@ -235,8 +240,9 @@ class HitWriter:
                 row["human_click_count"] += 1
                 row["first_human_click_at"] = row["first_human_click_at"] or hit.ts
             key = (hit.delivery_id, hit.link_index)
-            first_on_link = seen_links.get(key, 0) == 0
-            seen_links[key] = seen_links.get(key, 0) + 1
+            first_on_link = not anonymous and seen_links.get(key, 0) == 0
+            if not anonymous:
+                seen_links[key] = seen_links.get(key, 0) + 1
             for tag in ("", *info.tags):
                 links[(info.domain, tag, hit.url, "clicks")] += 1
                 links[(info.domain, tag, hit.url, "unique_clicks")] += int(first_on_link)

@@ -120,6 +120,8 @@ async def test_privacy_never_and_truncated_ips(service: Service, smtp_relay: Smt
     assert opened["recipient"] == "" and "ip" not in opened
     assert "user-agent" not in opened["client-info"]
     assert await service.events(event="opened", recipient="alice@example.org") == []
+    with service.runtime.db.read() as conn:  # nothing kept per recipient either
+        assert conn.execute(sa.select(recipient_state)).all() == []
     with service.runtime.db.write() as conn:
         conn.execute(domains.update().values(track_activities="always", truncate_ips=True))
         assert conn.execute(sa.select(stats_buckets.c.count).where(
