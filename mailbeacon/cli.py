@@ -107,6 +107,45 @@ def migrate_command(**options: Any) -> None:
     click.echo("database is up to date")
 
 
+@main.command(name="load-journal")
+@setting_options(("database_url", "spool_dir", "geoip_db", "engagement_half_life_days"))
+def load_journal(**options: Any) -> None:
+    """Load journaled hits into the database, continuously (serve starts this itself
+    when MAILBEACON_RECORDING=journal)."""
+    import signal
+    import time
+    from pathlib import Path
+
+    from mailbeacon.storage.records import write_events
+    from mailbeacon.track.enrich import GeoLookup
+    from mailbeacon.track.hits import HitWriter
+    from mailbeacon.track.spool import Spool
+
+    settings = _settings(options)
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    db = _database(options)
+    writer = HitWriter(GeoLookup(settings.geoip_db or None), settings.engagement_half_life_days)
+    spool = Spool(Path(settings.spool_dir))
+    stopping = False
+
+    def stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while not stopping:
+        try:
+            if spool.pending() and spool.replay(
+                    lambda conn, hits: write_events(conn, writer.write(conn, hits)), db.write):
+                continue
+        except Exception as exc:  # the database is away: the journal waits on disk
+            logging.getLogger("mailbeacon.spool").warning("journal not loaded yet: %s", exc)
+            time.sleep(2.0)
+        time.sleep(0.02)
+
+
 @main.command(name="purge")
 @setting_options(("database_url",))
 def purge_command(**options: Any) -> None:

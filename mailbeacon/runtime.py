@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import subprocess
+import sys
 from pathlib import Path
 
 from mailbeacon.apikeys import KeyChecker
@@ -44,7 +46,9 @@ class Runtime:
         self.recorder = Recorder(
             self.db, HitWriter(GeoLookup(settings.geoip_db or None),
                                settings.engagement_half_life_days),
-            Spool(Path(settings.spool_dir)), journal=settings.recording == "journal")
+            Spool(Path(settings.spool_dir)), journal=settings.recording == "journal",
+            load_in_process=not (settings.recording == "journal" and run_worker))
+        self._loader: subprocess.Popen[bytes] | None = None
         self.relay = Relay.from_url(settings.relay, settings.relay_timeout) if settings.relay \
             else None
         self.worker: DeliveryWorker | None = None
@@ -68,6 +72,8 @@ class Runtime:
 
     async def start(self) -> None:
         self.recorder.start()
+        if self.recorder.journal and not self.recorder._load_in_process:
+            self._tasks.append(asyncio.create_task(self._run_loader(), name="journal-loader"))
         if self.settings.smtp:
             host, port = parse_host_port(self.settings.smtp, "smtp")
             handler = SmtpHandler(self.db, self.inbound, self.message_queued)
@@ -85,6 +91,21 @@ class Runtime:
             log.warning("no relay configured (--relay): delivered mail is kept in the local "
                         "outbox (see the dashboard)")
 
+    async def _run_loader(self) -> None:
+        """Keep one `mailbeacon load-journal` process running beside this one."""
+        command = [sys.executable, "-m", "mailbeacon", "load-journal",
+                   "--database-url", self.settings.database_url,
+                   "--spool-dir", str(Path(self.settings.spool_dir).resolve()),
+                   "--engagement-half-life-days", str(self.settings.engagement_half_life_days)]
+        if self.settings.geoip_db:
+            command += ["--geoip-db", self.settings.geoip_db]
+        while True:
+            self._loader = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+            while self._loader.poll() is None:
+                await asyncio.sleep(0.5)
+            log.error("journal loader exited with %s; starting it again", self._loader.returncode)
+            await asyncio.sleep(1.0)
+
     async def stop(self) -> None:
         if self.smtp_server is not None:
             self.smtp_server.close()
@@ -94,6 +115,9 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.recorder.stop()
+        if self._loader is not None and self._loader.poll() is None:
+            self._loader.terminate()  # it finishes the file in hand, then exits
+            await asyncio.to_thread(self._loader.wait, 30)
         self.db.dispose()
 
     async def _purge_loop(self) -> None:

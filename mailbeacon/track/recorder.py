@@ -29,13 +29,17 @@ log = logging.getLogger("mailbeacon.recorder")
 
 class Recorder:
     def __init__(self, db: Database, writer: HitWriter | None = None,
-                 spool: Spool | None = None, journal: bool = False) -> None:
+                 spool: Spool | None = None, journal: bool = False,
+                 load_in_process: bool = True) -> None:
         self._db = db
         # Journal mode: a hit is acknowledged once appended to the local journal (it
         # survives a process crash like SQLite's WAL) and loaded into the database in
         # large batches in the background: much higher throughput, events visible a
         # moment later. Commit mode (default): acknowledged once in the database.
         self.journal = journal and spool is not None
+        # In journal mode a separate loader process (`mailbeacon load-journal`) may load
+        # the journal, so loading does not compete with answering for this process's GIL.
+        self._load_in_process = load_in_process or not self.journal
         self._writer = writer or HitWriter()
         self.spool = spool
         self._replay_task: asyncio.Task[None] | None = None
@@ -55,15 +59,20 @@ class Recorder:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._run(), name="recorder")
-        if self.spool is not None:
+        if self.spool is not None and self._load_in_process:
             self._replay_task = loop.create_task(self._replay_loop(), name="spool-replay")
+        elif self.spool is not None:
+            self._replay_task = loop.create_task(self._close_files(), name="journal-files")
 
     async def stop(self) -> None:
         """Commit what is waiting, then stop."""
         if self._task is not None:
             while self._pending:
                 await asyncio.sleep(0.01)
-            if self.journal and self.spool is not None and self.spool.pending():
+            if self.journal and not self._load_in_process and self.spool is not None:
+                self.spool.close_if_older(0)  # the loader takes it from here
+            if (self.journal and self._load_in_process and self.spool is not None
+                    and self.spool.pending()):
                 with contextlib.suppress(Exception):  # else the next start loads them
                     await asyncio.get_running_loop().run_in_executor(
                         self._executor, self.spool.replay, self._commit_in, self._db.write)
@@ -138,6 +147,13 @@ class Recorder:
         for _, future in batch:
             if not future.done():
                 future.set_result(None)
+
+    async def _close_files(self) -> None:
+        """With a loader process: close journal files every 50 ms so it can load them."""
+        assert self.spool is not None
+        while True:
+            await asyncio.sleep(0.05)
+            self.spool.close_if_older(0.05)
 
     async def _replay_loop(self) -> None:
         """Put spooled hits into the database: continuously in journal mode, else every

@@ -15,6 +15,7 @@ import logging
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -41,6 +42,7 @@ class Spool:
         self._lock = threading.Lock()
         self._file: Path | None = None
         self._count = 0
+        self._opened = 0.0  # time.monotonic() when the current file was started
 
     def append(self, hits: Sequence[Hit]) -> None:
         """Write hits to the current journal file; raises OSError if the disk fails."""
@@ -51,12 +53,20 @@ class Spool:
                 self.folder.mkdir(parents=True, exist_ok=True)
                 self._file = self.folder / f"hits-{os.getpid()}-{secrets.token_hex(8)}.open"
                 self._count = 0
+                self._opened = time.monotonic()
             with open(self._file, "a", encoding="utf-8") as out:
                 out.write(lines)
                 out.flush()
                 if self._fsync:
                     os.fsync(out.fileno())
             self._count += len(hits)
+
+    def close_if_older(self, seconds: float) -> None:
+        """Hand the current file to the loader once it is `seconds` old: another process
+        loads only closed files, so this bounds how late an event appears."""
+        with self._lock:
+            if self._file is not None and time.monotonic() - self._opened >= seconds:
+                self._close()
 
     def _close(self) -> None:
         if self._file is not None:
@@ -66,7 +76,7 @@ class Spool:
     def pending(self) -> bool:
         return self.folder.is_dir() and any(self.folder.glob("hits-*"))
 
-    def replay(self, commit: Callable[[Connection, list[Hit]], None],
+    def replay(self, commit: Callable[[Connection, list[Hit]], object],
                transaction: Callable[[], object]) -> int:
         """Load every closed journal file; returns the number of hits loaded.
 
