@@ -22,10 +22,9 @@ from tests.webhooks.receiver import Receiver
 from tests.webhooks.test_webhook_crash import _api
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_two_processes_share_one_database(tmp_path: Path, database_url: str,
                                           smtp_relay: SmtpRelay) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("several processes share PostgreSQL; SQLite is the one-process default")
     ports = [free_port(), free_port()]
     procs = []
     db = Database(database_url)

@@ -40,10 +40,9 @@ async def _until(check: Any, timeout: float = 30.0) -> None:
     raise AssertionError("not reached in time")
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_sqlite_locked_by_another_process(service_factory: Any, smtp_relay: SmtpRelay,
                                                 database_url: str) -> None:
-    if not database_url.startswith("sqlite"):
-        pytest.skip("a lock held on the SQLite file; PostgreSQL has its own test")
     async with service_factory(relay=smtp_relay.url) as service:
         await service.add_domain()
         link, pixel = await _links(service, smtp_relay)
@@ -125,10 +124,9 @@ class TcpProxy:
         self._run(self._cut())
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_postgresql_stopped_and_back(service_factory: Any, smtp_relay: SmtpRelay,
                                            database_url: str) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL only")
     proxy = TcpProxy(("127.0.0.1", 5432))
     proxy.start()
     proxied = database_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
