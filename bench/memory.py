@@ -27,6 +27,14 @@ def rss_mb(pid: int) -> float:
     return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
 
 
+def children(pid: int) -> list[int]:
+    """Child processes (in journal mode: the journal loader)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hits", type=int, default=1_000_000)
@@ -54,8 +62,9 @@ def main() -> None:
             result = wrk(f"http://127.0.0.1:{port}{pixel}", 10, 64)
             done += int(result["requests"])
             round_no += 1
+            loaders = sum(rss_mb(child) for child in children(proc.pid))
             print(f"round {round_no:3d}: {done:>9} hits, {result['rps']:8.0f} req/s, "
-                  f"RSS {rss_mb(proc.pid):7.1f} MB", flush=True)
+                  f"RSS {rss_mb(proc.pid):7.1f} MB (+ loader {loaders:6.1f} MB)", flush=True)
     finally:
         proc.terminate()
         proc.wait(30)
