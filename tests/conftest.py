@@ -24,12 +24,16 @@ from mailbeacon.storage.migrate import migrate
 POSTGRES_URL = os.environ.get(
     "MAILBEACON_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-REQUIRE_POSTGRES = bool(os.environ.get("CI") or os.environ.get("MAILBEACON_REQUIRE_POSTGRES"))
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+REQUIRE_POSTGRES = _flag("CI") or _flag("MAILBEACON_REQUIRE_POSTGRES")
 
 
 def _postgres_schema_url() -> Iterator[str]:
     """A URL whose connections live in a fresh schema, dropped afterwards."""
-    admin = sa.create_engine(POSTGRES_URL)
+    admin = sa.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 5})
     try:
         with admin.connect() as conn:
             conn.execute(sa.text("SELECT 1"))

@@ -43,3 +43,14 @@ def required(form: FormData, name: str) -> str:
     if value is None or not value.strip():
         raise BadRequest(f"'{name}' parameter is missing")
     return value
+
+
+def limit_param(raw: str | None, maximum: int, name: str = "limit",
+                default: int = 100) -> int:
+    """A page size from the query string: digits only, 1 to `maximum`, else BadRequest."""
+    if raw is None:
+        return default
+    # The length check keeps int() away from absurdly long digit strings.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6 and 1 <= int(raw) <= maximum):
+        raise BadRequest(f"'{name}' must be an integer from 1 to {maximum}")
+    return int(raw)

@@ -27,7 +27,7 @@ from starlette.routing import Route
 from mailbeacon import domains as dom
 from mailbeacon import stats
 from mailbeacon import tags as tg
-from mailbeacon.api.forms import runtime
+from mailbeacon.api.forms import limit_param, runtime
 from mailbeacon.api.tags import MAX_LIMIT, path_tag, tag_json
 from mailbeacon.errors import BadRequest
 
@@ -151,12 +151,7 @@ async def list_campaigns(request: Request) -> JSONResponse:
 
 
 def _limit(raw: str | None) -> int:
-    if raw is None:
-        return 100
-    # The length check keeps int() away from absurdly long digit strings.
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= MAX_LIMIT):
-        raise BadRequest(f"'limit' must be an integer from 1 to {MAX_LIMIT}")
-    return int(raw)
+    return limit_param(raw, MAX_LIMIT)
 
 
 # These go before the Tags API's /v3/{domain}/tags/{tag} routes.

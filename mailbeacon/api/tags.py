@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from mailbeacon import domains as dom
 from mailbeacon import tags as tg
-from mailbeacon.api.forms import read_form, runtime, text_field
+from mailbeacon.api.forms import limit_param, read_form, runtime, text_field
 from mailbeacon.errors import BadRequest
 from mailbeacon.send.submission import check_tags, normalize_tags
 
@@ -105,16 +105,9 @@ def tag_json(tag: tg.Tag) -> dict[str, Any]:
 
 
 def _limit(request: Request) -> int:
-    raw = request.query_params.get("limit")
-    if raw is None:
-        return 100
-    # The length check keeps int() away from absurdly long digit strings (ValueError).
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= MAX_LIMIT):
-        raise BadRequest(f"'limit' must be an integer from 1 to {MAX_LIMIT}")
-    return int(raw)
+    return limit_param(request.query_params.get("limit"), MAX_LIMIT)
 
 
-# {tag}: a tag may contain '/', which arrives decoded from %2F.
 routes = [
     Route("/v3/{domain}/tags", list_tags, methods=["GET"]),
     Route("/v3/{domain}/tags/{tag}", get_tag, methods=["GET"]),

@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from mailbeacon import domains as dom
-from mailbeacon.api.forms import read_form, runtime, text_field, text_fields
+from mailbeacon.api.forms import limit_param, read_form, runtime, text_field, text_fields
 from mailbeacon.errors import BadRequest
 from mailbeacon.webhooks import deliveries, store
 
@@ -76,12 +76,10 @@ async def rotate_signing_key(request: Request) -> JSONResponse:
 
 async def list_deliveries(request: Request) -> JSONResponse:
     domain = await _domain(request)
-    raw_limit = request.query_params.get("limit", "100")
-    if not (raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= 1000):
-        raise BadRequest("'limit' must be an integer from 1 to 1000")
+    limit = limit_param(request.query_params.get("limit"), 1000)
     items = await run_in_threadpool(
         deliveries.list_deliveries, runtime(request).db, domain,
-        request.query_params.get("status"), int(raw_limit), request.query_params.get("before"))
+        request.query_params.get("status"), limit, request.query_params.get("before"))
     counts = await run_in_threadpool(deliveries.counts, runtime(request).db, domain)
     return JSONResponse({"items": items, "counts": counts})
 

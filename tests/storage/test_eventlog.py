@@ -6,17 +6,13 @@ import base64
 import contextlib
 import itertools
 import json
-import os
-import secrets
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,65 +29,12 @@ from mailbeacon.storage.eventlog import (
     fetch_page,
     parse_query,
 )
-from mailbeacon.storage.migrate import migrate
 
-POSTGRES_URL = os.environ.get(
-    "MAILBEACON_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 T0 = 1_367_571_600_000_000  # Fri, 3 May 2013 09:00:00 UTC, in microseconds
 DOMAIN = "example.com"
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
-
-
-# --- fixtures ------------------------------------------------------------------------
-# Local rather than in tests/conftest.py (owned elsewhere), with the same contract as
-# its `db` fixture: a migrated database of each backend, PostgreSQL in its own schema.
-
-
-def _postgres_url() -> Iterator[str]:
-    admin = sa.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 5})
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        if _flag("CI") or _flag("MAILBEACON_REQUIRE_POSTGRES"):
-            pytest.fail(f"PostgreSQL at {POSTGRES_URL} is required but unreachable: {exc}")
-        pytest.skip(
-            f"PostgreSQL at {POSTGRES_URL} is unreachable "
-            "(set CI=1 or MAILBEACON_REQUIRE_POSTGRES=1 to fail instead)"
-        )
-    schema = "t_" + secrets.token_hex(6)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """A migrated, empty database of each backend."""
-    if request.param == "sqlite":
-        urls: Iterator[str] = iter([f"sqlite:///{tmp_path / 'events.db'}"])
-    else:
-        urls = _postgres_url()
-    url = next(urls)
-    try:
-        database = Database(url)
-        try:
-            migrate(database)
-            yield database
-        finally:
-            database.dispose()
-    finally:
-        next(urls, None)  # drops the PostgreSQL schema
+# The `db` fixture (tests/conftest.py): a migrated database of each backend.
 
 
 @dataclass(frozen=True)
