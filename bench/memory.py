@@ -13,13 +13,10 @@ import argparse
 import os
 import re
 import shutil
-import sqlite3
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-from tracking import api, free_port, start_mailbeacon, wrk
+from tracking import free_port, start_mailbeacon, tracking_paths, wrk
 
 
 def rss_mb(pid: int) -> float:
@@ -44,18 +41,7 @@ def main() -> None:
     port = free_port()
     proc, db_file = start_mailbeacon(folder, port, args.recording)
     try:
-        api(port, "/v3/domains", [("name", "example.com")])
-        api(port, "/v3/example.com/messages", [
-            ("from", "shop@example.com"), ("to", "alice@example.org"), ("subject", "m"),
-            ("html", "<p>hello</p>")])
-        for _ in range(100):
-            with sqlite3.connect(db_file) as conn:
-                row = conn.execute("SELECT data FROM local_outbox").fetchone()
-            if row:
-                break
-            time.sleep(0.1)
-        body = row[0].decode("utf-8", "replace").replace("=\r\n", "")
-        pixel = re.search(r"/o/[a-z0-9]+", body).group(0)  # type: ignore[union-attr]
+        pixel, _ = tracking_paths(port, db_file)
         print(f"start: {rss_mb(proc.pid):.1f} MB")
         done, round_no = 0, 0
         while done < args.hits:

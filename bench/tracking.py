@@ -95,6 +95,25 @@ def start_mailbeacon(folder: Path, port: int,
     return proc, str(db)
 
 
+def tracking_paths(port: int, db_file: str) -> tuple[str, str]:
+    """Send one message through mailbeacon; its pixel and click paths, read back from the
+    local outbox (no relay is configured)."""
+    api(port, "/v3/domains", [("name", "example.com")])
+    api(port, "/v3/example.com/messages", [
+        ("from", "shop@example.com"), ("to", "alice@example.org"), ("subject", "bench"),
+        ("html", '<p><a href="https://shop.example.net/sale">sale</a></p>')])
+    for _ in range(100):
+        with sqlite3.connect(db_file) as conn:
+            row = conn.execute("SELECT data FROM local_outbox").fetchone()
+        if row:
+            break
+        time.sleep(0.1)
+    body = row[0].decode("utf-8", "replace").replace("=\r\n", "").replace("=3D", "=")
+    pixel = re.search(r"/o/[a-z0-9]+", body).group(0)  # type: ignore[union-attr]
+    click = re.search(r'/c/[a-z0-9]+(?=">)', body).group(0)  # type: ignore[union-attr]
+    return pixel, click
+
+
 def wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
     out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url],
                          capture_output=True, text=True, check=True).stdout
@@ -130,19 +149,7 @@ def main() -> None:
     nginx = start_nginx(folder, nginx_port)
     mb, db_file = start_mailbeacon(folder, mb_port, args.recording)
     try:
-        api(mb_port, "/v3/domains", [("name", "example.com")])
-        api(mb_port, "/v3/example.com/messages", [
-            ("from", "shop@example.com"), ("to", "alice@example.org"), ("subject", "bench"),
-            ("html", '<p><a href="https://shop.example.net/sale">sale</a></p>')])
-        for _ in range(100):  # no relay: the message lands in the local outbox
-            with sqlite3.connect(db_file) as conn:
-                row = conn.execute("SELECT data FROM local_outbox").fetchone()
-            if row:
-                break
-            time.sleep(0.1)
-        body = row[0].decode("utf-8", "replace").replace("=\r\n", "")
-        pixel = re.search(r"/o/[a-z0-9]+", body).group(0)  # type: ignore[union-attr]
-        click = re.search(r"/c/[a-z0-9]+", body.replace("=3D", "=")).group(0)  # type: ignore[union-attr]
+        pixel, click = tracking_paths(mb_port, db_file)
         targets = {"nginx empty_gif": f"http://127.0.0.1:{nginx_port}/o/x",
                    "mailbeacon /o/": f"http://127.0.0.1:{mb_port}{pixel}",
                    "mailbeacon /c/": f"http://127.0.0.1:{mb_port}{click}"}
