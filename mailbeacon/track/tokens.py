@@ -21,6 +21,7 @@ import base64
 import enum
 import hashlib
 import hmac
+import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -79,7 +80,7 @@ class TokenCodec:
             tail = b""
         kind = int(token.kind)
         if len(tail) > 48:
-            packed = zlib.compress(tail, 9)
+            packed = _compress(tail)
             if len(packed) < len(tail):
                 tail, kind = packed, kind | _COMPRESSED
         body = bytes([VERSION, self._sign_id, kind]) + id_to_bytes(token.delivery_id) + tail
@@ -90,10 +91,7 @@ class TokenCodec:
         """The token's content, or TokenError when it is malformed, forged or altered."""
         if not 0 < len(text) <= _MAX_TOKEN_CHARS:
             raise TokenError("token has a wrong length")
-        try:
-            raw = base64.b32decode(text.upper() + "=" * (-len(text) % 8))
-        except ValueError as exc:
-            raise TokenError("token is not base32") from exc
+        raw = _b32decode(text)
         if len(raw) < _HEADER + MAC_BYTES or raw[0] != VERSION:
             raise TokenError("token is truncated or of an unknown version")
         body, mac = raw[:-MAC_BYTES], raw[-MAC_BYTES:]
@@ -103,6 +101,30 @@ class TokenCodec:
         ):
             raise TokenError("token signature does not verify")
         return _unpack(body)
+
+
+_FROM_B32 = str.maketrans("abcdefghijklmnopqrstuvwxyz234567", "0123456789abcdefghijklmnopqrstuv")
+_B32_TEXT = re.compile(r"[a-z2-7]+")
+
+
+def _b32decode(text: str) -> bytes:
+    """Unpadded base32 (any case) to bytes, strictly. Decoding is on every tracking hit:
+    mapped onto int()'s base-32 digits, it is several times faster than base64's."""
+    text = text.lower()
+    if not _B32_TEXT.fullmatch(text):
+        raise TokenError("token is not base32")
+    bits = len(text) * 5
+    size, pad = divmod(bits, 8)
+    value = int(text.translate(_FROM_B32), 32)
+    if size == 0 or value & ((1 << pad) - 1) or len(text) % 8 in (1, 3, 6):
+        raise TokenError("token is not base32")  # leftover bits, as base64 would refuse
+    return (value >> pad).to_bytes(size, "big")
+
+
+def _compress(data: bytes) -> bytes:
+    # A small window: tails are short, and zlib's default state costs ~50 µs to set up.
+    packer = zlib.compressobj(9, zlib.DEFLATED, 9, 1)
+    return packer.compress(data) + packer.flush()
 
 
 def _unpack(body: bytes) -> Token:
