@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
 import subprocess
 import sys
@@ -72,7 +73,7 @@ class Runtime:
 
     async def start(self) -> None:
         self.recorder.start()
-        if self.recorder.journal and not self.recorder._load_in_process:
+        if self.recorder.loads_elsewhere:
             self._tasks.append(asyncio.create_task(self._run_loader(), name="journal-loader"))
         if self.settings.smtp:
             host, port = parse_host_port(self.settings.smtp, "smtp")
@@ -93,14 +94,18 @@ class Runtime:
 
     async def _run_loader(self) -> None:
         """Keep one `mailbeacon load-journal` process running beside this one."""
-        command = [sys.executable, "-m", "mailbeacon", "load-journal",
-                   "--database-url", self.settings.database_url,
-                   "--spool-dir", str(Path(self.settings.spool_dir).resolve()),
-                   "--engagement-half-life-days", str(self.settings.engagement_half_life_days)]
-        if self.settings.geoip_db:
-            command += ["--geoip-db", self.settings.geoip_db]
+        command = [sys.executable, "-m", "mailbeacon", "load-journal"]
+        # Through the environment, not the command line: a database URL may hold a
+        # password, and command lines are visible to every local user.
+        env = {**os.environ,
+               "MAILBEACON_DATABASE_URL": self.settings.database_url,
+               "MAILBEACON_SPOOL_DIR": str(Path(self.settings.spool_dir).resolve()),
+               "MAILBEACON_GEOIP_DB": self.settings.geoip_db,
+               "MAILBEACON_ENGAGEMENT_HALF_LIFE_DAYS":
+                   str(self.settings.engagement_half_life_days),
+               "MAILBEACON_LOG_LEVEL": self.settings.log_level}
         while True:
-            self._loader = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+            self._loader = subprocess.Popen(command, stdin=subprocess.DEVNULL, env=env)
             while self._loader.poll() is None:
                 await asyncio.sleep(0.5)
             log.error("journal loader exited with %s; starting it again", self._loader.returncode)

@@ -56,6 +56,11 @@ class Recorder:
         self.spooled = 0  # hits written to the spool while the database was away
         self.replayed = 0
 
+    @property
+    def loads_elsewhere(self) -> bool:
+        """Journal mode with a separate loader process (the runtime starts it)."""
+        return self.journal and not self._load_in_process
+
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._run(), name="recorder")
