@@ -28,6 +28,7 @@ from mailbeacon import contacts as ct
 from mailbeacon import domains as dom
 from mailbeacon import engagement, retention
 from mailbeacon.api.forms import read_form, runtime, text_field
+from mailbeacon.api.paging import page_links
 from mailbeacon.api.suppressions import _page as parse_page
 from mailbeacon.api.tags import _limit as parse_limit
 from mailbeacon.errors import BadRequest
@@ -96,24 +97,13 @@ async def list_contacts(request: Request) -> JSONResponse:
                            "consent") if (v := params.get(k))}
     base = str(request.base_url).rstrip("/") + f"/v3/{domain.name}/contacts?"
 
-    def url(which: str, at: ct.Pivot | None = None) -> str:
-        query = {"page": which, **({"pivot": at.encode()} if at else {}), "limit": limit,
-                 **kept}
-        return base + urlencode(query, quote_via=quote)
-
-    if found:
-        next_url = url("next", ct.Pivot.of(found[-1], sort_key))
-        previous_url = url("prev", ct.Pivot.of(found[0], sort_key))
-    # An empty page: nothing lies beyond it, so point the other way at the end that exists.
-    elif page == "prev":
-        next_url, previous_url = url("first"), url("prev", pivot)
-    else:
-        next_url = url("next", pivot) if page == "next" else url("first")
-        previous_url = url("last")
+    paging = page_links(
+        base, "pivot", page, pivot.encode() if pivot else None,
+        ct.Pivot.of(found[0], sort_key).encode() if found else None,
+        ct.Pivot.of(found[-1], sort_key).encode() if found else None, limit, kept)
     return JSONResponse({
         "items": [ct.contact_json(c, now, half_life) for c in found],
-        "paging": {"first": url("first"), "next": next_url, "previous": previous_url,
-                   "last": url("last")},
+        "paging": paging,
     })
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import quote, urlencode
 
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
@@ -28,6 +27,7 @@ from mailbeacon import domains as dom
 from mailbeacon import stats
 from mailbeacon import tags as tg
 from mailbeacon.api.forms import limit_param, runtime
+from mailbeacon.api.paging import page_links
 from mailbeacon.api.tags import MAX_LIMIT, path_tag, tag_json
 from mailbeacon.errors import BadRequest
 
@@ -131,22 +131,11 @@ async def list_campaigns(request: Request) -> JSONResponse:
     kept = {k: v for k, v in params.items() if k in ("prefix", "start", "end", "human")}
     base = str(request.base_url).rstrip("/") + f"/v3/{domain.name}/campaigns?"
 
-    def url(kind: str, tag: str | None = None) -> str:
-        query = {"page": kind, **({"tag": tag} if tag is not None else {}), "limit": limit,
-                 **kept}
-        return base + urlencode(query, quote_via=quote)
-
-    if found:
-        next_url, previous_url = url("next", found[-1].tag), url("prev", found[0].tag)
-    elif page == "prev":  # an empty page: point the other way, at the end that exists
-        next_url, previous_url = url("first"), url("prev", pivot)
-    else:
-        next_url = url("next", pivot) if page == "next" else url("first")
-        previous_url = url("last")
+    paging = page_links(base, "tag", page, pivot, found[0].tag if found else None,
+                        found[-1].tag if found else None, limit, kept)
     return JSONResponse({
         "items": [{**tag_json(t), **counts[t.tag]} for t in found],
-        "paging": {"first": url("first"), "next": next_url, "previous": previous_url,
-                   "last": url("last")},
+        "paging": paging,
     })
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import quote, urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -21,6 +20,7 @@ from starlette.routing import Route
 from mailbeacon import domains as dom
 from mailbeacon import suppression_lists as sl
 from mailbeacon.api.forms import read_form, runtime, text_field, text_fields
+from mailbeacon.api.paging import page_links
 from mailbeacon.api.tags import _limit as parse_limit
 from mailbeacon.errors import BadRequest
 from mailbeacon.suppressions import SuppressionKind
@@ -58,24 +58,13 @@ async def list_entries(request: Request, kind: Kind) -> JSONResponse:
 
     base = str(request.base_url).rstrip("/") + f"/v3/{domain.name}/{sl.NAMES[kind]}?"
 
-    def url(which: str, address: str | None = None) -> str:
-        query = {"page": which, **({"address": address} if address is not None else {}),
-                 "limit": limit, **({"term": term} if term else {})}
-        return base + urlencode(query, quote_via=quote)
-
-    if found:
-        next_url = url("next", found[-1].address)
-        previous_url = url("prev", found[0].address)
-    # An empty page: nothing lies beyond it, so point the other way at the end that exists.
-    elif page == "prev":
-        next_url, previous_url = url("first"), url("prev", pivot)
-    else:
-        next_url = url("next", pivot) if page == "next" else url("first")
-        previous_url = url("last")
+    paging = page_links(base, "address", page, pivot,
+                        found[0].address if found else None,
+                        found[-1].address if found else None, limit,
+                        {"term": term} if term else {})
     return JSONResponse({
         "items": [entry_json(kind, e) for e in found],
-        "paging": {"first": url("first"), "next": next_url, "previous": previous_url,
-                   "last": url("last")},
+        "paging": paging,
     })
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from email.utils import formatdate
 from typing import Any
-from urllib.parse import quote, urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -14,6 +13,7 @@ from starlette.routing import Route
 from mailbeacon import domains as dom
 from mailbeacon import tags as tg
 from mailbeacon.api.forms import limit_param, read_form, runtime, text_field
+from mailbeacon.api.paging import page_links
 from mailbeacon.errors import BadRequest
 from mailbeacon.send.submission import check_tags, normalize_tags
 
@@ -37,23 +37,12 @@ async def list_tags(request: Request) -> JSONResponse:
 
     base = str(request.base_url).rstrip("/") + f"/v3/{domain.name}/tags?"
 
-    def url(kind: str, tag: str | None = None) -> str:
-        query = {"page": kind, **({"tag": tag} if tag is not None else {}), "limit": limit,
-                 **({"prefix": prefix} if prefix else {})}
-        return base + urlencode(query, quote_via=quote)
-
-    if found:
-        next_url, previous_url = url("next", found[-1].tag), url("prev", found[0].tag)
-    # An empty page: nothing lies beyond it, so point the other way at the end that exists.
-    elif page == "prev":
-        next_url, previous_url = url("first"), url("prev", pivot)
-    else:
-        next_url = url("next", pivot) if page == "next" else url("first")
-        previous_url = url("last")
+    paging = page_links(base, "tag", page, pivot, found[0].tag if found else None,
+                        found[-1].tag if found else None, limit,
+                        {"prefix": prefix} if prefix else {})
     return JSONResponse({
         "items": [tag_json(t) for t in found],
-        "paging": {"first": url("first"), "next": next_url, "previous": previous_url,
-                   "last": url("last")},
+        "paging": paging,
     })
 
 
