@@ -27,10 +27,9 @@ from starlette.routing import Route
 from mailbeacon import contacts as ct
 from mailbeacon import domains as dom
 from mailbeacon import engagement, retention
-from mailbeacon.api.forms import read_form, runtime, text_field
+from mailbeacon.api.forms import query_limit, read_form, runtime, text_field
 from mailbeacon.api.paging import page_links
 from mailbeacon.api.suppressions import _page as parse_page
-from mailbeacon.api.tags import _limit as parse_limit
 from mailbeacon.errors import BadRequest
 from mailbeacon.storage.db import now_us
 from mailbeacon.storage.eventlog import (
@@ -69,7 +68,7 @@ async def list_contacts(request: Request) -> JSONResponse:
         raise BadRequest("'order' must be asc or desc")
     sort_key: ct.Sort = next(s for s in ct.SORTS if s == sort)
     descending = ct.DEFAULT_DESCENDING[sort_key] if order is None else order == "desc"
-    limit = parse_limit(request)
+    limit = query_limit(request)
     page = parse_page(params.get("page", "first"))
     token = params.get("pivot")
     if page in ("next", "prev") and not token:
@@ -196,7 +195,7 @@ async def recipient_messages(request: Request) -> JSONResponse:
     db = runtime(request).db
     domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
     address = ct.address_key(request.path_params["address"])
-    limit = parse_limit(request)
+    limit = query_limit(request)
     before = _delivery_pivot(request)
     found = await run_in_threadpool(ct.recipient_messages, db, domain.name, address, limit,
                                     before)

@@ -54,3 +54,11 @@ def limit_param(raw: str | None, maximum: int, name: str = "limit",
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 6 and 1 <= int(raw) <= maximum):
         raise BadRequest(f"'{name}' must be an integer from 1 to {maximum}")
     return int(raw)
+
+
+PAGE_LIMIT = 1000  # largest page of the list APIs (tags, campaigns, suppressions, contacts)
+
+
+def query_limit(request: Request, maximum: int = PAGE_LIMIT) -> int:
+    """The `limit` query parameter (default 100)."""
+    return limit_param(request.query_params.get("limit"), maximum)

@@ -26,9 +26,9 @@ from starlette.routing import Route
 from mailbeacon import domains as dom
 from mailbeacon import stats
 from mailbeacon import tags as tg
-from mailbeacon.api.forms import limit_param, runtime
+from mailbeacon.api.forms import query_limit, runtime
 from mailbeacon.api.paging import page_links
-from mailbeacon.api.tags import MAX_LIMIT, path_tag, tag_json
+from mailbeacon.api.tags import path_tag, tag_json
 from mailbeacon.errors import BadRequest
 
 T = TypeVar("T")
@@ -107,7 +107,7 @@ async def _report(request: Request) -> stats.CampaignReport:
 async def list_campaigns(request: Request) -> JSONResponse:
     """Tags (keyset paging as the Tags API) with their sent/delivered/opened/clicked."""
     params = request.query_params
-    limit = _limit(params.get("limit"))
+    limit = query_limit(request)
     page = params.get("page", "first")
     if page not in tg.PAGES:
         raise BadRequest(f"'page' must be one of {', '.join(tg.PAGES)}")
@@ -137,10 +137,6 @@ async def list_campaigns(request: Request) -> JSONResponse:
         "items": [{**tag_json(t), **counts[t.tag]} for t in found],
         "paging": paging,
     })
-
-
-def _limit(raw: str | None) -> int:
-    return limit_param(raw, MAX_LIMIT)
 
 
 # These go before the Tags API's /v3/{domain}/tags/{tag} routes.

@@ -19,9 +19,8 @@ from starlette.routing import Route
 
 from mailbeacon import domains as dom
 from mailbeacon import suppression_lists as sl
-from mailbeacon.api.forms import read_form, runtime, text_field, text_fields
+from mailbeacon.api.forms import query_limit, read_form, runtime, text_field, text_fields
 from mailbeacon.api.paging import page_links
-from mailbeacon.api.tags import _limit as parse_limit
 from mailbeacon.errors import BadRequest
 from mailbeacon.suppressions import SuppressionKind
 from mailbeacon.tags import PAGES, Page
@@ -45,7 +44,7 @@ _REMOVED = {
 
 async def list_entries(request: Request, kind: Kind) -> JSONResponse:
     params = request.query_params
-    limit = parse_limit(request)
+    limit = query_limit(request)
     page = _page(params.get("page", "first"))
     pivot = params.get("address")
     if page in ("next", "prev") and pivot is None:

@@ -12,17 +12,15 @@ from starlette.routing import Route
 
 from mailbeacon import domains as dom
 from mailbeacon import tags as tg
-from mailbeacon.api.forms import limit_param, read_form, runtime, text_field
+from mailbeacon.api.forms import query_limit, read_form, runtime, text_field
 from mailbeacon.api.paging import page_links
 from mailbeacon.errors import BadRequest
 from mailbeacon.send.submission import check_tags, normalize_tags
 
-MAX_LIMIT = 1000
-
 
 async def list_tags(request: Request) -> JSONResponse:
     params = request.query_params
-    limit = _limit(request)
+    limit = query_limit(request)
     page = params.get("page", "first")
     if page not in tg.PAGES:
         raise BadRequest(f"'page' must be one of {', '.join(tg.PAGES)}")
@@ -91,10 +89,6 @@ def tag_json(tag: tg.Tag) -> dict[str, Any]:
         "first-seen": formatdate(tag.first_seen / 1_000_000, usegmt=True),
         "last-seen": formatdate(tag.last_seen / 1_000_000, usegmt=True),
     }
-
-
-def _limit(request: Request) -> int:
-    return limit_param(request.query_params.get("limit"), MAX_LIMIT)
 
 
 routes = [

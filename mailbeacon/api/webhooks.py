@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from mailbeacon import domains as dom
-from mailbeacon.api.forms import limit_param, read_form, runtime, text_field, text_fields
+from mailbeacon.api.forms import query_limit, read_form, runtime, text_field, text_fields
 from mailbeacon.errors import BadRequest
 from mailbeacon.webhooks import deliveries, store
 
@@ -76,7 +76,7 @@ async def rotate_signing_key(request: Request) -> JSONResponse:
 
 async def list_deliveries(request: Request) -> JSONResponse:
     domain = await _domain(request)
-    limit = limit_param(request.query_params.get("limit"), 1000)
+    limit = query_limit(request)
     items = await run_in_threadpool(
         deliveries.list_deliveries, runtime(request).db, domain,
         request.query_params.get("status"), limit, request.query_params.get("before"))
