@@ -210,35 +210,15 @@ class HitWriter:
         out: list[EventRecord] = []
         implied = hit.kind is Kind.CLICK and state.first_open is None
         if hit.kind is Kind.OPEN or implied:
-            counters = [(UNIQUE_OPENED, 1 if state.first_open is None else 0,
-                         1 if human and state.first_human_open is None else 0)]
-            state.first_open = state.first_open or hit.ts
-            state.opens += 1
-            row["open_count"] += 1
-            _times(row, "open", hit.ts)
-            if human:
-                state.first_human_open = state.first_human_open or hit.ts
-                state.human_opens += 1
-                row["human_open_count"] += 1
-                row["first_human_open_at"] = row["first_human_open_at"] or hit.ts
+            counters = _count(state, row, "open", human, hit.ts)
             fields = dict(extra, flags={"is-implied-by-click": True}) if implied else extra
             out.append(build_event(EventType.OPENED, hit.ts, info, shown, delivery,
-                                   counters=[c for c in counters if c[1] or c[2]],
+                                   counters=counters,
                                    human=human, dimensions=dims, **fields))
             if human and not anonymous:
                 self._engage(person, "open", state.human_opens, hit.ts)
         if hit.kind is Kind.CLICK:
-            counters = [(UNIQUE_CLICKED, 1 if state.first_click is None else 0,
-                         1 if human and state.first_human_click is None else 0)]
-            state.first_click = state.first_click or hit.ts
-            state.clicks += 1
-            row["click_count"] += 1
-            _times(row, "click", hit.ts)
-            if human:
-                state.first_human_click = state.first_human_click or hit.ts
-                state.human_clicks += 1
-                row["human_click_count"] += 1
-                row["first_human_click_at"] = row["first_human_click_at"] or hit.ts
+            counters = _count(state, row, "click", human, hit.ts)
             key = (hit.delivery_id, hit.link_index)
             first_on_link = not anonymous and seen_links.get(key, 0) == 0
             if not anonymous:
@@ -248,7 +228,7 @@ class HitWriter:
                 links[(info.domain, tag, hit.url, "unique_clicks")] += int(first_on_link)
                 links[(info.domain, tag, hit.url, "human_clicks")] += int(human)
             out.append(build_event(EventType.CLICKED, hit.ts, info, shown, delivery,
-                                   counters=[c for c in counters if c[1] or c[2]],
+                                   counters=counters,
                                    human=human, dimensions=dims, url=hit.url,
                                    link_index=hit.link_index, **extra))
             if human and not anonymous:
@@ -392,6 +372,28 @@ def _blank_row(delivery_id: str, domain: str) -> dict[str, Any]:
             "human_click_count": 0, "first_open_at": None, "last_open_at": None,
             "first_click_at": None, "last_click_at": None, "first_human_open_at": None,
             "first_human_click_at": None}
+
+
+_UNIQUE = {"open": UNIQUE_OPENED, "click": UNIQUE_CLICKED}
+
+
+def _count(state: _State, row: dict[str, Any], what: str, human: bool,
+           ts: int) -> list[tuple[str, int, int]]:
+    """Count one open or click (`what`) in the state and the upsert row; returns the
+    unique counter it adds, if it is the first (the first human one for human counts)."""
+    first, first_human = f"first_{what}", f"first_human_{what}"
+    unique = (_UNIQUE[what], int(getattr(state, first) is None),
+              int(human and getattr(state, first_human) is None))
+    setattr(state, first, getattr(state, first) or ts)
+    setattr(state, f"{what}s", getattr(state, f"{what}s") + 1)
+    row[f"{what}_count"] += 1
+    _times(row, what, ts)
+    if human:
+        setattr(state, first_human, getattr(state, first_human) or ts)
+        setattr(state, f"human_{what}s", getattr(state, f"human_{what}s") + 1)
+        row[f"human_{what}_count"] += 1
+        row[f"first_human_{what}_at"] = row[f"first_human_{what}_at"] or ts
+    return [unique] if unique[1] or unique[2] else []
 
 
 def _times(row: dict[str, Any], what: str, ts: int) -> None:
