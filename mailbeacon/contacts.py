@@ -26,13 +26,12 @@ from email.utils import formatdate
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy import ColumnElement, Connection, and_, delete, exists, func, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from mailbeacon import engagement
 from mailbeacon.addresses import check_address
 from mailbeacon.errors import BadRequest, NotFound
 from mailbeacon.ids import id_to_bytes
-from mailbeacon.storage.db import Database, now_us
+from mailbeacon.storage.db import Database, conflict_insert, now_us
 from mailbeacon.storage.schema import (
     contacts,
     deliveries,
@@ -347,10 +346,10 @@ def set_consent(db: Database, domain: str, address: str, consent: bool | None,
     address = check_address(address.strip(), "address").lower()
     now = now_us() if now is None else now
     consent_at = None if consent is None else now
-    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(contacts).values(domain=domain, address=address, consent=consent,
-                                           consent_at=consent_at, created_at=now)
     with db.write() as conn:
+        stmt = conflict_insert(conn, contacts).values(
+            domain=domain, address=address, consent=consent, consent_at=consent_at,
+            created_at=now)
         # Only the consent columns: the recorder owns the score, which may be changing.
         conn.execute(stmt.on_conflict_do_update(
             index_elements=["domain", "address"],

@@ -18,8 +18,8 @@ from email.utils import formatdate, parsedate_to_datetime
 from typing import Any, TextIO
 
 from sqlalchemy import Connection, delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 
+from mailbeacon import suppressions as suppression_rows
 from mailbeacon.addresses import check_address
 from mailbeacon.errors import BadRequest, NotFound
 from mailbeacon.send.submission import check_tags, normalize_tags
@@ -321,13 +321,8 @@ def add_entries(db: Database, domain: str, kind: SuppressionKind,
 
 
 def _upsert(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    # suppressions.add, for many rows in one statement: an import may hold 100k rows.
-    # Rows are unique by key (merged above): PostgreSQL refuses to update a row twice.
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(suppressions)
-    conn.execute(stmt.on_conflict_do_update(
-        index_elements=["domain", "kind", "address", "tag"],
-        set_={"code": stmt.excluded.code, "error": stmt.excluded.error}), rows)
+    # Rows are unique by key (merged above), as suppressions.upsert needs.
+    suppression_rows.upsert(conn, rows)
 
 
 def find_entry(conn: Connection, domain: str, kind: SuppressionKind,

@@ -11,10 +11,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, select
-from sqlalchemy.dialects import postgresql, sqlite
 
+from mailbeacon.storage.db import conflict_insert
 from mailbeacon.storage.schema import suppressions
 
 
@@ -96,10 +97,14 @@ def blocks(conn: Connection, domain: str, addresses: Sequence[str], tags: Sequen
 def add(conn: Connection, domain: str, kind: SuppressionKind, address: str, ts: int,
         tag: str = "", code: str = "", error: str = "") -> None:
     """Add or refresh one suppression (an existing row keeps its creation time)."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(suppressions).values(
-        domain=domain, kind=str(kind), address=address.lower(), tag=tag, code=code,
-        error=error, created_at=ts)
+    upsert(conn, [{"domain": domain, "kind": str(kind), "address": address.lower(),
+                   "tag": tag, "code": code, "error": error, "created_at": ts}])
+
+
+def upsert(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Add or refresh suppressions in one statement; existing rows keep their creation
+    time. Rows must be unique by key: PostgreSQL refuses to update a row twice."""
+    stmt = conflict_insert(conn, suppressions)
     conn.execute(stmt.on_conflict_do_update(
         index_elements=["domain", "kind", "address", "tag"],
-        set_={"code": stmt.excluded.code, "error": stmt.excluded.error}))
+        set_={"code": stmt.excluded.code, "error": stmt.excluded.error}), list(rows))

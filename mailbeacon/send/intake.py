@@ -18,7 +18,6 @@ from email.utils import formatdate, getaddresses
 from typing import Any
 
 from sqlalchemy import Connection
-from sqlalchemy.dialects import postgresql, sqlite
 
 from mailbeacon.domains import Domain
 from mailbeacon.errors import BadRequest
@@ -34,7 +33,7 @@ from mailbeacon.send.submission import (
     check_tags,
     normalize_tags,
 )
-from mailbeacon.storage.db import Database
+from mailbeacon.storage.db import Database, conflict_insert
 from mailbeacon.storage.records import write_events
 from mailbeacon.storage.schema import contacts, deliveries, messages
 from mailbeacon.tags import touch_tags
@@ -135,11 +134,10 @@ def store_message(db: Database, domain: Domain, mime: EmailMessage, message_id: 
 
 def touch_contacts(conn: Connection, domain: str, addresses: Sequence[str], ts: int) -> None:
     """A contact row for each address the domain sends to (kept if it exists)."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     rows = [{"domain": domain, "address": a, "created_at": ts}
             for a in sorted({a.lower() for a in addresses})]
     if rows:
-        conn.execute(dialect.insert(contacts).on_conflict_do_nothing(), rows)
+        conn.execute(conflict_insert(conn, contacts).on_conflict_do_nothing(), rows)
 
 
 def _unique(addresses: list[str]) -> list[str]:

@@ -113,6 +113,11 @@ class Database:
             conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_MIGRATE_LOCK})")
 
 
+def conflict_insert(conn: Connection, table: Table) -> Any:
+    """An INSERT in the connection's dialect, the kind that knows ON CONFLICT."""
+    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
+
+
 def upsert_add(
     conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], keys: Sequence[str],
     add: Sequence[str] = (), latest: Sequence[str] = (), earliest: Sequence[str] = (),
@@ -122,8 +127,7 @@ def upsert_add(
     one only where none was stored. One statement on both backends."""
     if not rows:
         return
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table)
+    stmt = conflict_insert(conn, table)
     ex = stmt.excluded
     sets: dict[str, Any] = {c: table.c[c] + ex[c] for c in add}
     sets.update({c: _greatest(conn, func.coalesce(table.c[c], ex[c]),

@@ -28,7 +28,7 @@ from mailbeacon.events import (
     MessageInfo,
     build_event,
 )
-from mailbeacon.storage.db import upsert_add
+from mailbeacon.storage.db import conflict_insert, upsert_add
 from mailbeacon.storage.schema import (
     contacts,
     deliveries,
@@ -325,7 +325,7 @@ class HitWriter:
 def upsert_contacts(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert contacts or overwrite the given columns of existing ones."""
     now = max((r.get("last_activity_at") or 0) for r in rows)
-    stmt = _insert(conn)(contacts)
+    stmt = conflict_insert(conn, contacts)
     columns = [c for c in rows[0] if c not in ("domain", "address")]
     conn.execute(stmt.on_conflict_do_update(
         index_elements=["domain", "address"],
@@ -354,16 +354,9 @@ def mark_bounced(conn: Connection, delivery_id: str, domain: str, address: str) 
     """The red indicator: this message bounced for this recipient."""
     row = _blank_row(delivery_id, domain)
     row.update(recipient=address.lower(), bounced=True)
-    dialect_insert = _insert(conn)
-    stmt = dialect_insert(recipient_state).values(**row)
+    stmt = conflict_insert(conn, recipient_state).values(**row)
     conn.execute(stmt.on_conflict_do_update(index_elements=["delivery_id"],
                                             set_={"bounced": True}))
-
-
-def _insert(conn: Connection) -> Any:
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert
 
 
 def _blank_row(delivery_id: str, domain: str) -> dict[str, Any]:
