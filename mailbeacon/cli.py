@@ -116,7 +116,6 @@ def load_journal(**options: Any) -> None:
     import time
     from pathlib import Path
 
-    from mailbeacon.storage.records import write_events
     from mailbeacon.track.enrich import GeoLookup
     from mailbeacon.track.hits import HitWriter
     from mailbeacon.track.spool import Spool
@@ -137,8 +136,7 @@ def load_journal(**options: Any) -> None:
     signal.signal(signal.SIGINT, stop)
     while not stopping:
         try:
-            if spool.pending() and spool.replay(
-                    lambda conn, hits: write_events(conn, writer.write(conn, hits)), db.write):
+            if spool.pending() and spool.replay(writer.store, db.write):
                 continue
         except Exception as exc:  # the database is away: the journal waits on disk
             logging.getLogger("mailbeacon.spool").warning("journal not loaded yet: %s", exc)

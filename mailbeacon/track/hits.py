@@ -29,6 +29,7 @@ from mailbeacon.events import (
     build_event,
 )
 from mailbeacon.storage.db import conflict_insert, upsert_add
+from mailbeacon.storage.records import write_events
 from mailbeacon.storage.schema import (
     contacts,
     deliveries,
@@ -102,6 +103,10 @@ class HitWriter:
         # Per delivery, the recent (link index, time) clicks: click bursts are a scanner
         # sign. Kept in memory: a burst that spans two processes can be missed.
         self._recent: OrderedDict[str, deque[tuple[int, float]]] = OrderedDict()
+
+    def store(self, conn: Connection, hits: Sequence[Hit]) -> None:
+        """Everything a batch of hits writes, events and their stats included."""
+        write_events(conn, self.write(conn, hits))
 
     def write(self, conn: Connection, hits: Sequence[Hit]) -> list[EventRecord]:
         ids = sorted({h.delivery_id for h in hits})

@@ -15,10 +15,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
-from sqlalchemy import Connection
-
 from mailbeacon.storage.db import Database
-from mailbeacon.storage.records import write_events
 from mailbeacon.track.hits import Hit, HitWriter
 from mailbeacon.track.spool import Spool
 
@@ -80,7 +77,7 @@ class Recorder:
                     and self.spool.pending()):
                 with contextlib.suppress(Exception):  # else the next start loads them
                     await asyncio.get_running_loop().run_in_executor(
-                        self._executor, self.spool.replay, self._commit_in, self._db.write)
+                        self._executor, self.spool.replay, self._writer.store, self._db.write)
             for task in (self._task, self._replay_task):
                 if task is not None:
                     task.cancel()
@@ -171,16 +168,13 @@ class Recorder:
                 continue
             try:
                 replayed = await loop.run_in_executor(
-                    self._executor, self.spool.replay, self._commit_in, self._db.write)
+                    self._executor, self.spool.replay, self._writer.store, self._db.write)
                 self.replayed += replayed
             except Exception as exc:
                 self._down_until = loop.time() + 2.0
                 log.warning("spool replay postponed: %s", exc)
 
-    def _commit_in(self, conn: Connection, hits: list[Hit]) -> None:
-        write_events(conn, self._writer.write(conn, hits))
-
     def commit(self, hits: Sequence[Hit]) -> None:
         """Store a batch of hits in one transaction (runs in the recorder thread)."""
         with self._db.write() as conn:
-            write_events(conn, self._writer.write(conn, hits))
+            self._writer.store(conn, hits)
