@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -75,10 +77,9 @@ def main() -> None:
 @setting_options()
 def serve(**options: Any) -> None:
     """Run the HTTP server (API and tracking endpoints) and the delivery worker."""
-    import uvicorn
-
     from mailbeacon.app import MailbeaconApp
     from mailbeacon.runtime import Runtime
+    from mailbeacon.server import server
 
     settings = _settings(options)
     logging.basicConfig(level=settings.log_level.upper(),
@@ -95,8 +96,11 @@ def serve(**options: Any) -> None:
     click.echo(f"mailbeacon listening on http://{host}:{port} "
                f"(tracking links: {settings.base_url}; relay: "
                f"{runtime.relay!r})", err=True)
-    uvicorn.run(MailbeaconApp(runtime), host=host, port=port, log_level="warning",
-                access_log=False, lifespan="on")
+    http = server(MailbeaconApp(runtime), host, port, lifespan="on")
+    with contextlib.suppress(KeyboardInterrupt):
+        http.run()
+    if not http.started:  # e.g. the port is taken: uvicorn has said why
+        sys.exit(3)
 
 
 @main.command(name="migrate")
@@ -123,6 +127,7 @@ def load_journal(**options: Any) -> None:
     settings = _settings(options)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.nice(10)  # answering hits comes first; the journal waits safely on disk meanwhile
     db = _database(options)
     writer = HitWriter(GeoLookup(settings.geoip_db or None), settings.engagement_half_life_days)
     spool = Spool(Path(settings.spool_dir))

@@ -13,11 +13,16 @@ import os
 import time
 
 ID_LENGTH = 26
+# base32hex in pairs of digits (10 bits each): 13 lookups write an id, a few times faster
+# than base64.b32hexencode, which is pure Python. Ids are made for every event stored
+# and read from every tracking token.
+_DIGITS = "0123456789abcdefghijklmnopqrstuv"
+_PAIRS = [a + b for a in _DIGITS for b in _DIGITS]
+_SHIFTS = range(120, -1, -10)
 
 
 def id_from_parts(micros: int, tail: bytes) -> str:
-    raw = micros.to_bytes(8, "big") + tail
-    return base64.b32hexencode(raw).decode("ascii").rstrip("=").lower()
+    return id_from_bytes(micros.to_bytes(8, "big") + tail)
 
 
 def new_id(micros: int | None = None) -> str:
@@ -41,7 +46,8 @@ def id_to_bytes(value: str) -> bytes:
 def id_from_bytes(raw: bytes) -> str:
     if len(raw) != 16:
         raise ValueError("an id has 16 bytes")
-    return base64.b32hexencode(raw).decode("ascii").rstrip("=").lower()
+    bits = int.from_bytes(raw, "big") << 2  # 128 bits padded to 26 digits of 5
+    return "".join([_PAIRS[(bits >> shift) & 0x3FF] for shift in _SHIFTS])
 
 
 def id_micros(value: str) -> int:

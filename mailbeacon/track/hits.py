@@ -15,7 +15,7 @@ import logging
 from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, select, tuple_
 
@@ -49,8 +49,7 @@ HONEYPOT_INDEX = 65535  # link index of the hidden link no person can see (compo
 _RECENT_CLICKS = 50_000  # deliveries whose recent click times are kept for bursts
 
 
-@dataclass(frozen=True)
-class Hit:
+class Hit(NamedTuple):  # a tuple: made on every tracking hit, several times cheaper
     kind: Kind  # OPEN, CLICK or UNSUBSCRIBE
     delivery_id: str
     ts: int  # microseconds

@@ -1,10 +1,13 @@
 """The hit recorder: group commit for opens and clicks (DESIGN section 3).
 
-A request hands its hit to `Recorder.record` and waits. The recorder commits everything
-that is waiting in one transaction, in a worker thread, then wakes those requests; hits
-that arrived meanwhile form the next batch, which starts as soon as the commit ends. No
-fixed timer: under light load a hit is committed at once, under heavy load batches grow.
-The same transaction writes the events, the per-recipient state and the stats counters.
+A request hands its hit to `Recorder.submit` (or awaits `record`) and waits for the
+future of the batch its hit is in: one future per batch, not per hit. In commit mode the
+recorder commits everything waiting in one transaction, in a worker thread, then
+resolves that future; hits that arrived meanwhile form the next batch, which starts as
+soon as the commit ends. In journal mode a batch is every hit of one turn of the event
+loop, appended with one write() at the end of that turn. No fixed timer either way:
+under light load a hit is stored at once, under heavy load batches grow. The same
+transaction writes the events, the per-recipient state and the stats counters.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ class Recorder:
         # After a failed commit, spool at once for a while instead of waiting on a
         # database that is away (each wait would hold every request of the batch).
         self._down_until = 0.0
-        self._pending: list[tuple[Hit, asyncio.Future[None]]] = []
+        self._pending: list[Hit] = []
+        self._batch: asyncio.Future[None] | None = None  # the waiting hits' future
         self._wake = asyncio.Event()
         # One thread: commits are serial anyway, and a single writer avoids lock fights.
         self._executor = concurrent.futures.ThreadPoolExecutor(1, "recorder")
@@ -88,22 +92,35 @@ class Recorder:
     async def record(self, hit: Hit) -> None:
         """Return once the hit is committed (or spooled while the database is away);
         raise if neither worked."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((hit, future))
-        self._wake.set()
-        await future
+        await self.submit(hit)
+
+    def submit(self, hit: Hit) -> asyncio.Future[None]:
+        """A future done once the hit is durable, shared by its whole batch (the HTTP
+        front waits on it with a callback, no task per request); its exception says the
+        hit could not be stored."""
+        self._pending.append(hit)
+        if self._batch is None:
+            loop = asyncio.get_running_loop()
+            self._batch = loop.create_future()
+            if self.journal:
+                loop.call_soon(self._journal)  # after every request of this turn
+            else:
+                self._wake.set()
+        return self._batch
+
+    def _take(self) -> tuple[list[Hit], asyncio.Future[None] | None]:
+        hits, future = self._pending, self._batch
+        self._pending, self._batch = [], None
+        return hits, future
 
     async def _run(self) -> None:
+        """Commit mode: one batch after the other."""
         loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
-            batch, self._pending = self._pending, []
-            if not batch:
-                continue
-            hits = [h for h, _ in batch]
-            if self.journal:
-                self._journal(batch, hits)
+            hits, batch = self._take()
+            if batch is None:
                 continue
             try:
                 if loop.time() < self._down_until:
@@ -118,37 +135,32 @@ class Recorder:
                     log.warning("database unavailable (%s): %d hits spooled", exc, len(hits))
                     self.spooled += len(hits)
                 except Exception as failure:
-                    log.error("could not record %d hits: %s", len(batch), failure)
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(failure)
+                    log.error("could not record %d hits: %s", len(hits), failure)
+                    _settle(batch, failure)
                     continue
-                for _, future in batch:
-                    if not future.done():
-                        future.set_result(None)
+                _settle(batch)
             else:
                 self.batches += 1
-                self.hits += len(batch)
-                for _, future in batch:
-                    if not future.done():
-                        future.set_result(None)
+                self.hits += len(hits)
+                _settle(batch)
 
-    def _journal(self, batch: list[tuple[Hit, asyncio.Future[None]]], hits: list[Hit]) -> None:
+    def _journal(self) -> None:
+        """Journal mode: the hits of this turn of the loop, in one write() on the loop
+        (microseconds), then their answers."""
         assert self.spool is not None
+        hits, batch = self._take()
+        if batch is None:
+            return
         try:
-            self.spool.append(hits)  # one write() for the batch, on the loop: microseconds
+            self.spool.append(hits)
         except Exception as failure:
             log.error("could not journal %d hits: %s", len(hits), failure)
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(failure)
+            _settle(batch, failure)
             return
         self.spooled += len(hits)
         self.batches += 1
         self.hits += len(hits)
-        for _, future in batch:
-            if not future.done():
-                future.set_result(None)
+        _settle(batch)
 
     async def _close_files(self) -> None:
         """With a loader process: close journal files every 50 ms so it can load them."""
@@ -178,3 +190,12 @@ class Recorder:
         """Store a batch of hits in one transaction (runs in the recorder thread)."""
         with self._db.write() as conn:
             self._writer.store(conn, hits)
+
+
+def _settle(batch: asyncio.Future[None], failure: BaseException | None = None) -> None:
+    if batch.done():  # cancelled
+        return
+    if failure is None:
+        batch.set_result(None)
+    else:
+        batch.set_exception(failure)

@@ -17,7 +17,6 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 from sqlalchemy import Connection, select
@@ -27,6 +26,7 @@ from mailbeacon.track.hits import Hit
 from mailbeacon.track.tokens import Kind
 
 log = logging.getLogger("mailbeacon.spool")
+_text = json.encoder.encode_basestring_ascii  # a JSON string literal, quotes included
 FILE_HITS = 10_000  # a new file after this many hits keeps each replay transaction small
 _MARK = "spool:"
 
@@ -46,7 +46,7 @@ class Spool:
 
     def append(self, hits: Sequence[Hit]) -> None:
         """Write hits to the current journal file; raises OSError if the disk fails."""
-        lines = "".join(json.dumps({**asdict(h), "kind": int(h.kind)}) + "\n" for h in hits)
+        lines = "".join([_line(h) for h in hits])
         with self._lock:
             if self._file is None or self._count >= FILE_HITS:
                 self._close()
@@ -136,7 +136,19 @@ def _alive(name: str) -> bool:
     return True
 
 
+def _line(hit: Hit) -> str:
+    """One hit as a JSON array in the order of Hit's fields. Every journaled hit takes
+    this path before its answer: the strings go through json's C string encoder, the
+    rest is formatted directly, several times cheaper than json.dumps of an object."""
+    return (f"[{int(hit.kind)},{_text(hit.delivery_id)},{int(hit.ts)},{_text(hit.ip)},"
+            f"{_text(hit.user_agent)},{_text(hit.method)},{_text(hit.url)},"
+            f"{int(hit.link_index)},{_text(hit.scope)}]\n")
+
+
 def _hit(line: str) -> Hit:
     data = json.loads(line)
-    data["kind"] = Kind(data["kind"])
-    return Hit(**data)
+    if isinstance(data, dict):  # the earlier format: one object per hit
+        data["kind"] = Kind(data["kind"])
+        return Hit(**data)
+    kind, *rest = data
+    return Hit(Kind(kind), *rest)
