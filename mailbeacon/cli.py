@@ -77,29 +77,47 @@ def main() -> None:
 @setting_options()
 def serve(**options: Any) -> None:
     """Run the HTTP server (API and tracking endpoints) and the delivery worker."""
+    settings = _settings(options)
+    _run_http(settings)
+
+
+@main.command(name="http-process", hidden=True)
+@click.option("--parent", type=int, required=True, help="The pid of its serve.")
+def http_process(parent: int) -> None:
+    """One of the further HTTP processes serve starts (--http-processes); settings come
+    from the environment, and it stops once its serve is gone."""
+    _run_http(_settings({}), parent=parent)
+
+
+def _run_http(settings: Settings, parent: int | None = None) -> None:
+    """serve (`parent` None), or one of its further HTTP processes."""
     from mailbeacon.app import MailbeaconApp
     from mailbeacon.runtime import Runtime
-    from mailbeacon.server import server
+    from mailbeacon.server import listening_socket, server
 
-    settings = _settings(options)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # aiosmtpd logs every client line at debug level, AUTH credentials included.
     logging.getLogger("mail.log").setLevel(max(logging.INFO, logging.root.level))
     host, port = settings.http_host_port
     try:
-        runtime = Runtime(settings)
+        sock = listening_socket(host, port, shared=settings.http_processes > 1)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from exc
+    try:
+        runtime = Runtime(settings, serve_pid=parent)
     except MailbeaconError as exc:
         raise click.UsageError(str(exc)) from exc
     except Exception as exc:  # e.g. PostgreSQL unreachable: say which, no traceback
         raise _database_failure(exc) from exc
-    click.echo(f"mailbeacon listening on http://{host}:{port} "
-               f"(tracking links: {settings.base_url}; relay: "
-               f"{runtime.relay!r})", err=True)
+    if parent is None:
+        click.echo(f"mailbeacon listening on http://{host}:{port} "
+                   f"({settings.http_processes} HTTP process(es); tracking links: "
+                   f"{settings.base_url}; relay: {runtime.relay!r})", err=True)
     http = server(MailbeaconApp(runtime), host, port, lifespan="on")
     with contextlib.suppress(KeyboardInterrupt):
-        http.run()
-    if not http.started:  # e.g. the port is taken: uvicorn has said why
+        http.run(sockets=[sock])
+    if not http.started:  # uvicorn has said why
         sys.exit(3)
 
 
@@ -113,7 +131,9 @@ def migrate_command(**options: Any) -> None:
 
 @main.command(name="load-journal")
 @setting_options(("database_url", "spool_dir", "geoip_db", "engagement_half_life_days"))
-def load_journal(**options: Any) -> None:
+@click.option("--parent", type=int, default=None, hidden=True,
+              help="Stop once process PARENT is no longer this one's parent (serve's).")
+def load_journal(parent: int | None, **options: Any) -> None:
     """Load journaled hits into the database, continuously (serve starts this itself
     when MAILBEACON_RECORDING=journal)."""
     import signal
@@ -139,7 +159,7 @@ def load_journal(**options: Any) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    while not stopping:
+    while not stopping and parent in (None, os.getppid()):
         try:
             if spool.pending() and spool.replay(writer.store, db.write):
                 continue

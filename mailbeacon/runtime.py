@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import ssl
 import subprocess
 import sys
@@ -31,25 +32,33 @@ from mailbeacon.track.spool import Spool
 from mailbeacon.webhooks.sender import WebhookSender
 
 log = logging.getLogger("mailbeacon")
+_LOADER = "journal loader"
 
 
 class Runtime:
     """Built once per process; `start`/`stop` run the background tasks."""
 
     def __init__(self, settings: Settings, *, run_migrations: bool = True,
-                 run_worker: bool = True) -> None:
+                 run_worker: bool = True, serve_pid: int | None = None) -> None:
+        """`serve_pid`: this is one of the further HTTP processes that serve starts
+        (--http-processes): HTTP only; the serve process runs everything else."""
         self.settings = settings
+        self._serve_pid = serve_pid
+        extra_http = serve_pid is not None
+        if extra_http:
+            run_migrations = run_worker = False
         self.db = Database(settings.database_url)
         if run_migrations:
             migrate(self.db)
         self.codec = token_codec(settings, self.db)
         self.keys = KeyChecker(self.db, settings.api_key)
+        journal = settings.recording == "journal"
         self.recorder = Recorder(
             self.db, HitWriter(GeoLookup(settings.geoip_db or None),
                                settings.engagement_half_life_days),
-            Spool(Path(settings.spool_dir)), journal=settings.recording == "journal",
-            load_in_process=not (settings.recording == "journal" and run_worker))
-        self._loader: subprocess.Popen[bytes] | None = None
+            Spool(Path(settings.spool_dir)), journal=journal,
+            load_in_process=not (journal and (run_worker or extra_http)))
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
         self.relay = Relay.from_url(settings.relay, settings.relay_timeout) if settings.relay \
             else None
         self.worker: DeliveryWorker | None = None
@@ -73,8 +82,18 @@ class Runtime:
 
     async def start(self) -> None:
         self.recorder.start()
+        if self._serve_pid is not None:
+            self._tasks.append(asyncio.create_task(self._exit_with_parent(), name="parent"))
+            return
         if self.recorder.loads_elsewhere:
-            self._tasks.append(asyncio.create_task(self._run_loader(), name="journal-loader"))
+            self._tasks.append(asyncio.create_task(
+                self._keep_running(_LOADER, ["load-journal", f"--parent={os.getpid()}"]),
+                name="journal-loader"))
+        for number in range(2, self.settings.http_processes + 1):
+            self._tasks.append(asyncio.create_task(
+                self._keep_running(f"HTTP process {number}",
+                                   ["http-process", f"--parent={os.getpid()}"]),
+                name=f"http-{number}"))
         if self.settings.smtp:
             host, port = parse_host_port(self.settings.smtp, "smtp")
             handler = SmtpHandler(self.db, self.inbound, self.message_queued)
@@ -92,24 +111,29 @@ class Runtime:
             log.warning("no relay configured (--relay): delivered mail is kept in the local "
                         "outbox (see the dashboard)")
 
-    async def _run_loader(self) -> None:
-        """Keep one `mailbeacon load-journal` process running beside this one."""
-        command = [sys.executable, "-m", "mailbeacon", "load-journal"]
-        # Through the environment, not the command line: a database URL may hold a
-        # password, and command lines are visible to every local user.
-        env = {**os.environ,
-               "MAILBEACON_DATABASE_URL": self.settings.database_url,
-               "MAILBEACON_SPOOL_DIR": str(Path(self.settings.spool_dir).resolve()),
-               "MAILBEACON_GEOIP_DB": self.settings.geoip_db,
-               "MAILBEACON_ENGAGEMENT_HALF_LIFE_DAYS":
-                   str(self.settings.engagement_half_life_days),
-               "MAILBEACON_LOG_LEVEL": self.settings.log_level}
+    async def _keep_running(self, name: str, command: list[str]) -> None:
+        """Keep one `mailbeacon <command>` process running beside this one; each ends
+        when this process does, however this one ends (even by kill -9: each watches
+        that its parent is still `--parent`)."""
+        argv = [sys.executable, "-m", "mailbeacon", *command]
+        # Settings through the environment, not the command line: a database URL may
+        # hold a password, and command lines are visible to every local user.
+        env = {**os.environ, **self.settings.environment()}
         while True:
-            self._loader = subprocess.Popen(command, stdin=subprocess.DEVNULL, env=env)
-            while self._loader.poll() is None:
+            child = self._children[name] = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, env=env)
+            while child.poll() is None:
                 await asyncio.sleep(0.5)
-            log.error("journal loader exited with %s; starting it again", self._loader.returncode)
+            log.error("%s exited with %s; starting it again", name, child.returncode)
             await asyncio.sleep(1.0)
+
+    async def _exit_with_parent(self) -> None:
+        """An extra HTTP process stops (gracefully) once its serve is gone, even after a
+        kill -9 of serve, instead of answering on its own."""
+        while os.getppid() == self._serve_pid:
+            await asyncio.sleep(0.5)
+        log.warning("serve is gone: this HTTP process stops")
+        os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's graceful shutdown
 
     async def stop(self) -> None:
         if self.smtp_server is not None:
@@ -120,9 +144,18 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.recorder.stop()
-        if self._loader is not None and self._loader.poll() is None:
-            self._loader.terminate()  # it finishes the file in hand, then exits
-            await asyncio.to_thread(self._loader.wait, 30)
+        # HTTP processes first: they finish their answers and close their journal files;
+        # then the loader, which finishes the file in hand (the next start loads the rest).
+        last = [_LOADER] if _LOADER in self._children else []
+        for name in [n for n in self._children if n != _LOADER] + last:
+            child = self._children[name]
+            if child.poll() is None:
+                child.terminate()
+                try:
+                    await asyncio.to_thread(child.wait, 30)
+                except subprocess.TimeoutExpired:
+                    log.error("%s did not stop in 30 s; killed", name)
+                    child.kill()
         self.db.dispose()
 
     async def _purge_loop(self) -> None:

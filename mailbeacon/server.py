@@ -1,14 +1,17 @@
 """The HTTP server: uvicorn running the application, with the tracking front
-(track/front.py) taking each connection first."""
+(track/front.py) taking each connection first, in one or several processes."""
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import uvicorn
 
 from mailbeacon.app import MailbeaconApp
 from mailbeacon.track.front import protocol_factory
+
+BACKLOG = 2048  # uvicorn's default
 
 
 def server(app: MailbeaconApp, host: str, port: int, **options: Any) -> uvicorn.Server:
@@ -19,3 +22,22 @@ def server(app: MailbeaconApp, host: str, port: int, **options: Any) -> uvicorn.
         http=protocol_factory(runtime.codec, runtime.recorder),  # type: ignore[arg-type]
         **options)
     return uvicorn.Server(config)
+
+
+def listening_socket(host: str, port: int, shared: bool) -> socket.socket:
+    """A listening TCP socket; `shared`: with SO_REUSEPORT, so that each of several
+    processes binds its own socket to one port and the kernel spreads connections over
+    them (one accept queue per process: no thundering herd, no process starved).
+    OSError when the address is taken or cannot be bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock

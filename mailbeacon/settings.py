@@ -43,6 +43,11 @@ SETTINGS: tuple[Setting, ...] = (
             "postgresql+psycopg://USER@HOST/DB."),
     Setting("http", str, "127.0.0.1:8080",
             "HOST:PORT the HTTP server (API and tracking endpoints) listens on."),
+    Setting("http_processes", int, 1,
+            "Processes answering HTTP on --http (Linux SO_REUSEPORT: the kernel spreads "
+            "connections over them). Each serves the API and the tracking endpoints; the "
+            "first also runs the delivery worker, webhooks, SMTP and the journal loader. "
+            "Use one per core for tracking bursts (see docs/benchmarks.md)."),
     Setting("public_url", str, "",
             "Base URL recipients reach this server at, used in tracking links when a domain "
             "has no tracking URL of its own. Default: http://HOST:PORT of --http."),
@@ -108,6 +113,7 @@ BY_NAME = {s.name: s for s in SETTINGS}
 class Settings:
     database_url: str = "sqlite:///mailbeacon.db"
     http: str = "127.0.0.1:8080"
+    http_processes: int = 1
     public_url: str = ""
     relay: str = ""
     smtp: str = ""
@@ -148,6 +154,15 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    def environment(self) -> dict[str, str]:
+        """Every setting as its MAILBEACON_* variable: how serve hands its settings to the
+        processes it starts (never on their command lines, visible to every local user)."""
+        env = {}
+        for s in SETTINGS:
+            value = getattr(self, s.name)
+            env[s.env] = ("yes" if value else "no") if s.type is bool else str(value)
+        return env
 
 
 def parse_host_port(value: str, name: str) -> tuple[str, int]:
@@ -210,6 +225,8 @@ def validate(settings: Settings) -> None:
         raise ConfigError("MAILBEACON_PUBLIC_URL must start with http:// or https://")
     if settings.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("MAILBEACON_LOG_LEVEL must be debug, info, warning or error")
+    if not 1 <= settings.http_processes <= 64:
+        raise ConfigError("MAILBEACON_HTTP_PROCESSES must be between 1 and 64")
     if settings.recording not in ("commit", "journal"):
         raise ConfigError("MAILBEACON_RECORDING must be commit or journal")
     if settings.engagement_half_life_days <= 0:

@@ -86,3 +86,12 @@ def test_serve_rejects_bad_settings_with_a_message() -> None:
     assert result.exit_code == 2 and "HOST:PORT" in result.output
     result = CliRunner().invoke(main, ["serve", "--relay", "http://x"])
     assert result.exit_code == 2 and "relay must be" in result.output
+
+
+def test_settings_survive_the_environment_handed_to_child_processes() -> None:
+    settings = Settings(http="127.0.0.1:9999", http_processes=3, recording="journal",
+                        webhook_forbid_private=True, api_key="key-0123456789abcdef",
+                        retry_first=12.5)
+    env = settings.environment()
+    assert env["MAILBEACON_WEBHOOK_FORBID_PRIVATE"] == "yes"
+    assert load(environ=env) == settings
