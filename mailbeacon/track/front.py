@@ -84,7 +84,7 @@ class TrackingFront(asyncio.Protocol):
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None, *, codec: TokenCodec,
-                 recorder: Recorder, clock: _Clock) -> None:
+                 recorder: Recorder, clock: _Clock, trusted: Any) -> None:
         self._config = config
         self._server_state = server_state
         self._app_state = app_state
@@ -92,8 +92,7 @@ class TrackingFront(asyncio.Protocol):
         self._codec = codec
         self._recorder = recorder
         self._clock = clock
-        self._trusted = ProxyHeadersMiddleware(_no_app, config.forwarded_allow_ips or "127.0.0.1") \
-            .trusted_hosts if config.proxy_headers else None
+        self._trusted = trusted  # uvicorn's trusted proxies; None: X-Forwarded-For ignored
         self._transport: asyncio.Transport | None = None
         self._peer = ""
         self._buffer = b""
@@ -316,12 +315,18 @@ async def _no_app(scope: Any, receive: Any, send: Any) -> None:
 
 
 def protocol_factory(codec: TokenCodec, recorder: Recorder) -> Callable[..., TrackingFront]:
-    """What uvicorn's `http` setting takes: it calls this with its protocol arguments."""
+    """What uvicorn's `http` setting takes: it calls this with its protocol arguments.
+    One factory per server."""
     clock = _Clock()
+    trusted: list[Any] = []  # the server's trusted proxies, parsed on its first connection
 
     def build(config: Config, server_state: ServerState, app_state: dict[str, Any],
               _loop: asyncio.AbstractEventLoop | None = None) -> TrackingFront:
+        if not trusted:
+            trusted.append(ProxyHeadersMiddleware(
+                _no_app, config.forwarded_allow_ips or "127.0.0.1").trusted_hosts
+                if config.proxy_headers else None)
         return TrackingFront(config, server_state, app_state, _loop, codec=codec,
-                             recorder=recorder, clock=clock)
+                             recorder=recorder, clock=clock, trusted=trusted[0])
 
     return build
