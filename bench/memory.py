@@ -41,11 +41,11 @@ def main() -> None:
     port = free_port()
     proc, db_file = start_mailbeacon(folder, port, args.recording)
     try:
-        pixel, _ = tracking_paths(port, db_file)
+        pixels, _ = tracking_paths(port, db_file, 100)
         print(f"start: {rss_mb(proc.pid):.1f} MB")
         done, round_no = 0, 0
         while done < args.hits:
-            result = wrk(f"http://127.0.0.1:{port}{pixel}", 10, 64)
+            result = wrk(f"http://127.0.0.1:{port}", 10, 64, pixels)
             done += int(result["requests"])
             round_no += 1
             loaders = sum(rss_mb(child) for child in children(proc.pid))

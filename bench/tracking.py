@@ -2,11 +2,13 @@
 
     python bench/tracking.py [--seconds 10] [--connections 64] [--rounds 2]
                              [--recording commit|journal] [--http-processes N]
+                             [--recipients 100]
 
 Installs nothing: needs nginx and wrk (`apt-get install -y nginx wrk`; .ci/run does not
 run benchmarks). Starts nginx serving empty_gif and `mailbeacon serve` (SQLite in a temp
-folder, durable recording on), then alternates wrk runs against nginx /o/, mailbeacon
-/o/<token> (pixel) and /c/<token> (click redirect), and prints req/s, p50/p99 latency
+folder, durable recording on), sends one message to --recipients addresses, then
+alternates wrk runs against nginx /o/, mailbeacon /o/<token> (the recipients' pixels in
+turn) and /c/<token> (their click redirects in turn), and prints req/s, p50/p99 latency
 and each one's ratio to nginx measured in the same run. Afterwards it counts the stored
 events: every acknowledged hit must be in the database (in journal mode it first waits
 for the loader to catch up, and prints how long that took).
@@ -98,28 +100,43 @@ def start_mailbeacon(folder: Path, port: int, recording: str = "commit",
     return proc, str(db)
 
 
-def tracking_paths(port: int, db_file: str) -> tuple[str, str]:
-    """Send one message through mailbeacon; its pixel and click paths, read back from the
-    local outbox (no relay is configured)."""
+def tracking_paths(port: int, db_file: str, recipients: int = 1) -> tuple[list[str], list[str]]:
+    """Send one message to `recipients` addresses through mailbeacon; their pixel and
+    click paths, read back from the local outbox (no relay is configured)."""
     api(port, "/v3/domains", [("name", "example.com")])
     api(port, "/v3/example.com/messages", [
-        ("from", "shop@example.com"), ("to", "alice@example.org"), ("subject", "bench"),
-        ("html", '<p><a href="https://shop.example.net/sale">sale</a></p>')])
-    for _ in range(100):
+        ("from", "shop@example.com"), ("subject", "bench"),
+        ("html", '<p><a href="https://shop.example.net/sale">sale</a></p>'),
+        *[("to", f"reader{i}@example.org") for i in range(recipients)]])
+    for _ in range(300):
         with sqlite3.connect(db_file) as conn:
-            row = conn.execute("SELECT data FROM local_outbox").fetchone()
-        if row:
+            rows = conn.execute("SELECT data FROM local_outbox").fetchall()
+        if len(rows) == recipients:
             break
         time.sleep(0.1)
-    body = row[0].decode("utf-8", "replace").replace("=\r\n", "").replace("=3D", "=")
-    pixel = re.search(r"/o/[a-z0-9]+", body).group(0)  # type: ignore[union-attr]
-    click = re.search(r'/c/[a-z0-9]+(?=">)', body).group(0)  # type: ignore[union-attr]
-    return pixel, click
+    pixels, clicks = [], []
+    for (data,) in rows:
+        body = data.decode("utf-8", "replace").replace("=\r\n", "").replace("=3D", "=")
+        pixels.append(re.search(r"/o/[a-z0-9]+", body).group(0))  # type: ignore[union-attr]
+        clicks.append(re.search(r'/c/[a-z0-9]+(?=">)', body).group(0))  # type: ignore[union-attr]
+    return pixels, clicks
 
 
-def wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url],
-                         capture_output=True, text=True, check=True).stdout
+def wrk(url: str, seconds: int, connections: int,
+        paths: list[str] | None = None) -> dict[str, float]:
+    """wrk against `url`, or against its host asking for `paths` in turn (a Lua script:
+    give every target the same script, so that wrk's own cost is the same for each)."""
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        if paths:
+            listed = ", ".join(f'"{p}"' for p in paths)
+            script.write(f"local paths = {{{listed}}}\nlocal i = 0\n"
+                         "request = function()\n  i = i % #paths + 1\n"
+                         '  return wrk.format("GET", paths[i])\nend\n')
+            script.flush()
+            command += ["-s", script.name]
+        out = subprocess.run([*command, url], capture_output=True, text=True,
+                             check=True).stdout
 
     def millis(label: str) -> float:
         match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
@@ -145,6 +162,9 @@ def main() -> None:
                         help="mailbeacon's recording mode (see README)")
     parser.add_argument("--http-processes", type=int, default=1,
                         help="MAILBEACON_HTTP_PROCESSES of mailbeacon")
+    parser.add_argument("--recipients", type=int, default=100,
+                        help="recipients of the tracked message: wrk asks for each one's "
+                             "pixel or link in turn")
     args = parser.parse_args()
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None:
@@ -154,15 +174,16 @@ def main() -> None:
     nginx = start_nginx(folder, nginx_port)
     mb, db_file = start_mailbeacon(folder, mb_port, args.recording, args.http_processes)
     try:
-        pixel, click = tracking_paths(mb_port, db_file)
-        targets = {"nginx empty_gif": f"http://127.0.0.1:{nginx_port}/o/x",
-                   "mailbeacon /o/": f"http://127.0.0.1:{mb_port}{pixel}",
-                   "mailbeacon /c/": f"http://127.0.0.1:{mb_port}{click}"}
+        pixels, clicks = tracking_paths(mb_port, db_file, args.recipients)
+        # nginx answers empty_gif for any /o/ path: it gets the pixel paths, the same script.
+        targets = {"nginx empty_gif": (f"http://127.0.0.1:{nginx_port}", pixels),
+                   "mailbeacon /o/": (f"http://127.0.0.1:{mb_port}", pixels),
+                   "mailbeacon /c/": (f"http://127.0.0.1:{mb_port}", clicks)}
         results: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
         acknowledged = {"opened": 0, "clicked": 0}
         for _ in range(args.rounds):
-            for name, url in targets.items():
-                result = wrk(url, args.seconds, args.connections)
+            for name, (url, paths) in targets.items():
+                result = wrk(url, args.seconds, args.connections, paths)
                 results[name].append(result)
                 if name != "nginx empty_gif":
                     kind = "opened" if "/o/" in name else "clicked"
