@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import socket
@@ -13,6 +14,7 @@ from email.message import EmailMessage
 from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
@@ -152,10 +154,18 @@ API_KEY = "key-test-0123456789"
 
 @dataclass
 class Service:
-    """A running mailbeacon (recorder and worker started) and an HTTP client for it."""
+    """A running mailbeacon (recorder and worker started), an in-process HTTP client for
+    its API, and its real HTTP server (the tracking front and uvicorn) on loopback."""
 
     runtime: Any
-    client: Any  # httpx.AsyncClient with the API key
+    client: Any  # httpx.AsyncClient with the API key, in process (ASGI)
+    base_url: str = ""  # the real server, http://127.0.0.1:<port>
+    web: Any = None  # httpx.AsyncClient on base_url, no auth
+    http: Any = None  # the uvicorn.Server
+
+    @property
+    def port(self) -> int:
+        return int(self.base_url.rsplit(":", 1)[1])
 
     async def add_domain(self, name: str = "example.com", **fields: str) -> None:
         r = await self.client.post("/v3/domains", data={"name": name, **fields})
@@ -185,18 +195,50 @@ class Service:
             await asyncio.sleep(0.02)
         raise AssertionError(f"wanted {count} events {params}, got {events}")
 
-    async def hit(self, url: str, **kwargs: Any) -> Any:
-        """Follow a tracking URL from a message through the in-process app."""
-        from urllib.parse import urlsplit
+    async def hit(self, url: str, method: str = "GET", **kwargs: Any) -> Any:
+        """Follow a tracking URL (from a message, or a bare path) over a real socket to
+        the server, so the tracking front answers it."""
+        return await self.web.request(method, target(url), **kwargs)
 
-        path = urlsplit(url).path
-        return await self.client.get(path, auth=None, follow_redirects=False, **kwargs)
+
+def target(url: str) -> str:
+    """The path and query of `url`, as given (a full URL or a bare path)."""
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+async def start_server(app: Any, **options: Any) -> tuple[Any, asyncio.Task[None]]:
+    """`app` behind a real uvicorn server with the tracking front (mailbeacon.server), on
+    a free loopback port, running as a task; returned once it listens."""
+    from mailbeacon.server import server
+
+    options.setdefault("lifespan", "off")
+    options.setdefault("log_config", None)
+    http = server(app, "127.0.0.1", free_port(), **options)
+    task = asyncio.create_task(http.serve())
+    for _ in range(500):
+        if http.started or task.done():
+            break
+        await asyncio.sleep(0.01)
+    if task.done():
+        task.result()
+    assert http.started, "the HTTP server did not start"
+    return http, task
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any, **options: Any) -> AsyncIterator[Any]:
+    """`start_server`, and uvicorn's graceful shutdown on the way out."""
+    http, task = await start_server(app, **options)
+    try:
+        yield http
+    finally:
+        http.should_exit = True
+        await asyncio.wait_for(task, 30)
 
 
 @pytest.fixture
 def service_factory(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Any]]:
-    import contextlib
-
     import httpx
 
     from mailbeacon.app import MailbeaconApp
@@ -211,13 +253,20 @@ def service_factory(database_url: str, tmp_path: Path) -> Iterator[Callable[...,
         run_worker = settings.pop("run_worker", True)  # False: tests drive workers by hand
         runtime = Runtime(Settings(**settings), run_worker=run_worker)
         await runtime.start()
-        transport = httpx.ASGITransport(app=MailbeaconApp(runtime))
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver",
-                                     auth=("api", API_KEY)) as client:
-            try:
-                yield Service(runtime, client)
-            finally:
-                await runtime.stop()
+        app = MailbeaconApp(runtime)
+        try:
+            async with serving(app) as http:
+                base_url = f"http://127.0.0.1:{http.config.port}"
+                transport = httpx.ASGITransport(app=app)
+                # Hits may wait for a database that is away (SQLite's busy timeout is
+                # 10 s); no proxy from the environment between the test and the server.
+                async with httpx.AsyncClient(transport=transport, base_url="http://testserver",
+                                             auth=("api", API_KEY)) as client, \
+                        httpx.AsyncClient(base_url=base_url, follow_redirects=False,
+                                          timeout=60, trust_env=False) as web:
+                    yield Service(runtime, client, base_url, web, http)
+        finally:
+            await runtime.stop()
 
     yield make
 

@@ -44,14 +44,16 @@ MAX_WAITING = 64  # answers waiting for their hit per connection; beyond, readin
 
 
 class _Head:
-    """httptools callbacks: the request target and headers of one request."""
+    """httptools callbacks: what one request says. The parser's own flags are read when
+    the message completes: once feed_data returns it has reset them for the next one."""
 
-    __slots__ = ("url", "headers", "complete")
+    __slots__ = ("parser", "url", "headers", "complete", "head_only", "keep_alive")
 
     def __init__(self) -> None:
+        self.parser = httptools.HttpRequestParser(self)
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
-        self.complete = False
+        self.complete = self.head_only = self.keep_alive = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -61,6 +63,10 @@ class _Head:
 
     def on_message_complete(self) -> None:
         self.complete = True
+        self.head_only = self.parser.get_method() == b"HEAD"
+        # As uvicorn: HTTP/1.0 closes (our answers say HTTP/1.1 and no keep-alive).
+        self.keep_alive = self.parser.should_keep_alive() and \
+            self.parser.get_http_version() != "1.0"
 
 
 class _Clock:
@@ -97,11 +103,13 @@ class TrackingFront(asyncio.Protocol):
         self._peer = ""
         self._buffer = b""
         self._head = _Head()
-        self._parser = httptools.HttpRequestParser(self._head)
+        self._path = b""
         # Answers in request order, each with the hit it waits for (None: ready).
         self._waiting: deque[tuple[asyncio.Future[None] | None, bytes]] = deque()
         self._closing = False  # close once the waiting answers are written
         self._handing_off = False  # give the connection to uvicorn once they are
+        self._handed_off = False
+        self._watched: asyncio.Future[None] | None = None  # the last batch waited on
         self._write_paused = False
         self._reading_paused = False
         self._last_active = 0.0
@@ -145,6 +153,8 @@ class TrackingFront(asyncio.Protocol):
     def _serve(self) -> None:
         transport = self._transport
         assert transport is not None
+        if self._handed_off:
+            return
         buffer = self._buffer
         while buffer and not self._closing and not self._handing_off:
             if self._write_paused or len(self._waiting) >= MAX_WAITING:
@@ -173,32 +183,35 @@ class TrackingFront(asyncio.Protocol):
     def _parse(self, head: bytes) -> bool:
         self._head.url, self._head.headers, self._head.complete = b"", [], False
         try:
-            self._parser.feed_data(head)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            self._head.parser.feed_data(head)
+            self._path = httptools.parse_url(self._head.url).path
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade,
+                httptools.HttpParserInvalidURLError):
             return False
         return self._head.complete
 
     def _answer(self) -> None:
-        method = "HEAD" if self._parser.get_method() == b"HEAD" else "GET"
-        path = unquote(self._head.url.partition(b"?")[0].decode("latin-1"))
+        head = self._head
+        method = "HEAD" if head.head_only else "GET"
+        path = unquote(self._path.decode("latin-1"))  # as uvicorn gives the ASGI app
         user_agent = forwarded = ""
-        for name, value in self._head.headers:
+        for name, value in head.headers:
             if name == b"user-agent":
                 user_agent = value.decode("latin-1")
             elif name == b"x-forwarded-for":
                 forwarded = f"{forwarded}, {value.decode('latin-1')}" if forwarded \
                     else value.decode("latin-1")
         reply, hit = answer(self._codec, method, path, self._client_ip(forwarded), user_agent)
-        keep_alive = self._parser.should_keep_alive()
-        data = self._http(reply, method == "HEAD", keep_alive)
+        data = self._http(reply, head.head_only, head.keep_alive)
         if hit is None:
             self._waiting.append((None, data))
         else:
             future = self._recorder.submit(hit)  # one per batch: wait on it once
-            if not self._waiting or self._waiting[-1][0] is not future:
+            if future is not self._watched:
+                self._watched = future
                 future.add_done_callback(self._durable)
             self._waiting.append((future, data))
-        if not keep_alive:
+        if not head.keep_alive:
             self._closing = True
 
     def _client_ip(self, forwarded: str) -> str:
@@ -220,11 +233,13 @@ class TrackingFront(asyncio.Protocol):
         """Write every answer whose hit is durable, in order; then close, hand off or
         read on, as the connection's state says."""
         transport = self._transport
-        if transport is None or transport.is_closing():
+        if transport is None or transport.is_closing() or self._handed_off:
             return
         waiting = self._waiting
-        while waiting and (waiting[0][0] is None or waiting[0][0].done()):
-            transport.write(waiting.popleft()[1])
+        if waiting and (waiting[0][0] is None or waiting[0][0].done()):
+            self._last_active = self._loop.time()  # keep-alive counts from the answer
+            while waiting and (waiting[0][0] is None or waiting[0][0].done()):
+                transport.write(waiting.popleft()[1])
         if waiting:
             if self._handing_off and not self._reading_paused:
                 transport.pause_reading()  # the rest waits for uvicorn
@@ -241,6 +256,7 @@ class TrackingFront(asyncio.Protocol):
 
     def _hand_off(self, transport: asyncio.Transport) -> None:
         """The rest of the connection is uvicorn's, starting with the unanswered bytes."""
+        self._handed_off = True
         self._server_state.connections.discard(self)
         if self._idle_timer is not None:
             self._idle_timer.cancel()
@@ -323,9 +339,8 @@ def protocol_factory(codec: TokenCodec, recorder: Recorder) -> Callable[..., Tra
     def build(config: Config, server_state: ServerState, app_state: dict[str, Any],
               _loop: asyncio.AbstractEventLoop | None = None) -> TrackingFront:
         if not trusted:
-            trusted.append(ProxyHeadersMiddleware(
-                _no_app, config.forwarded_allow_ips or "127.0.0.1").trusted_hosts
-                if config.proxy_headers else None)
+            trusted.append(ProxyHeadersMiddleware(_no_app, config.forwarded_allow_ips)
+                           .trusted_hosts if config.proxy_headers else None)
         return TrackingFront(config, server_state, app_state, _loop, codec=codec,
                              recorder=recorder, clock=clock, trusted=trusted[0])
 

@@ -6,10 +6,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import httpx
 import sqlalchemy as sa
 
-from mailbeacon.app import MailbeaconApp
 from mailbeacon.storage.schema import contacts, domains, recipient_state, stats_buckets
 from tests.conftest import Service, SmtpRelay
 
@@ -39,10 +37,8 @@ async def _sent(service: Service, relay: SmtpRelay, **fields: Any) -> tuple[list
 
 
 async def _hit(service: Service, url: str, ip: str, agent: str, method: str = "GET") -> Any:
-    transport = httpx.ASGITransport(app=MailbeaconApp(service.runtime), client=(ip, 40000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        return await client.request(method, "/" + url.split("/", 3)[3],
-                                    headers={"user-agent": agent})
+    """Over the real socket, as a proxy on 127.0.0.1 (trusted) forwarding for `ip`."""
+    return await service.hit(url, method, headers={"user-agent": agent, "x-forwarded-for": ip})
 
 
 async def _slow_clicks_are_human(service: Service) -> None:
