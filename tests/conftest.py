@@ -155,17 +155,40 @@ API_KEY = "key-test-0123456789"
 @dataclass
 class Service:
     """A running mailbeacon (recorder and worker started), an in-process HTTP client for
-    its API, and its real HTTP server (the tracking front and uvicorn) on loopback."""
+    its API, and, from the first hit on (or `start_http`), its real HTTP server (the
+    tracking front and uvicorn) on loopback: started lazily, because stopping uvicorn
+    costs ~0.2 s and most tests never make a hit."""
 
     runtime: Any
     client: Any  # httpx.AsyncClient with the API key, in process (ASGI)
+    app: Any = None  # the MailbeaconApp both serve
     base_url: str = ""  # the real server, http://127.0.0.1:<port>
     web: Any = None  # httpx.AsyncClient on base_url, no auth
     http: Any = None  # the uvicorn.Server
+    _task: Any = None
 
     @property
     def port(self) -> int:
-        return int(self.base_url.rsplit(":", 1)[1])
+        assert self.http is not None, "call start_http() first"
+        return int(self.http.config.port)
+
+    async def start_http(self) -> None:
+        import httpx
+
+        if self.http is None:
+            self.http, self._task = await start_server(self.app)
+            self.base_url = f"http://127.0.0.1:{self.http.config.port}"
+            # Hits may wait for a database that is away (SQLite's busy timeout is 10 s);
+            # no proxy from the environment between the test and the server.
+            self.web = httpx.AsyncClient(base_url=self.base_url, follow_redirects=False,
+                                         timeout=60, trust_env=False)
+
+    async def stop_http(self) -> None:
+        """uvicorn's graceful shutdown, if the server was started."""
+        if self.http is not None:
+            await self.web.aclose()
+            self.http.should_exit = True
+            await asyncio.wait_for(self._task, 30)
 
     async def add_domain(self, name: str = "example.com", **fields: str) -> None:
         r = await self.client.post("/v3/domains", data={"name": name, **fields})
@@ -198,6 +221,7 @@ class Service:
     async def hit(self, url: str, method: str = "GET", **kwargs: Any) -> Any:
         """Follow a tracking URL (from a message, or a bare path) over a real socket to
         the server, so the tracking front answers it."""
+        await self.start_http()
         return await self.web.request(method, target(url), **kwargs)
 
 
@@ -255,16 +279,14 @@ def service_factory(database_url: str, tmp_path: Path) -> Iterator[Callable[...,
         await runtime.start()
         app = MailbeaconApp(runtime)
         try:
-            async with serving(app) as http:
-                base_url = f"http://127.0.0.1:{http.config.port}"
-                transport = httpx.ASGITransport(app=app)
-                # Hits may wait for a database that is away (SQLite's busy timeout is
-                # 10 s); no proxy from the environment between the test and the server.
-                async with httpx.AsyncClient(transport=transport, base_url="http://testserver",
-                                             auth=("api", API_KEY)) as client, \
-                        httpx.AsyncClient(base_url=base_url, follow_redirects=False,
-                                          timeout=60, trust_env=False) as web:
-                    yield Service(runtime, client, base_url, web, http)
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                         base_url="http://testserver",
+                                         auth=("api", API_KEY)) as client:
+                service = Service(runtime, client, app)
+                try:
+                    yield service
+                finally:
+                    await service.stop_http()
         finally:
             await runtime.stop()
 

@@ -29,6 +29,14 @@ AUTH = "Basic " + base64.b64encode(f"api:{API_KEY}".encode()).decode()
 # The protocol is the same whatever the database: most tests run on SQLite alone; those
 # about what is recorded run on both.
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+@pytest.fixture
+async def service(service: Service) -> Service:
+    """conftest's service, with its real server started at once (these tests talk to its
+    port before any hit)."""
+    await service.start_http()
+    return service
 TIMEOUT = 10.0  # no read in these tests waits longer (but for the database outage)
 
 
@@ -182,7 +190,7 @@ async def _until(value: Any, wanted: Any, timeout: float = 10.0) -> None:
 
 def _app(service: Service) -> Any:
     """The MailbeaconApp the service's server runs (for further servers on it)."""
-    return service.http.config.app
+    return service.app
 
 
 @contextlib.contextmanager
@@ -562,6 +570,7 @@ async def test_forwarded_allow_ips_empty_trusts_nobody(service: Service,
 async def test_journal_mode(service_factory: Any, smtp_relay: SmtpRelay) -> None:
     async with service_factory(relay=smtp_relay.url, recording="journal") as service:
         await service.add_domain()
+        await service.start_http()
         click, pixel = await _sent(service, smtp_relay)
         async with wire(service.port) as one, wire(service.port) as two:
             one.send(request(f"/o/{pixel}") * 100)
