@@ -1,8 +1,9 @@
 """Sending throughput: HTTP API -> worker -> a loopback SMTP relay, and batch intake.
 
-    python bench/sending.py [--messages 10000] [--batch 1000]
+    python bench/sending.py [--messages 10000] [--batch 1000] [--database-url URL]
 
-Starts `mailbeacon serve` (SQLite in a temp folder) relaying to an aiosmtpd server in
+Starts `mailbeacon serve` (SQLite in a temp folder, or the empty database at
+`--database-url`, e.g. a fresh PostgreSQL schema) relaying to an aiosmtpd server in
 this process, posts `--messages` single-recipient messages through the API (8 client
 threads), and reports API intake/s and end-to-end delivered/s (until the relay has them
 all). Then posts one batch of `--batch` recipients with recipient-variables and reports
@@ -64,6 +65,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--database-url", default="",
+                        help="an empty database (default: SQLite in a temp folder)")
     args = parser.parse_args()
     counter = Counter()
     relay_port = free_port()
@@ -74,7 +77,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="mb-send-"))
     port = free_port()
     env = {**os.environ, "MAILBEACON_API_KEY": KEY, "MAILBEACON_LOG_LEVEL": "warning",
-           "MAILBEACON_DATABASE_URL": f"sqlite:///{folder / 'send.db'}"}
+           "MAILBEACON_DATABASE_URL": args.database_url or f"sqlite:///{folder / 'send.db'}"}
     import subprocess
 
     proc = subprocess.Popen([sys.executable, "-m", "mailbeacon", "serve", "--http",

@@ -75,8 +75,41 @@ def blocks(conn: Connection, domain: str, addresses: Sequence[str], tags: Sequen
             suppressions.c.address.in_([*lowered, *domains]),
         )
     ).all()
+    return _judge(rows, lowered, unsubscribe_scopes(tags, list_id))
+
+
+Check = tuple[str, str, Sequence[str], str | None]  # domain, address, tags, list id
+
+
+def blocks_each(conn: Connection, checks: Sequence[Check]) -> list[Block | None]:
+    """What `blocks` says of each (domain, address, tags, list id), in one query for
+    them all (the delivery worker checks a whole claimed batch at once)."""
+    if not checks:
+        return []
+    lowered = {address.lower() for _, address, _, _ in checks}
+    rows = conn.execute(
+        select(suppressions).where(
+            suppressions.c.domain.in_(sorted({domain for domain, _, _, _ in checks})),
+            suppressions.c.address.in_(
+                sorted(lowered | {a.rpartition("@")[2] for a in lowered})),
+        )
+    ).all()
+    by_key: dict[tuple[str, str], list[Any]] = {}
+    for row in rows:  # in the order the database returned them, as `blocks` sees them
+        by_key.setdefault((row.domain, row.address), []).append(row)
+    found: list[Block | None] = []
+    for domain, address, tags, list_id in checks:
+        address = address.lower()
+        mine = [*by_key.get((domain, address), ()),
+                *by_key.get((domain, address.rpartition("@")[2]), ())]
+        found.append(_judge(mine, [address], unsubscribe_scopes(tags, list_id))
+                     .get(address) if mine else None)
+    return found
+
+
+def _judge(rows: Sequence[Any], lowered: Sequence[str], scopes: set[str]) -> dict[str, Block]:
+    """The blocks that suppression rows (of one domain) put on these addresses."""
     allowed = {r.address for r in rows if r.kind == SuppressionKind.ALLOWLIST}
-    scopes = unsubscribe_scopes(tags, list_id)
     found: dict[str, Block] = {}
     # Unsubscribe first: it is honoured even for allowlisted addresses.
     order = {SuppressionKind.UNSUBSCRIBE: 0, SuppressionKind.COMPLAINT: 1,

@@ -17,8 +17,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from email import message_from_bytes
+from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.policy import SMTP, Policy
 from email.utils import formataddr, getaddresses
 from typing import Any
 
@@ -39,6 +40,56 @@ _UNSUBSCRIBE_PLACEHOLDER = re.compile(
 # "list" the mailing list named by the message's List-Id.
 _SCOPES = {"unsubscribe_url": "", "tag_unsubscribe_url": "tag",
            "mailing_list_unsubscribe_url": "list"}
+
+
+class _Header(BaseHeader):
+    """A header object that folds once: a header object never changes, and folding
+    (RFC 5322 line breaking) is most of what writing a message costs. Folding depends on
+    these three settings of the policy only (the generator clones the policy for every
+    MIME part, so the policy object itself changes)."""
+
+    def fold(self, *, policy: Policy) -> str:
+        key = (policy.max_line_length, policy.linesep, getattr(policy, "utf8", False))
+        folded = self.__dict__.get("_mb_folded")
+        if folded is None or folded[0] != key:
+            folded = self.__dict__["_mb_folded"] = (key, super().fold(policy=policy))
+        return str(folded[1])
+
+
+class _HeaderCache(HeaderRegistry):
+    """The email package's header registry, remembering what it made.
+
+    With the modern policy every read of a header parses it again (parsing one message
+    reads its Content-Type a dozen times), every parse first builds a new class, and
+    every render sets the same part headers again. Header objects are immutable, so one
+    per (name, value) serves every message; the result is byte for byte the same.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        super().__init__(base_class=_Header)
+        self._size = size
+        self._classes: dict[str, type] = {}
+        self._made: dict[tuple[str, str], Any] = {}
+
+    def __getitem__(self, name: str) -> type:
+        key = name.lower()
+        found = self._classes.get(key)
+        if found is None:
+            found = self._classes[key] = super().__getitem__(name)
+        return found
+
+    def __call__(self, name: str, value: str) -> Any:
+        key = (name, value)
+        found = self._made.get(key)
+        if found is None:
+            if len(self._made) >= self._size:  # per-recipient values would pile up
+                self._made.clear()
+            found = self._made[key] = self[name](name, value)
+        return found
+
+
+# SMTP's policy (CRLF, 7-bit headers), with the caching header registry.
+POLICY = SMTP.clone(header_factory=_HeaderCache())
 
 
 @dataclass(frozen=True)
@@ -92,7 +143,7 @@ class Composer:
         self._tracking = tracking
         self._codec = codec
         self._rvars = recipient_variables
-        msg = message_from_bytes(mime, _class=EmailMessage, policy=SMTP)
+        msg = message_from_bytes(mime, _class=EmailMessage, policy=POLICY)
         assert isinstance(msg, EmailMessage)
         for name in CONTROL_HEADERS:
             del msg[name]

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, bindparam, or_, select
 
 from mailbeacon.domains import Domain
 from mailbeacon.events import EventRecord, EventType, MessageInfo, Severity, build_event
@@ -32,7 +32,7 @@ from mailbeacon.send.submission import TrackingOptions
 from mailbeacon.storage.db import Database, now_us
 from mailbeacon.storage.records import write_events
 from mailbeacon.storage.schema import deliveries, domains, messages
-from mailbeacon.suppressions import Block, blocks
+from mailbeacon.suppressions import Block, blocks_each
 from mailbeacon.track.tokens import TokenCodec
 
 log = logging.getLogger("mailbeacon.worker")
@@ -172,17 +172,14 @@ class DeliveryWorker:
             names = sorted({r.domain for r in rows})
             by_name = {d.name: Domain.from_row(d) for d in conn.execute(
                 select(domains).where(domains.c.name.in_(names)))}
-            blocked: dict[str, Block] = {}
-            for row in rows:
-                headers = json.loads(row.headers)
-                found = blocks(conn, row.domain, [row.recipient], json.loads(row.tags),
-                               headers.get("list-id"))
-                if found:
-                    blocked[row.delivery_id] = next(iter(found.values()))
+            # One suppression query for the whole batch, not one per delivery.
+            found = blocks_each(conn, [
+                (r.domain, r.recipient, json.loads(r.tags),
+                 json.loads(r.headers).get("list-id")) for r in rows])
         return [
             Job(r.delivery_id, r.recipient, r.attempts, r.first_attempt_at, r,
-                by_name[r.domain], blocked.get(r.delivery_id))
-            for r in rows
+                by_name[r.domain], block)
+            for r, block in zip(rows, found, strict=True)
         ]
 
     def _record(self, results: list[tuple[Job, Outcome | None, float]]) -> None:
@@ -190,18 +187,28 @@ class DeliveryWorker:
         (ours expired) is left to that worker."""
         changes = [self._outcome(*result) for result in results]
         with self._db.write() as conn:
-            events: list[EventRecord] = []
-            for job, values, event in changes:
-                owned = conn.execute(
+            # Which leases are still ours, locked until commit (PostgreSQL; SQLite's
+            # write lock covers it); then one UPDATE per set of columns for all of them.
+            attempts = {row.id: row.attempts for row in conn.execute(
+                select(deliveries.c.id, deliveries.c.attempts)
+                .where(deliveries.c.id.in_([job.delivery_id for job, _, _ in changes]),
+                       deliveries.c.status == "sending")
+                .with_for_update(of=deliveries))}
+            mine = [(job, values, event) for job, values, event in changes
+                    if attempts.get(job.delivery_id) == job.attempt]
+            updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+            for job, values, _ in mine:
+                updates.setdefault(tuple(values), []).append(
+                    {"b_id": job.delivery_id, "b_attempt": job.attempt,
+                     **{f"b_{name}": value for name, value in values.items()}})
+            for names, rows in updates.items():
+                conn.execute(
                     deliveries.update()
-                    .where(deliveries.c.id == job.delivery_id,
+                    .where(deliveries.c.id == bindparam("b_id"),
                            deliveries.c.status == "sending",
-                           deliveries.c.attempts == job.attempt)
-                    .values(**values)
-                ).rowcount
-                if owned:
-                    events.append(event)
-            write_events(conn, events)
+                           deliveries.c.attempts == bindparam("b_attempt"))
+                    .values({name: bindparam(f"b_{name}") for name in names}), rows)
+            write_events(conn, [event for _, _, event in mine])
 
     def _outcome(self, job: Job, outcome: Outcome | None,
                  seconds: float) -> tuple[Job, dict[str, Any], EventRecord]:
