@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from email import message_from_bytes
-from email.headerregistry import BaseHeader, HeaderRegistry
+from email.headerregistry import BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
 from email.policy import SMTP, Policy
 from email.utils import formataddr, getaddresses
@@ -88,8 +88,27 @@ class _HeaderCache(HeaderRegistry):
         return found
 
 
+class _UrlListHeader(UnstructuredHeader, _Header):
+    """List-Unsubscribe (RFC 2369: angle-bracketed URLs), folded between its URLs and
+    never written as RFC 2047 encoded words: the email package encodes any header with
+    a word longer than a line, and receivers (Gmail, Yahoo) do not decode it there, so
+    one-click unsubscribe would not be offered. Our URLs are ASCII without spaces."""
+
+    def fold(self, *, policy: Policy) -> str:
+        urls = re.split(r"(?<=>)\s*,\s*", str(self).strip())
+        if not str(self).isascii() or not all(u.startswith("<") for u in urls):
+            return str(super().fold(policy=policy))  # not ours: the email package's way
+        return f"{self.name}: " + ("," + policy.linesep + " ").join(urls) + policy.linesep
+
+
+def _header_registry() -> _HeaderCache:
+    registry = _HeaderCache()
+    registry.map_to_type("list-unsubscribe", _UrlListHeader)
+    return registry
+
+
 # SMTP's policy (CRLF, 7-bit headers), with the caching header registry.
-POLICY = SMTP.clone(header_factory=_HeaderCache())
+POLICY = SMTP.clone(header_factory=_header_registry())
 
 
 @dataclass(frozen=True)
