@@ -234,12 +234,15 @@ def target(url: str) -> str:
 async def start_server(app: Any, **options: Any) -> tuple[Any, asyncio.Task[None]]:
     """`app` behind a real uvicorn server with the tracking front (mailbeacon.server), on
     a free loopback port, running as a task; returned once it listens."""
-    from mailbeacon.server import server
+    from mailbeacon.server import listening_socket, server
 
     options.setdefault("lifespan", "off")
     options.setdefault("log_config", None)
-    http = server(app, "127.0.0.1", free_port(), **options)
-    task = asyncio.create_task(http.serve())
+    # Bound here, on port 0: a port picked first and bound later can be taken meanwhile
+    # (by another test's client connection) when many tests run at once.
+    sock = listening_socket("127.0.0.1", 0, shared=False)
+    http = server(app, "127.0.0.1", sock.getsockname()[1], **options)
+    task = asyncio.create_task(http.serve(sockets=[sock]))
     for _ in range(500):
         if http.started or task.done():
             break

@@ -104,13 +104,12 @@ class Database:
             self._reader.dispose()
 
     def migration_lock(self, conn: Connection) -> None:
-        """Let only one process migrate at a time (PostgreSQL; SQLite locks by itself)."""
+        """Let only one process migrate at a time (PostgreSQL; SQLite locks by itself).
+        Held until the connection's transaction ends, commit or rollback: a session lock
+        outlived a failed migration in its pooled connection, and the next migration in
+        the same process then waited for itself forever."""
         if not self.is_sqlite:
-            conn.exec_driver_sql(f"SELECT pg_advisory_lock({_MIGRATE_LOCK})")
-
-    def migration_unlock(self, conn: Connection) -> None:
-        if not self.is_sqlite:
-            conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_MIGRATE_LOCK})")
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATE_LOCK})")
 
 
 def conflict_insert(conn: Connection, table: Table) -> Any:

@@ -22,12 +22,8 @@ def alembic_config(db: Database) -> Config:
 def migrate(db: Database) -> None:
     """Bring the schema to the newest revision; safe when several processes start at once."""
     with db.engine.connect() as conn:
-        db.migration_lock(conn)
-        try:
-            cfg = alembic_config(db)
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
-            conn.commit()
-        finally:
-            db.migration_unlock(conn)
-            conn.commit()
+        db.migration_lock(conn)  # released by the commit, or the rollback on an error
+        cfg = alembic_config(db)
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+        conn.commit()
