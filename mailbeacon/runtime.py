@@ -20,6 +20,7 @@ from mailbeacon.retention import purge
 from mailbeacon.send.outbox import LocalOutbox
 from mailbeacon.send.relay import Relay
 from mailbeacon.send.smtp import SmtpHandler, start_smtp_server, tls_context
+from mailbeacon.send.smtp_limits import SmtpLimits
 from mailbeacon.send.worker import DeliveryWorker, RetryPolicy
 from mailbeacon.settings import Settings, parse_host_port
 from mailbeacon.storage.db import Database
@@ -98,7 +99,8 @@ class Runtime:
             host, port = parse_host_port(self.settings.smtp, "smtp")
             handler = SmtpHandler(self.db, self.inbound, self.message_queued)
             self.smtp_server = await start_smtp_server(
-                host, port, handler, self.keys, self.settings.smtp_max_bytes, self.smtp_tls)
+                host, port, handler, self.keys, self.settings.smtp_max_bytes, self.smtp_tls,
+                limits=SmtpLimits(sessions_per_ip=self.settings.smtp_sessions_per_ip))
         if self.worker is not None:
             self._tasks.append(asyncio.create_task(self.worker.run(), name="delivery-worker"))
         if self.webhook_sender is not None:

@@ -60,6 +60,10 @@ SETTINGS: tuple[Setting, ...] = (
             "and mail returning to the bounce domains. Empty: no SMTP server."),
     Setting("smtp_max_bytes", int, 25 * 1024 * 1024,
             "Largest message the SMTP server takes (552 above it)."),
+    Setting("smtp_sessions_per_ip", int, 10,
+            "Unauthenticated SMTP sessions open at once per client address (an IPv6 "
+            "address counts by its /64); the one over the limit gets 421. A session stops "
+            "counting once it authenticates."),
     Setting("smtp_tls_cert", str, "",
             "PEM certificate (chain) for STARTTLS on the SMTP server; AUTH then needs TLS."),
     Setting("smtp_tls_key", str, "", "PEM private key of --smtp-tls-cert."),
@@ -118,6 +122,7 @@ class Settings:
     relay: str = ""
     smtp: str = ""
     smtp_max_bytes: int = 25 * 1024 * 1024
+    smtp_sessions_per_ip: int = 10
     smtp_tls_cert: str = ""
     smtp_tls_key: str = ""
     bounce_mailbox: str = ""
@@ -215,6 +220,8 @@ def validate(settings: Settings) -> None:
         MailboxConfig.from_url(settings.bounce_mailbox)  # ConfigError, never quoting the URL
     if settings.bounce_mailbox_interval < 1:
         raise ConfigError("MAILBEACON_BOUNCE_MAILBOX_INTERVAL must be at least 1 second")
+    if settings.smtp_sessions_per_ip < 1:
+        raise ConfigError("MAILBEACON_SMTP_SESSIONS_PER_IP must be at least 1")
     if bool(settings.smtp_tls_cert) != bool(settings.smtp_tls_key):
         raise ConfigError("MAILBEACON_SMTP_TLS_CERT and MAILBEACON_SMTP_TLS_KEY go together")
     if settings.secret_key and len(settings.secret_key) < 16:

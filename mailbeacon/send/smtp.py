@@ -5,6 +5,7 @@
   HTTP send, steered by `X-Mailgun-*` control headers, which are removed.
 - Returning mail (no AUTH): anything addressed to a bounce domain (bounces, complaints,
   mailto unsubscribes). Anything else without AUTH is refused: no open relay.
+- Limits per client address (sessions, recipients, AUTH failures): send/smtp_limits.py.
 
 STARTTLS is offered when a certificate is configured, and AUTH then needs TLS.
 """
@@ -24,10 +25,17 @@ from mailbeacon.errors import BadRequest, NotFound
 from mailbeacon.inbound.receiver import InboundReceiver
 from mailbeacon.send.controls import controls_from_headers
 from mailbeacon.send.intake import accept_mime
+from mailbeacon.send.smtp_limits import (
+    RETURNING_MAIL_RECIPIENTS,
+    Guards,
+    LimitedSMTP,
+    SmtpLimits,
+)
 from mailbeacon.send.submission import MAX_RECIPIENTS
 from mailbeacon.storage.db import Database
 
 log = logging.getLogger("mailbeacon.smtp")
+DEFAULT_LIMITS = SmtpLimits()
 
 
 class SmtpHandler:
@@ -41,10 +49,11 @@ class SmtpHandler:
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
-        if session.authenticated:
-            if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
-                return f"452 4.5.3 Too many recipients (at most {MAX_RECIPIENTS})"
-        elif not await asyncio.to_thread(self._inbound.accepts, address):
+        limit = MAX_RECIPIENTS if session.authenticated else RETURNING_MAIL_RECIPIENTS
+        if len(envelope.rcpt_tos) >= limit:  # RFC 5321 4.5.3.1.10: the rest in a new one
+            return f"452 4.5.3 Too many recipients (at most {limit} per transaction)"
+        if not session.authenticated and not await asyncio.to_thread(
+                self._inbound.accepts, address):
             return "550 5.7.1 Relaying denied: authenticate to send"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
@@ -96,16 +105,19 @@ class _Authenticator:
 
 async def start_smtp_server(host: str, port: int, handler: SmtpHandler, keys: KeyChecker,
                             max_bytes: int, tls: ssl.SSLContext | None,
-                            hostname: str | None = None) -> asyncio.Server:
-    """Listen on host:port in the running event loop."""
+                            hostname: str | None = None,
+                            limits: SmtpLimits = DEFAULT_LIMITS) -> asyncio.Server:
+    """Listen on host:port in the running event loop, with per-address `limits`
+    (send/smtp_limits.py)."""
     loop = asyncio.get_running_loop()
+    guards = Guards(limits)
 
     def protocol() -> SMTP:
-        return SMTP(handler, data_size_limit=max_bytes, enable_SMTPUTF8=True,
-                    hostname=hostname, ident="mailbeacon ESMTP", tls_context=tls,
-                    auth_required=False, auth_require_tls=tls is not None,
-                    authenticator=_Authenticator(keys), auth_exclude_mechanism=[],
-                    timeout=300)
+        return LimitedSMTP(handler, guards, data_size_limit=max_bytes, enable_SMTPUTF8=True,
+                           hostname=hostname, ident="mailbeacon ESMTP", tls_context=tls,
+                           auth_required=False, auth_require_tls=tls is not None,
+                           authenticator=_Authenticator(keys), auth_exclude_mechanism=[],
+                           timeout=300)
 
     return await loop.create_server(protocol, host, port)
 
