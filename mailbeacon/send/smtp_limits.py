@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult
 
 from mailbeacon.throttle import Limit, Throttle, address_key
 
@@ -82,6 +82,9 @@ class Guards:
         self.auth_limit = limits.auth_limit
 
 
+# What `_authenticate` returns while the check waits to run on a thread (see below).
+_DEFERRED = AuthResult(success=False, handled=True)
+
 _TOO_MANY_SESSIONS = (b"421 4.7.0 Too many unauthenticated sessions from your address; "
                       b"try again later\r\n")
 _TOO_MANY_FAILURES = ("421 4.7.0 Too many failed authentication attempts from your address;"
@@ -96,6 +99,7 @@ class LimitedSMTP(SMTP):
         self._guards = guards
         self._address = ""  # the client's key while it holds an unauthenticated slot
         self._refused = False
+        self._presented: tuple[str, Any] = ("", None)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._original_transport is None:  # a new connection, not the STARTTLS upgrade
@@ -152,6 +156,27 @@ class LimitedSMTP(SMTP):
             log.warning("SMTP AUTH from %s failed %d times: closing", checks[0][1],
                         self._guards.auth_limit.attempts)
             await self._goodbye(_TOO_MANY_FAILURES)
+
+    # aiosmtpd calls the authenticator synchronously, from inside its AUTH mechanisms, on
+    # the event loop; the key check may query the database. So the call only records what
+    # was presented, and each mechanism then runs the real check on a thread.
+    def _authenticate(self, mechanism: str, auth_data: Any) -> AuthResult:
+        self._presented = (mechanism, auth_data)
+        return _DEFERRED
+
+    async def _checked(self, result: AuthResult) -> AuthResult:
+        if result is not _DEFERRED:  # the mechanism failed before any check (bad base64)
+            return result
+        mechanism, auth_data = self._presented
+        checked: AuthResult = await asyncio.to_thread(super()._authenticate, mechanism,
+                                                      auth_data)
+        return checked
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._checked(await super().auth_PLAIN(_, args))
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._checked(await super().auth_LOGIN(_, args))
 
     async def _goodbye(self, reply: str) -> None:
         await self.push(reply)

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import contextlib
 import smtplib
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -38,14 +39,16 @@ async def smtp_service(service_factory: Callable[..., Any],
 
 
 @pytest.fixture
-async def quick_auth_server(service_factory: Callable[..., Any]) -> AsyncIterator[int]:
-    """An SMTP server of a running mailbeacon with the QUICK_AUTH limits; its port."""
+async def quick_auth_server(service_factory: Callable[..., Any]
+                            ) -> AsyncIterator[tuple[int, Any]]:
+    """An SMTP server of a running mailbeacon with the QUICK_AUTH limits; its port and
+    the mailbeacon's runtime."""
     async with service_factory() as svc:
         runtime = svc.runtime
         server = await start_smtp_server("127.0.0.1", 0, SmtpHandler(runtime.db, runtime.inbound),
                                          runtime.keys, 200_000, None, limits=QUICK_AUTH)
         try:
-            yield int(server.sockets[0].getsockname()[1])
+            yield int(server.sockets[0].getsockname()[1]), runtime
         finally:
             server.close()
 
@@ -121,8 +124,8 @@ async def test_recipients_per_transaction_without_auth(smtp_service: tuple[Servi
 
 
 async def test_auth_failures_are_slowed_then_the_connection_is_dropped(
-        quick_auth_server: int) -> None:
-    port = quick_auth_server
+        quick_auth_server: tuple[int, Any]) -> None:
+    port, _ = quick_auth_server
 
     def scenario() -> tuple[list[int], float]:
         with _client(port) as client:
@@ -149,8 +152,17 @@ async def test_auth_failures_are_slowed_then_the_connection_is_dropped(
     assert elapsed >= 0.2 + 0.4 + 0.6 + 0.6  # each try after a failure waited its delay
 
 
-async def test_a_right_key_is_not_counted(quick_auth_server: int) -> None:
-    port = quick_auth_server
+async def test_a_right_key_is_not_counted_and_keys_are_checked_off_the_loop(
+        quick_auth_server: tuple[int, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    port, runtime = quick_auth_server
+    checked_on: list[int] = []
+    real_check = runtime.keys.is_valid
+
+    def recorded_check(key: str) -> bool:
+        checked_on.append(threading.get_ident())
+        return bool(real_check(key))
+
+    monkeypatch.setattr(runtime.keys, "is_valid", recorded_check)
 
     def scenario() -> list[int]:
         codes = []
@@ -163,6 +175,8 @@ async def test_a_right_key_is_not_counted(quick_auth_server: int) -> None:
         return codes
 
     assert await asyncio.to_thread(scenario) == [235] * 6 + [535] * 4 + [235]
+    assert len(checked_on) == 11
+    assert threading.get_ident() not in checked_on  # the key lookup may query the database
 
 
 def test_default_auth_schedule() -> None:
