@@ -249,7 +249,7 @@ def test_users_command(database_url: str) -> None:
 
 
 async def _concurrent_guesses(dash: Dash, monkeypatch: pytest.MonkeyPatch, guesses: int,
-                              forwarded: bool) -> tuple[list[int], int]:
+                              forwarded: bool) -> tuple[list[int], int, float]:
     """`guesses` wrong passwords for one user at once, over real sockets to uvicorn (which
     trusts X-Forwarded-For from 127.0.0.1); each from its own address when `forwarded`.
     Returns the answers, how many passwords were hashed (each on a worker thread) and
