@@ -199,3 +199,12 @@ def test_address_keys() -> None:
     assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:bbbb::9") \
         == "2001:db8:1:2::/64"
     assert address_key("unknown") == "unknown"
+
+
+def test_sessions_setting_is_checked() -> None:
+    from mailbeacon.errors import ConfigError
+    from mailbeacon.settings import load
+
+    assert load(environ={"MAILBEACON_SMTP_SESSIONS_PER_IP": "25"}).smtp_sessions_per_ip == 25
+    with pytest.raises(ConfigError, match="MAILBEACON_SMTP_SESSIONS_PER_IP"):
+        load(environ={"MAILBEACON_SMTP_SESSIONS_PER_IP": "0"})
