@@ -1,8 +1,9 @@
 """The SMTP server (aiosmtpd): submission for apps, and the door for returning mail.
 
 - Submission: AUTH PLAIN or LOGIN with user `api` and an API key, then any recipients.
-  The sending domain is the envelope sender's; the message is handled exactly like an
-  HTTP send, steered by `X-Mailgun-*` control headers, which are removed.
+  The sending domain is the envelope sender's, and must be in the key's scope; the
+  message is handled exactly like an HTTP send, steered by `X-Mailgun-*` control
+  headers, which are removed.
 - Returning mail (no AUTH): anything addressed to a bounce domain (bounces, complaints,
   mailto unsubscribes). Anything else without AUTH is refused: no open relay.
 - Limits per client address (sessions, recipients, AUTH failures): send/smtp_limits.py.
@@ -19,7 +20,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from mailbeacon.apikeys import KeyChecker
+from mailbeacon.apikeys import KeyChecker, SessionKey
 from mailbeacon.domains import get_domain
 from mailbeacon.errors import BadRequest, NotFound
 from mailbeacon.inbound.receiver import InboundReceiver
@@ -69,10 +70,19 @@ class SmtpHandler:
                 log.exception("could not process returning mail")
                 return "451 4.3.0 Could not process the message now; try again later"
             return f"250 2.0.0 OK: {status}"
-        return await self._submit(envelope.mail_from or "", envelope.rcpt_tos, data)
+        return await self._submit(envelope.mail_from or "", envelope.rcpt_tos, data,
+                                  session.auth_data)
 
-    async def _submit(self, sender: str, recipients: list[str], data: bytes) -> str:
+    async def _submit(self, sender: str, recipients: list[str], data: bytes,
+                      key: SessionKey | None) -> str:
         domain_name = sender.rpartition("@")[2].lower()
+        # Checked again per message: a key revoked during the session stops here.
+        grant = await asyncio.to_thread(key.grant) if key is not None else None
+        if grant is None:
+            return "550 5.7.8 The API key of this session is no longer valid"
+        if not grant.may_use(domain_name):
+            return (f"550 5.7.1 This API key may only send from {grant.domain}, "
+                    f"not {domain_name!r}")
         try:
             domain = await asyncio.to_thread(get_domain, self._db, domain_name)
             controls = controls_from_headers(data)
@@ -97,10 +107,13 @@ class _Authenticator:
         if not isinstance(auth_data, LoginPassword) or auth_data.login != b"api":
             return AuthResult(success=False, handled=False)
         try:
-            valid = self._keys.is_valid(auth_data.password.decode("utf-8"))
+            secret = auth_data.password.decode("utf-8")
         except UnicodeDecodeError:
-            valid = False
-        return AuthResult(success=valid, handled=False)
+            return AuthResult(success=False, handled=False)
+        valid = self._keys.is_valid(secret)
+        # The session keeps the key, so each message is checked against its scope.
+        return AuthResult(success=valid, handled=False,
+                          auth_data=SessionKey(self._keys, secret) if valid else None)
 
 
 async def start_smtp_server(host: str, port: int, handler: SmtpHandler, keys: KeyChecker,
