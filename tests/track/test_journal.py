@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
-import os
 import logging
+import os
 import shutil
 import time
 from collections.abc import AsyncIterator
