@@ -266,4 +266,5 @@ def _in_range(setting: Setting, value: float) -> None:
     loops that use them."""
     assert setting.low is not None and setting.high is not None
     if not (math.isfinite(value) and setting.low <= value <= setting.high):
-        raise ConfigError(f"{setting.env} must be a number from {setting.range}, got {value}")
+        raise ConfigError(f"{setting.env} must be between {_number(setting.low)} and "
+                          f"{_number(setting.high)}, got {value}")
