@@ -189,6 +189,11 @@ class GuardedHttp(HttpToolsProtocol):
         if not self.pipeline:
             self._since = self.loop.time()
 
+    def handle_websocket_upgrade(self) -> None:
+        self._cancel()  # the connection is the WebSocket protocol's from here
+        self._since = None
+        super().handle_websocket_upgrade()
+
     # deadlines
 
     def _arm(self, delay: float, late: Any) -> None:

@@ -729,7 +729,6 @@ async def test_half_open_connections_beyond_the_bound_lock_nobody_out(
     assert _counts(service) == (10, 10)
 
 
-@SQLITE_ONLY
 async def test_when_every_connection_is_busy_a_newcomer_gets_503(
         service: Service, smtp_relay: SmtpRelay) -> None:
     """16 connections each waiting for its pixel's commit: the 17th is refused with 503
