@@ -468,7 +468,7 @@ def _flood(line: bytes, first: bytes = b"", total: int = 64 * 2**20) -> Callable
     """`first`, then endless (well, `total` bytes of) the same line, until the client
     hangs up."""
 
-    def send(conn: _Connection, *_: Any) -> bool:
+    def send(conn: _Connection, *args: Any) -> bool:
         chunk = line * (65536 // len(line))
         with contextlib.suppress(OSError):
             conn.sock.sendall(first)
@@ -599,7 +599,7 @@ def test_a_trickling_server_is_cut_off_at_the_deadline(
         mailbox_factory: Callable[..., Mailbox], variant: str) -> None:
     """A byte every 0.2 s never trips the 5 s read timeout; the poll's deadline cuts it."""
 
-    def trickle(conn: _Connection, *_: Any) -> bool:
+    def trickle(conn: _Connection, *args: Any) -> bool:
         with contextlib.suppress(OSError):
             for _ in range(300):
                 conn.sock.sendall(b"+" if variant == "pop3s" else b"*")

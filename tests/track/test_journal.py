@@ -141,7 +141,7 @@ async def test_a_write_failing_halfway_is_cut_back_and_its_hits_go_to_the_databa
             raise OSError(errno.ENOSPC, "No space left on device")
         return os.write(fd, data)
 
-    spool._write = write  # type: ignore[method-assign]
+    spool._write = write
     hits = _hits(delivery, 50)
     failed = 0
     for batch in range(5):
