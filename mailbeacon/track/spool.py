@@ -150,6 +150,10 @@ class Spool:
                     "again to %s", path.name, self._count, again.with_suffix(".jsonl").name)
 
     def pending(self) -> bool:
+        """Files to load, or an open file that was removed (to write again at once)."""
+        file = self._file
+        if file is not None and not file.exists():
+            return True
         return self.folder.is_dir() and any(self.folder.glob("hits-*"))
 
     def replay(self, commit: Callable[[Connection, list[Hit]], object],

@@ -220,6 +220,18 @@ async def test_spool_folder_removed_while_a_file_is_open(
     assert held > 0 and spool.rescued > 0
 
 
+async def test_an_in_process_loader_rescues_a_removed_open_file(
+        service: Service, delivery: str, tmp_path: Path) -> None:
+    """The folder goes while a file is open and nothing else is pending: the loader sees
+    it at once (not only after 10,000 more hits or a restart) and loads its hits."""
+    spool = Spool(tmp_path / "journal")
+    spool.append(_hits(delivery, 25))
+    shutil.rmtree(spool.folder)
+    assert spool.pending()
+    assert await asyncio.to_thread(_load, spool, service.runtime.db) == 25
+    assert _stored(service.runtime.db) == _expected(25) and not spool.pending()
+
+
 async def test_loaded_marks_are_purged_after_a_day(service: Service, tmp_path: Path) -> None:
     db = service.runtime.db
     with db.write() as conn:
