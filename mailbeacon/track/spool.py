@@ -215,7 +215,8 @@ class Spool:
         if bad:
             aside = self.folder / SET_ASIDE / (path.name.split(".")[0] + ".lines")
             aside.parent.mkdir(exist_ok=True)
-            with open(aside, "ab") as out:  # appended: a file loaded twice adds its lines
+            # Written whole: a file read again (its load failed) writes the same lines.
+            with open(aside, "wb") as out:
                 out.writelines(bad)
             self.set_aside += len(bad)
             log.error("journal %s: %d line(s) set aside in %s (each prefixed by its byte "
