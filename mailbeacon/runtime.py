@@ -9,6 +9,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from mailbeacon.apikeys import KeyChecker
@@ -78,6 +79,7 @@ class Runtime:
                 raise ConfigError(f"cannot load the SMTP TLS certificate: {exc}") from exc
         self.smtp_server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = threading.Event()  # cuts a mailbox poll under way at shutdown
 
     async def start(self) -> None:
         self.recorder.start()
@@ -135,6 +137,7 @@ class Runtime:
         os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's graceful shutdown
 
     async def stop(self) -> None:
+        self._stopping.set()
         if self.smtp_server is not None:
             self.smtp_server.close()
             await self.smtp_server.wait_closed()
@@ -208,7 +211,8 @@ class Runtime:
             future.result(timeout=120)
             return True
 
-        return await asyncio.to_thread(poll_once, config, handle, ssl_context=ssl_context)
+        return await asyncio.to_thread(poll_once, config, handle, ssl_context=ssl_context,
+                                       stop=self._stopping)
 
     def webhooks_queued(self) -> None:
         if self.webhook_sender is not None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -66,6 +69,31 @@ async def test_shutdown_tolerates_a_poller_that_ended(service_factory: Any,
         await asyncio.sleep(0)
         service.runtime._tasks.append(task)
     assert "a background task that died" in caplog.text  # stopped anyway, and said why
+
+
+async def test_shutdown_cuts_a_poll_under_way(service_factory: Any) -> None:
+    """A server trickling its STAT answer (a poll that would run to its 5 minute
+    deadline): stopping mailbeacon cuts the session at once, instead of leaving a thread
+    that holds the process's exit."""
+    trickling = threading.Event()
+
+    def trickle(conn: _Connection, arg: str) -> bool:
+        trickling.set()
+        with contextlib.suppress(OSError):
+            for _ in range(300):  # a minute
+                conn.sock.sendall(b"+")
+                time.sleep(0.2)
+        return True
+
+    server = Pop3Server(username="bounces", password="pw", hostile={"STAT": trickle})
+    server.start()
+    try:
+        async with service_factory(bounce_mailbox=f"pop3://bounces:pw@127.0.0.1:{server.port}"):
+            assert await asyncio.to_thread(trickling.wait, 10)
+        start = time.monotonic()
+    finally:
+        server.stop()  # waits for its session: until the client hangs up
+    assert time.monotonic() - start < 10
 
 
 def test_backoff() -> None:
