@@ -21,7 +21,6 @@ import re
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
@@ -30,6 +29,7 @@ from typing import Any, BinaryIO
 from urllib.parse import quote, unquote, urlsplit
 
 from mailbeacon.errors import ConfigError, MailbeaconError
+from mailbeacon.inbound.pollguard import PollGuard, PollLimits
 
 __all__ = ["DONE_KEYWORD", "MailboxConfig", "MailboxError", "PollLimits", "PollResult",
            "poll_once"]
@@ -142,90 +142,6 @@ class PollResult:
     deferred: int = 0  # not taken this poll (its byte budget or time was spent)
 
 
-@dataclass(frozen=True)
-class PollLimits:
-    """What one poll may cost, whatever the server sends (docs/security.md)."""
-
-    message_bytes: int = 32 * 2**20  # a larger message stays on the server, reported
-    poll_bytes: int = 256 * 2**20  # messages read per poll; the rest wait for the next
-    chatter_bytes: int = 4 * 2**20  # protocol lines besides messages, per poll
-    seconds: float = 300.0  # no message is started after this; the session is cut
-    # `timeout` seconds later, whatever it is doing
-
-
-class _Overrun(OSError):
-    """The server sent more than a poll allows, or the poll ran out of time."""
-
-
-class _Guard:
-    """Counts what the server sends in one poll and cuts the session at the deadline
-    (a server trickling a byte at a time never trips the per-read timeout)."""
-
-    def __init__(self, limits: PollLimits, grace: float,
-                 stop: threading.Event | None) -> None:
-        self.limits = limits
-        self.chatter = 0
-        self.messages = 0  # message bytes read so far
-        self.in_message = False
-        self.client: object = None  # the poplib / imaplib object, once it exists
-        self.cut = False
-        self._end = time.monotonic() + limits.seconds
-        self._finished = threading.Event()
-        watcher = threading.Thread(target=self._watch, args=(limits.seconds + grace, stop),
-                                   name="mailbox-deadline", daemon=True)
-        watcher.start()
-
-    def _watch(self, seconds: float, stop: threading.Event | None) -> None:
-        """Cut the session at the deadline, or at once when `stop` is set (shutdown)."""
-        end = time.monotonic() + seconds
-        while not self._finished.wait(min(0.25, max(end - time.monotonic(), 0))):
-            if time.monotonic() >= end or (stop is not None and stop.is_set()):
-                self._cut()
-                return
-
-    @property
-    def late(self) -> bool:
-        return time.monotonic() >= self._end
-
-    def line(self, size: int) -> None:
-        if self.in_message:
-            self._message(size)
-            return
-        self.chatter += size
-        if self.chatter > self.limits.chatter_bytes:
-            raise _Overrun(f"the server sent over {self.limits.chatter_bytes} bytes of "
-                           "protocol lines in one poll")
-
-    def literal(self, size: int) -> None:
-        if size > self.limits.message_bytes:
-            raise _Overrun(f"the server sent a {size}-byte literal, over the "
-                           f"{self.limits.message_bytes}-byte message limit")
-        self._message(size)
-
-    def _message(self, size: int) -> None:
-        self.messages += size
-        # Honest sizes are checked before each message; this stops a server that lies.
-        if self.messages > self.limits.poll_bytes + self.limits.message_bytes:
-            raise _Overrun(f"the server sent over {self.limits.poll_bytes} message bytes "
-                           "in one poll")
-
-    def _cut(self) -> None:
-        self.cut = True
-        sock = getattr(self.client, "sock", None)
-        if isinstance(sock, socket.socket):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns at once
-
-    def reason(self, exc: BaseException, config: MailboxConfig) -> str:
-        if self.cut:
-            return f"the poll was cut off after {self.limits.seconds:g} s, or stopped"
-        return _reason(exc, config) if not isinstance(exc, (ValueError, LookupError)) \
-            else f"malformed answer ({type(exc).__name__}: {_scrub(str(exc), config)[:200]})"
-
-    def close(self) -> None:
-        self._finished.set()
-
-
 def poll_once(config: MailboxConfig, handle: Handler, *, timeout: float = 30.0,
               ssl_context: ssl.SSLContext | None = None,
               max_messages: int = 500, limits: PollLimits | None = None,
@@ -256,13 +172,13 @@ def poll_once(config: MailboxConfig, handle: Handler, *, timeout: float = 30.0,
         raise ValueError("max_messages must be at least 1")
     context = ssl_context if ssl_context is not None else ssl.create_default_context()
     poll = _poll_pop3 if config.protocol == "pop3" else _poll_imap
-    guard = _Guard(limits or PollLimits(), timeout, stop)
+    guard = PollGuard(limits or PollLimits(), timeout, stop)
     try:
         return poll(config, handle, timeout, context, max_messages, guard)
     except MailboxError:
         raise
     except Exception as exc:  # a server's nonsense must not escape as anything else
-        raise MailboxError(f"{config.redacted()}: {guard.reason(exc, config)}") from exc
+        raise MailboxError(f"{config.redacted()}: {_why(guard, exc, config)}") from exc
     finally:
         guard.close()
 
@@ -310,6 +226,16 @@ def _is_refusal(exc: poplib.error_proto) -> bool:
     return bool(exc.args) and isinstance(exc.args[0], bytes)
 
 
+def _why(guard: PollGuard, exc: BaseException, config: MailboxConfig) -> str:
+    """What went wrong in a poll, for its MailboxError: the cut, a malformed answer, or
+    the library's error (scrubbed)."""
+    if guard.cut:
+        return f"the poll was cut off after {guard.limits.seconds:g} s, or stopped"
+    if isinstance(exc, (ValueError, LookupError)):
+        return f"malformed answer ({type(exc).__name__}: {_scrub(str(exc), config)[:200]})"
+    return _reason(exc, config)
+
+
 def _reason(exc: BaseException, config: MailboxConfig) -> str:
     """Readable text of a library error, with the password cut out should a server echo it."""
     arg = exc.args[0] if len(exc.args) == 1 else None
@@ -354,7 +280,7 @@ class _LongLines:
     every byte against the poll's guard."""
 
     file: BinaryIO
-    guard: _Guard
+    guard: PollGuard
     # poplib's own, absent from its type stubs (annotations only: no attribute is made)
     host: str
     sock: socket.socket
@@ -375,14 +301,14 @@ class _LongLines:
 
 
 class _Pop3(_LongLines, poplib.POP3):
-    def __init__(self, guard: _Guard, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, guard: PollGuard, *args: Any, **kwargs: Any) -> None:
         self.guard = guard
         guard.client = self
         super().__init__(*args, **kwargs)
 
 
 class _Pop3SSL(_LongLines, poplib.POP3_SSL):
-    def __init__(self, guard: _Guard, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, guard: PollGuard, *args: Any, **kwargs: Any) -> None:
         self.guard = guard
         guard.client = self
         super().__init__(*args, **kwargs)
@@ -417,7 +343,7 @@ def _pop3_stls(conn: _Pop3Conn, context: ssl.SSLContext) -> None:
 
 
 def _pop3_login(config: MailboxConfig, timeout: float, context: ssl.SSLContext,
-                guard: _Guard) -> _Pop3Conn:
+                guard: PollGuard) -> _Pop3Conn:
     where = config.redacted()
     conn: _Pop3Conn
     try:
@@ -426,7 +352,7 @@ def _pop3_login(config: MailboxConfig, timeout: float, context: ssl.SSLContext,
         else:
             conn = _Pop3(guard, config.host, config.port, timeout=timeout)
     except (OSError, poplib.error_proto) as exc:
-        raise MailboxError(f"{where}: cannot connect: {guard.reason(exc, config)}") from exc
+        raise MailboxError(f"{where}: cannot connect: {_why(guard, exc, config)}") from exc
     step = "STLS"
     try:
         if not config.tls:
@@ -441,12 +367,12 @@ def _pop3_login(config: MailboxConfig, timeout: float, context: ssl.SSLContext,
         _pop3_close(conn)
         # from None: the server's reply is in the message already, scrubbed.
         if not _is_refusal(exc):
-            raise MailboxError(f"{where}: {step} failed: {guard.reason(exc, config)}") \
+            raise MailboxError(f"{where}: {step} failed: {_why(guard, exc, config)}") \
                 from None
         raise MailboxError(f"{where}: {step} refused: {_reason(exc, config)}") from None
     except Exception as exc:
         _pop3_close(conn)
-        raise MailboxError(f"{where}: {step} failed: {guard.reason(exc, config)}") from exc
+        raise MailboxError(f"{where}: {step} failed: {_why(guard, exc, config)}") from exc
     return conn
 
 
@@ -462,7 +388,7 @@ def _pop3_numbers(conn: _Pop3Conn, command: str) -> tuple[int, int]:
     return int(found[1]), int(found[2])
 
 
-def _pop3_retr(conn: _Pop3Conn, number: int, guard: _Guard) -> tuple[bytes | None, int]:
+def _pop3_retr(conn: _Pop3Conn, number: int, guard: PollGuard) -> tuple[bytes | None, int]:
     """RETR, read line by line, and its size: None (the rest read and dropped) when the
     message turns out larger than the limit, whatever LIST said."""
     conn._shortcmd(f"RETR {number}")
@@ -493,14 +419,14 @@ def _too_big(config: MailboxConfig, where: str, size: int, limits: PollLimits) -
                 "(fetch it by hand)", config.redacted(), where, size, limits.message_bytes)
 
 
-def _deferred(config: MailboxConfig, guard: _Guard, left: int) -> None:
+def _deferred(config: MailboxConfig, guard: PollGuard, left: int) -> None:
     spent = "time" if guard.late else f"{guard.limits.poll_bytes}-byte budget"
     log.warning("%s: the poll's %s is spent: %d message(s) wait for the next poll",
                 config.redacted(), spent, left)
 
 
 def _poll_pop3(config: MailboxConfig, handle: Handler, timeout: float,
-               context: ssl.SSLContext, max_messages: int, guard: _Guard) -> PollResult:
+               context: ssl.SSLContext, max_messages: int, guard: PollGuard) -> PollResult:
     """USER/PASS, RETR each, DELE the processed, QUIT (which is when deletions happen)."""
     conn = _pop3_login(config, timeout, context, guard)
     processed = failed = oversized = deferred = 0
@@ -553,7 +479,7 @@ def _poll_pop3(config: MailboxConfig, handle: Handler, timeout: float,
     except Exception as exc:
         _pop3_close(conn)
         raise MailboxError(
-            f"{config.redacted()}: POP3 session broke ({guard.reason(exc, config)}); "
+            f"{config.redacted()}: POP3 session broke ({_why(guard, exc, config)}); "
             "nothing was deleted, handled messages will be offered again"
         ) from exc
     except BaseException:  # e.g. KeyboardInterrupt in the handler: no QUIT, so no deletions
@@ -595,9 +521,9 @@ class _CountedImap(imaplib.IMAP4):
     """Every line and literal counted against the poll's guard: endless untagged lines
     or a huge literal end the session instead of filling memory."""
 
-    guard: _Guard
+    guard: PollGuard
 
-    def __init__(self, guard: _Guard, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, guard: PollGuard, *args: Any, **kwargs: Any) -> None:
         self.guard = guard
         guard.client = self
         super().__init__(*args, **kwargs)
@@ -622,7 +548,7 @@ def _imap_close(conn: imaplib.IMAP4) -> None:
 
 
 def _imap_login(config: MailboxConfig, timeout: float, context: ssl.SSLContext,
-                guard: _Guard) -> imaplib.IMAP4:
+                guard: PollGuard) -> imaplib.IMAP4:
     where = config.redacted()
     conn: imaplib.IMAP4
     try:
@@ -632,7 +558,7 @@ def _imap_login(config: MailboxConfig, timeout: float, context: ssl.SSLContext,
         else:
             conn = _CountedImap(guard, config.host, config.port, timeout=timeout)
     except Exception as exc:
-        raise MailboxError(f"{where}: cannot connect: {guard.reason(exc, config)}") from exc
+        raise MailboxError(f"{where}: cannot connect: {_why(guard, exc, config)}") from exc
     step = "STARTTLS"
     try:
         if not config.tls:
@@ -644,13 +570,13 @@ def _imap_login(config: MailboxConfig, timeout: float, context: ssl.SSLContext,
         _imap_authenticate(conn, config.username, config.password)
     except imaplib.IMAP4.abort as exc:
         _imap_close(conn)
-        raise MailboxError(f"{where}: {step} failed: {guard.reason(exc, config)}") from None
+        raise MailboxError(f"{where}: {step} failed: {_why(guard, exc, config)}") from None
     except imaplib.IMAP4.error as exc:
         _imap_close(conn)
         raise MailboxError(f"{where}: {step} refused: {_reason(exc, config)}") from None
     except Exception as exc:
         _imap_close(conn)
-        raise MailboxError(f"{where}: {step} failed: {guard.reason(exc, config)}") from exc
+        raise MailboxError(f"{where}: {step} failed: {_why(guard, exc, config)}") from exc
     return conn
 
 
@@ -733,7 +659,7 @@ def _imap_body(data: Sequence[object]) -> bytes | None:
 
 
 def _poll_imap(config: MailboxConfig, handle: Handler, timeout: float,
-               context: ssl.SSLContext, max_messages: int, guard: _Guard) -> PollResult:
+               context: ssl.SSLContext, max_messages: int, guard: PollGuard) -> PollResult:
     """SELECT, UID SEARCH the unflagged, FETCH each with PEEK, flag the processed, LOGOUT."""
     conn = _imap_login(config, timeout, context, guard)
     where = config.redacted()
@@ -786,7 +712,7 @@ def _poll_imap(config: MailboxConfig, handle: Handler, timeout: float,
     except Exception as exc:
         _imap_close(conn)
         raise MailboxError(
-            f"{where}: IMAP session broke ({guard.reason(exc, config)}); handled messages "
+            f"{where}: IMAP session broke ({_why(guard, exc, config)}); handled messages "
             "not yet flagged will be offered again"
         ) from exc
     except BaseException:
