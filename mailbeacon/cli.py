@@ -36,6 +36,8 @@ def setting_options(names: tuple[str, ...] | None = None) -> Callable[[F], F]:
             if names is not None and s.name not in names:
                 continue
             shown = "" if s.secret or s.default == "" else f" [default: {s.default}]"
+            if s.low is not None:
+                shown += f" [range: {s.range}]"
             kind = str if s.type is bool else s.type  # yes/no, parsed by settings.load
             func = click.option(s.option, s.name, type=kind, default=None,
                                 help=f"{s.help}{shown} (env {s.env})")(func)
