@@ -372,7 +372,8 @@ def _structure(header_block: bytes) -> tuple[bytes, bytes]:
     if not ctype.startswith(b"multipart/") or found is None:
         return ctype, b""
     line_end = unfolded.find(b"\n", found.start())
-    boundary = _BOUNDARY.search(unfolded, found.start(), None if line_end < 0 else line_end)
+    boundary = _BOUNDARY.search(unfolded, found.start(),
+                                len(unfolded) if line_end < 0 else line_end)
     return ctype, (boundary.group(1) or boundary.group(2)).strip() if boundary else b""
 
 
