@@ -6,7 +6,6 @@ import base64
 import os
 
 import pytest
-
 from hypothesis import given
 from hypothesis import strategies as st
 
