@@ -8,6 +8,9 @@ nothing. An allowlisted address is never suppressed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from sqlalchemy import Connection, select
 
 from mailbeacon import suppressions
@@ -17,6 +20,7 @@ from mailbeacon.inbound.reasons import Category
 from mailbeacon.inbound.result import Result
 from mailbeacon.storage.schema import soft_bounces
 from mailbeacon.suppressions import SuppressionKind
+from mailbeacon.track.hits import mark_bounced
 
 
 def relay_answer(code: int, message: str, recipient: str) -> Result:
@@ -28,6 +32,41 @@ def relay_answer(code: int, message: str, recipient: str) -> Result:
     return bounce_result(Evidence(recipient=recipient, reply_code=str(code) if code else "",
                                   diagnostic=message, action="failed",
                                   context="in reply to RCPT TO command"), {})
+
+
+@dataclass(frozen=True)
+class RelayFailure:
+    """The relay's refusal of one delivery, classified, and what it does to the lists:
+    each answer counts (a 5xx hard one suppresses, a soft one, 4xx or 5xx, counts toward
+    the soft-bounce limit, a policy block does neither). A connection failure (no SMTP
+    answer) is the relay's trouble, not the address's: it is never one of these."""
+
+    result: Result
+    final: bool  # the delivery failed for good (a 5xx, or the give-up after retries)
+
+    @classmethod
+    def of(cls, code: int, message: str, recipient: str, permanent: bool
+           ) -> RelayFailure | None:
+        """The failure an SMTP answer is; None for a success or no answer at all."""
+        if not 400 <= code < 600:
+            return None
+        return cls(relay_answer(code, message, recipient), permanent)
+
+    def gave_up(self) -> RelayFailure:
+        """The same answer, as the last one before giving up (MAILBEACON_RETRY_MAX_AGE)."""
+        return RelayFailure(self.result, True)
+
+    def status_fields(self) -> dict[str, Any]:
+        """What the `failed` event's delivery-status says of the classification."""
+        return {"enhanced-code": self.result.status,
+                "bounce-category": str(self.result.category or ""),
+                "bounce-reason": self.result.reason}
+
+    def apply(self, conn: Connection, delivery_id: str, domain: Domain, address: str,
+              now: int) -> None:
+        if self.final:
+            mark_bounced(conn, delivery_id, domain.name, address)
+        apply_failure(conn, domain, address, self.result, now, counts=True)
 
 
 def apply_failure(conn: Connection, domain: Domain, address: str, result: Result,
