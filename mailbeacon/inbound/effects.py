@@ -36,10 +36,15 @@ def relay_answer(code: int, message: str, recipient: str) -> Result:
 
 @dataclass(frozen=True)
 class RelayFailure:
-    """The relay's refusal of one delivery, classified, and what it does to the lists:
-    each answer counts (a 5xx hard one suppresses, a soft one, 4xx or 5xx, counts toward
-    the soft-bounce limit, a policy block does neither). A connection failure (no SMTP
-    answer) is the relay's trouble, not the address's: it is never one of these."""
+    """The relay's refusal of one delivery, classified, and what it does to the lists.
+
+    Like returned mail, it acts when the delivery has failed for good (a 5xx, or the
+    give-up after `MAILBEACON_RETRY_MAX_AGE`): a hard failure suppresses, a soft one
+    counts once toward the soft-bounce limit, a policy block does neither. A 4xx that is
+    retried counts nothing yet, as a delay notice does not: greylisting answers 4xx to
+    every first attempt, and a relay in trouble answers 4xx to every recipient. A
+    connection failure (no SMTP answer) is never one of these.
+    """
 
     result: Result
     final: bool  # the delivery failed for good (a 5xx, or the give-up after retries)
@@ -66,7 +71,7 @@ class RelayFailure:
               now: int) -> None:
         if self.final:
             mark_bounced(conn, delivery_id, domain.name, address)
-        apply_failure(conn, domain, address, self.result, now, counts=True)
+            apply_failure(conn, domain, address, self.result, now, counts=True)
 
 
 def apply_failure(conn: Connection, domain: Domain, address: str, result: Result,

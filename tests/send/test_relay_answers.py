@@ -89,44 +89,58 @@ async def test_policy_blocks_are_recorded_not_suppressed_nor_counted(
 
 async def test_soft_failures_count_toward_the_limit(service: Service,
                                                     smtp_relay: SmtpRelay) -> None:
-    """Each 4xx answer counts, and so does a soft 5xx (mailbox full); at the domain's
-    limit the address is suppressed."""
-    r = await service.client.put("/v3/domains/example.com", data={"soft_bounce_limit": "3"})
+    """A soft 5xx (mailbox full) fails the delivery and counts; at the domain's limit
+    the address is suppressed."""
+    r = await service.client.put("/v3/domains/example.com", data={"soft_bounce_limit": "2"})
     assert r.status_code == 200
-    clock = Clock(now_us() + 1_000_000)
-    worker = _worker(service, smtp_relay, clock)
-    smtp_relay.reply = lambda rcpt: "452 4.2.2 Mailbox full"
-    await service.send(to=ADDRESS, subject="x", text="y")
-    assert await worker.run_once() == 1
-    assert _lists(service) == ([], 1)
-    clock.now += 10 * MINUTE
-    assert await worker.run_once() == 1
-    assert _lists(service) == ([], 2)
+    worker = _worker(service, smtp_relay, Clock(now_us() + 1_000_000))
     smtp_relay.reply = lambda rcpt: "552 5.2.2 Mailbox full, over quota"
     await service.send(to=ADDRESS, subject="x", text="y")
     assert await worker.run_once() == 1
+    (failed,) = await service.events(event="failed")
+    assert failed["severity"] == "permanent"
+    assert failed["delivery-status"]["bounce-category"] == "soft"
+    assert _lists(service) == ([], 1)
+    await service.send(to=ADDRESS, subject="x", text="y")
+    assert await worker.run_once() == 1
     found, count = _lists(service)
-    assert count == 3
+    assert count == 2
     assert [(kind, address) for kind, address, _, _ in found] == [("bounce", ADDRESS)]
-    assert "3 soft bounces (limit 3)" in found[0][3]
+    assert "2 soft bounces (limit 2)" in found[0][3]
 
 
 async def test_the_give_up_counts(service: Service, smtp_relay: SmtpRelay) -> None:
+    """4xx answers are retried; when the worker gives up, the delivery counts once."""
     r = await service.client.put("/v3/domains/example.com", data={"soft_bounce_limit": "2"})
     assert r.status_code == 200
     clock = Clock(now_us() + 1_000_000)
     # Give up ten minutes after the first attempt: attempt 1, then attempt 2 is the last.
     worker = _worker(service, smtp_relay, clock, RetryPolicy(600, 600))
-    smtp_relay.reply = lambda rcpt: "450 4.2.1 Mailbox busy"
-    await service.send(to=ADDRESS, subject="x", text="y")
-    assert await worker.run_once() == 1
-    assert _lists(service) == ([], 1)
-    clock.now += 10 * MINUTE
-    assert await worker.run_once() == 1
+    smtp_relay.reply = lambda rcpt: "452 4.2.2 Mailbox full"
+    for _ in range(2):
+        await service.send(to=ADDRESS, subject="x", text="y")
+        assert await worker.run_once() == 1
+        clock.now += 10 * MINUTE
+        assert await worker.run_once() == 1
     failed = await service.events(event="failed", ascending="yes")
-    assert [e["reason"] for e in failed] == ["generic", "old"]
+    assert [e["reason"] for e in failed] == ["generic", "old"] * 2
     found, count = _lists(service)
     assert count == 2 and [kind for kind, _, _, _ in found] == ["bounce"]
+
+
+async def test_a_retried_answer_that_then_succeeds_counts_nothing(
+        service: Service, smtp_relay: SmtpRelay) -> None:
+    """Greylisting answers 4xx to a first attempt: not a bounce."""
+    clock = Clock(now_us() + 1_000_000)
+    worker = _worker(service, smtp_relay, clock)
+    smtp_relay.reply = lambda rcpt: "450 4.2.0 Greylisted, please try again later"
+    await service.send(to=ADDRESS, subject="x", text="y")
+    assert await worker.run_once() == 1
+    smtp_relay.reply = lambda rcpt: None
+    clock.now += 10 * MINUTE
+    assert await worker.run_once() == 1
+    assert len(smtp_relay.received) == 1
+    assert _lists(service) == ([], 0)
 
 
 async def test_relay_and_returned_soft_bounces_count_together(
@@ -141,7 +155,7 @@ async def test_relay_and_returned_soft_bounces_count_together(
     await service.send(to=ADDRESS, subject="x", text="y")  # accepted, then bounces later
     assert await worker.run_once() == 1
     verp = smtp_relay.received[0].sender
-    smtp_relay.reply = lambda rcpt: "452 4.2.2 Mailbox full"
+    smtp_relay.reply = lambda rcpt: "552 5.2.2 Mailbox full"
     await service.send(to=ADDRESS, subject="x", text="y")
     assert await worker.run_once() == 1
     assert _lists(service) == ([], 1)
