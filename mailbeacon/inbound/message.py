@@ -362,6 +362,7 @@ _BOUNDARY = re.compile(rb"""\bboundary[ \t]*=[ \t]*(?:"([^"\r\n]{1,200})"|([^;\s
                        re.IGNORECASE)
 _FOLD = re.compile(rb"\r?\n[ \t]+")
 _MESSAGE_PART = (b"message/rfc822", b"message/global")
+_LONG_LINE = 1000  # lines up to this long are kept whole (a cut base64 line would not decode)
 
 
 def _structure(header_block: bytes) -> tuple[bytes, bytes]:
@@ -381,7 +382,8 @@ def trim_parts(raw: bytes, part_limit: int = MAX_PART_BYTES,
                total_limit: int = MAX_PARSED_BYTES) -> bytes:
     """`raw` with every MIME part's body cut to its first `part_limit` bytes (whole lines),
     the structure kept: all boundary lines, the headers of every part and of attached
-    messages. One linear pass over the bytes, no parsing; at most `total_limit` out.
+    messages, up to `MAX_PARTS` parts. One linear pass over the bytes, no parsing; at most
+    `total_limit` out.
 
     A base64 part cut at a line end still decodes; a cut text part reads as shorter.
     """
@@ -389,7 +391,7 @@ def trim_parts(raw: bytes, part_limit: int = MAX_PART_BYTES,
     size = 0
     delimiters: list[bytes] = []  # b"--boundary" of the open multiparts, outermost first
     header: list[bytes] = []  # the raw header block being read
-    in_headers, header_size, body_size = True, 0, 0
+    in_headers, header_size, body_size, parts = True, 0, 0, 0
     for line in raw.splitlines(keepends=True):
         if size >= total_limit:
             break
@@ -413,6 +415,9 @@ def trim_parts(raw: bytes, part_limit: int = MAX_PART_BYTES,
             index = next((i for i in range(len(delimiters) - 1, -1, -1)
                           if bare in (delimiters[i], delimiters[i] + b"--")), -1)
             if index >= 0:
+                parts += 1
+                if parts > MAX_PARTS:
+                    break  # a report has a handful; the parser would visit no more
                 out.append(line)
                 size += len(line)
                 closing = bare == delimiters[index] + b"--"
@@ -420,8 +425,12 @@ def trim_parts(raw: bytes, part_limit: int = MAX_PART_BYTES,
                 in_headers, body_size = not closing, 0
                 continue
         if body_size < part_limit:
-            out.append(line)
-            size += len(line)
+            kept = line
+            if len(line) > max(part_limit - body_size, _LONG_LINE):
+                # One huge line (HTML or a JSON blob on one line): its start only.
+                kept = line[:max(part_limit - body_size, _LONG_LINE)] + b"\n"
+            out.append(kept)
+            size += len(kept)
         body_size += len(line)
     return b"".join(out)
 
