@@ -39,9 +39,10 @@ from mailbeacon.inbound.message import MAX_PART_HEADER_BYTES
 from mailbeacon.inbound.parser import Kind as ReportKind
 from mailbeacon.inbound.parser import Result, parse
 from mailbeacon.inbound.ties import Match, reply_tie, tie
-from mailbeacon.storage.db import Database, now_us
-from mailbeacon.storage.records import write_events
-from mailbeacon.storage.schema import domains, inbound_messages
+from mailbeacon.stats import UNMATCHED_REPORT
+from mailbeacon.storage.db import Database, now_us, upsert_add
+from mailbeacon.storage.records import HOUR_US, write_events
+from mailbeacon.storage.schema import domains, inbound_messages, stats_buckets
 from mailbeacon.suppressions import SuppressionKind
 from mailbeacon.track.hits import Hit, engage, mark_bounced
 from mailbeacon.track.recorder import Recorder
@@ -197,10 +198,21 @@ class InboundReceiver:
                 tied = any(m["match"] for m in matched)
                 status = "processed" if tied else "unmatched"
                 self._keep(arrival, status, kind, {"results": matched}, conn)
+                if not tied:
+                    _count_unmatched(conn, scope, now)
                 write_events(conn, records)
         except IntegrityError:
             return "duplicate"  # a concurrent copy of the same message won
         return status
+
+
+def _count_unmatched(conn: Connection, scope: set[str], now: int) -> None:
+    """Count an untied report in the stats of the domains it was addressed to."""
+    upsert_add(conn, stats_buckets,
+               [{"domain": name, "tag": "", "event": UNMATCHED_REPORT,
+                 "hour": now // HOUR_US * 3600, "count": 1, "human_count": 0}
+                for name in sorted(scope)],
+               keys=("domain", "tag", "event", "hour"), add=("count", "human_count"))
 
 
 def _how(found: Match | None) -> dict[str, Any]:

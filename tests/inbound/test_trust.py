@@ -281,5 +281,9 @@ async def test_unmatched_reports_are_listed(door: tuple[Service, int],
     r = await service.client.get("/v3/example.com/inbound", params={"matched": "yes"})
     assert [i["status"] for i in r.json()["items"]] == ["processed"]
     assert (await service.client.get("/v3/other.example/inbound")).json()["items"] == []
+    r = await service.client.get("/v3/example.com/stats/total",
+                                 params={"event": "unmatched-report", "duration": "1d"})
+    assert r.status_code == 200, r.text
+    assert sum(i["unmatched-report"]["total"] for i in r.json()["stats"]) == 1
     r = await service.client.get("/v3/example.com/inbound", params={"matched": "maybe"})
     assert r.status_code == 400 and "matched" in r.json()["message"]
