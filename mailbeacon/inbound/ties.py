@@ -28,8 +28,6 @@ from mailbeacon.inbound.result import Result
 from mailbeacon.storage.schema import deliveries, messages
 
 _DELIVERY_ID = re.compile(r"^[0-9a-v]{26}$")
-# Deliveries of one Message-ID looked at: a batch message has one per recipient.
-MAX_CANDIDATES = 1000
 # References of a reply looked up (a long thread lists many).
 MAX_REFERENCES = 20
 
@@ -44,11 +42,12 @@ class Match:
     how: str  # verp | header | message-id
 
 
-def _deliveries(conn: Connection, where: Any, limit: int = 1) -> Sequence[Any]:
+def _deliveries(conn: Connection, where: Any) -> Sequence[Any]:
+    """The newest delivery matching `where`, with its message row (at most one)."""
     return conn.execute(
         select(deliveries.c.id.label("delivery_id"), deliveries.c.recipient, messages)
         .join(messages, messages.c.id == deliveries.c.message_id)
-        .where(where).order_by(deliveries.c.id.desc()).limit(limit)).all()
+        .where(where).order_by(deliveries.c.id.desc()).limit(1)).all()
 
 
 def _match(row: Any, how: str) -> Match:
@@ -73,20 +72,23 @@ def tie(conn: Connection, result: Result, verp: Sequence[str], scope: Collection
                 return _match(row, "verp")
     if not result.original_message_id:
         return None
-    candidates = _deliveries(conn, in_scope & (messages.c.message_id
-                                               == result.original_message_id),
-                             MAX_CANDIDATES)
+    of_message = in_scope & (messages.c.message_id == result.original_message_id)
     header = result.original_headers.get("x-mailbeacon-delivery", "").strip().lower()
     if _DELIVERY_ID.match(header) and len(header) == ID_LENGTH:
-        named = [r for r in candidates if r.delivery_id == header]
+        named = _deliveries(conn, of_message & (deliveries.c.id == header))
         if named and (not recipient or named[0].recipient.lower() == recipient):
             return _match(named[0], "header")
         return None  # our header names another message, or another recipient: forged
     if not recipient:
         # A redacted complaint: the Message-ID alone names the delivery only when the
         # message had one recipient.
-        return _match(candidates[0], "message-id") if len(candidates) == 1 else None
-    mine = [r for r in candidates if r.recipient.lower() == recipient]
+        ids = conn.execute(select(deliveries.c.id)
+                           .join(messages, messages.c.id == deliveries.c.message_id)
+                           .where(of_message).limit(2)).scalars().all()
+        if len(ids) != 1:
+            return None
+        return _match(_deliveries(conn, deliveries.c.id == ids[0])[0], "message-id")
+    mine = _deliveries(conn, of_message & (func.lower(deliveries.c.recipient) == recipient))
     return _match(mine[0], "message-id") if mine else None
 
 

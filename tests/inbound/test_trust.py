@@ -287,3 +287,23 @@ async def test_unmatched_reports_are_listed(door: tuple[Service, int],
     assert sum(i["unmatched-report"]["total"] for i in r.json()["stats"]) == 1
     r = await service.client.get("/v3/example.com/inbound", params={"matched": "maybe"})
     assert r.status_code == 400 and "matched" in r.json()["message"]
+
+
+async def test_from_a_mailbox_the_headers_give_the_scope(door: tuple[Service, int],
+                                                         smtp_relay: SmtpRelay) -> None:
+    """A polled mailbox has no envelope: To/Delivered-To say which bounce domain a report
+    came to, and the same rules apply."""
+    service, _ = door
+    theirs = (await _deliver(service, smtp_relay, VICTIM, "other.example")).data
+    ours = (await _deliver(service, smtp_relay, VICTIM, "example.com")).data
+    inbound = service.runtime.inbound
+    # dsn() is addressed To: postmaster@example.com.
+    assert await inbound.receive(dsn(VICTIM, theirs), source="mailbox") == "unmatched"
+    assert await inbound.receive(dsn(VICTIM, FORGED_ORIGINAL), source="mailbox") == "unmatched"
+    nowhere = dsn(VICTIM, ours).replace(b"To: postmaster@example.com",
+                                        b"To: someone@elsewhere.example")
+    assert await inbound.receive(nowhere, source="mailbox") == "unmatched"
+    assert _state(service)[1] == []
+    assert await inbound.receive(dsn(VICTIM, ours), source="mailbox") == "processed"
+    (failed,) = await service.events(event="failed")
+    assert failed["bounce-match"] == "header"
