@@ -396,7 +396,9 @@ def trim_parts(raw: bytes, part_limit: int = MAX_PART_BYTES,
         if size >= total_limit:
             break
         if in_headers:
-            if header_size < MAX_PART_HEADER_BYTES:
+            if not line.strip() or header_size < MAX_PART_HEADER_BYTES:
+                if len(line) > MAX_PART_HEADER_BYTES - header_size and line.strip():
+                    line = line[:MAX_PART_HEADER_BYTES - header_size] + b"\n"
                 out.append(line)
                 size += len(line)
                 header.append(line)

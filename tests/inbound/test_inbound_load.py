@@ -11,6 +11,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from mailbeacon.inbound.message import MAX_PARSED_BYTES, trim_parts
 from mailbeacon.inbound.parser import Kind, parse
 from tests.conftest import API_KEY, SmtpRelay, free_port
@@ -104,3 +107,32 @@ async def test_the_api_answers_while_big_bounces_are_processed(
             out, _ = wait.result()
             assert out.startswith(b"250"), out
             assert slowest < LIVENESS_SECONDS, f"the API stalled {slowest:.2f} s ({maker})"
+
+
+def test_huge_headers_are_cut_and_the_body_still_found() -> None:
+    raw = (b"From: MAILER-DAEMON@mx.example.net\r\nX-Junk: " + b"j" * 3_000_000 + b"\r\n"
+           + b"".join(b"X-H%d: v\r\n" % i for i in range(20_000))
+           + b"Subject: Undelivered\r\n\r\n"
+           b"Delivery to the following recipient failed permanently:\r\n\r\n"
+           b"    c@example.org\r\n\r\n550 5.1.1 The email account does not exist.\r\n")
+    trimmed = trim_parts(raw)
+    assert len(trimmed) < 150_000 and b"c@example.org" in trimmed
+    (result,) = parse(raw)
+    assert result.kind is Kind.BOUNCE and result.recipient == "c@example.org"
+
+
+@given(st.binary(max_size=4096))
+@settings(max_examples=300, deadline=None)
+def test_small_messages_pass_through_untouched(raw: bytes) -> None:
+    assert trim_parts(raw) == raw
+
+
+@given(st.lists(st.sampled_from([b"--B\r\n", b"--B--\r\n", b"\r\n", b"x" * 3000 + b"\r\n",
+                                 b"Content-Type: multipart/mixed; boundary=B\r\n",
+                                 b"Content-Type: message/rfc822\r\n", b"y: z\r\n"]),
+                max_size=400))
+@settings(max_examples=200, deadline=None)
+def test_trimmed_output_is_bounded(lines: list[bytes]) -> None:
+    raw = b"".join(lines)
+    out = trim_parts(raw, part_limit=4096, total_limit=64 * 1024)
+    assert len(out) <= 64 * 1024 + 3002 and len(out) <= len(raw)
