@@ -18,6 +18,7 @@ from mailbeacon.api import (
     contacts,
     domains,
     events,
+    inbound,
     messages,
     stats,
     suppressions,
@@ -95,7 +96,7 @@ def build_api(runtime: Runtime) -> Starlette:
 
     app = Starlette(
         routes=merge_routes([*domains.routes, *messages.routes, *events.routes, *stats.routes,
-                             *tags.routes,
+                             *tags.routes, *inbound.routes,
                              *webhooks.routes, *suppressions.routes, *contacts.routes]),
         middleware=[
             Middleware(RequireApiKey, keys=runtime.keys),

@@ -32,6 +32,18 @@ def new_id(micros: int | None = None) -> str:
     return id_from_parts(micros, os.urandom(8))
 
 
+# Random bits in the Message-IDs mailbeacon makes: returned mail and replies are tied to
+# their delivery by Message-ID (DESIGN 7), so it must not be guessable.
+MESSAGE_ID_RANDOM_BITS = 104
+
+
+def message_id_local(micros: int | None = None) -> str:
+    """The local part of a new Message-ID: a time-ordered id (64 random bits) and 40 more
+    random bits as 8 base32hex digits, 34 characters."""
+    extra = int.from_bytes(os.urandom(5), "big")
+    return new_id(micros) + "".join(_PAIRS[(extra >> shift) & 0x3FF] for shift in (30, 20, 10, 0))
+
+
 def id_to_bytes(value: str) -> bytes:
     """The 16 raw bytes of an id; ValueError when it is not one."""
     if len(value) != ID_LENGTH:

@@ -85,6 +85,7 @@ OPENED = "opened"
 CLICKED = "clicked"
 UNSUBSCRIBED = "unsubscribed"
 COMPLAINED = "complained"
+UNMATCHED_REPORT = "unmatched-report"
 
 # Mailgun's stats event names -> the counters each one is built from.
 EVENTS: dict[str, tuple[str, ...]] = {
@@ -96,6 +97,8 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "unsubscribed": (UNSUBSCRIBED,),
     "complained": (COMPLAINED,),
     "stored": (),  # we store no inbound messages for retrieval: always 0
+    # Extension: reports to the bounce domain that tied to no delivery (changed nothing).
+    UNMATCHED_REPORT: (UNMATCHED_REPORT,),
 }
 
 # /tags/{tag}/stats/aggregates/{kind}: the dimension and the counters of each, as Mailgun's.

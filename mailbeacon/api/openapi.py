@@ -46,6 +46,7 @@ _QUERIES: dict[str, list[str]] = {
     "/v3/{domain}/events": ["event", "recipient", "message-id", "tags", "severity", "begin",
                             "end", "ascending", "limit"],
     "/v3/{domain}/tags": ["limit", "prefix", "page", "tag"],
+    "/v3/{domain}/inbound": ["matched", "limit", "before"],
     "/v3/{domain}/stats/total": ["event", "start", "end", "resolution", "duration", "human"],
     "/v3/{domain}/contacts": ["sort", "order", "limit", "min_score", "max_score",
                               "active_since", "consent", "page", "pivot"],

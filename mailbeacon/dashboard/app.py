@@ -25,7 +25,17 @@ from mailbeacon.api.limits import LimitBody
 from mailbeacon.errors import BadRequest, NotFound, PayloadTooLarge
 from mailbeacon.runtime import Runtime
 
-from . import campaigns, contacts, login, messages, outbox, overview, settings, suppressions
+from . import (
+    campaigns,
+    contacts,
+    inbound,
+    login,
+    messages,
+    outbox,
+    overview,
+    settings,
+    suppressions,
+)
 from .sessions import SESSION_COOKIE, SessionStore, Signer, cookie_key
 from .throttle import LoginThrottle
 from .web import HERE, PREFIX, Dashboard, make_templates, render
@@ -137,7 +147,7 @@ def build_dashboard(runtime: Runtime) -> ASGIApp:
         *login.routes,
         Route("/", overview.index),
         *overview.routes, *messages.routes, *campaigns.routes, *contacts.routes,
-        *suppressions.routes, *settings.routes, *outbox.routes,
+        *suppressions.routes, *inbound.routes, *settings.routes, *outbox.routes,
     ]
     app = Starlette(
         routes=[Mount(PREFIX, routes=routes)],

@@ -1,13 +1,13 @@
-"""Mail that comes back to mailbeacon: bounces, complaints and mailto unsubscribes.
+"""Mail that comes back to mailbeacon: bounces, complaints, replies and mailto unsubscribes.
 
 It arrives at the bounce domains, through the SMTP server (no AUTH needed) or a polled
-mailbox, and goes through one path: keep the raw message, parse it, match each finding to
-the delivery it is about, and act on it, all in one transaction (so a message fetched
-twice from a mailbox is acted on once).
+mailbox, and goes through one path: keep the raw message, parse it (in a thread, bounded:
+see `message.trim_parts`), tie each finding to the delivery it is about, and act on it,
+all in one transaction (so a message fetched twice from a mailbox is acted on once).
 
-Matching (DESIGN 7): the VERP token of the address it came to (`bounce+<token>@...`),
-else our `X-Mailbeacon-Delivery` header or the Message-ID in the returned original, else
-the newest delivery to the failed address.
+Trust (DESIGN 7, `ties`): a finding has effects only when tied to a real delivery of a
+domain the report was addressed to, by a VERP token or by the delivery's Message-ID. A
+report that cannot be tied is kept with status `unmatched` and changes nothing.
 """
 
 from __future__ import annotations
@@ -18,34 +18,31 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from email import message_from_bytes
 from email.message import Message
+from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import getaddresses
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 
 from mailbeacon import suppressions
 from mailbeacon.domains import Domain
 from mailbeacon.errors import TokenError
 from mailbeacon.events import EventRecord, EventType, MessageInfo, Severity, build_event
-from mailbeacon.ids import ID_LENGTH, new_id
+from mailbeacon.ids import new_id
+from mailbeacon.inbound.effects import allowlisted, apply_failure
+from mailbeacon.inbound.message import MAX_PART_HEADER_BYTES
 from mailbeacon.inbound.parser import Kind as ReportKind
 from mailbeacon.inbound.parser import Result, parse
-from mailbeacon.inbound.reasons import Category
-from mailbeacon.storage.db import Database, now_us
-from mailbeacon.storage.records import write_events
-from mailbeacon.storage.schema import (
-    deliveries,
-    domains,
-    inbound_messages,
-    messages,
-    soft_bounces,
-)
+from mailbeacon.inbound.ties import Match, reply_tie, tie
+from mailbeacon.stats import UNMATCHED_REPORT
+from mailbeacon.storage.db import Database, now_us, upsert_add
+from mailbeacon.storage.records import HOUR_US, write_events
+from mailbeacon.storage.schema import domains, inbound_messages, stats_buckets
 from mailbeacon.suppressions import SuppressionKind
 from mailbeacon.track.hits import Hit, engage, mark_bounced
 from mailbeacon.track.recorder import Recorder
@@ -55,15 +52,24 @@ log = logging.getLogger("mailbeacon.inbound")
 _OURS = re.compile(r"^(bounce|unsub)\+([a-z2-7]+)@(.+)$", re.I)
 # Headers that may name the address a polled mailbox received a message for.
 _ADDRESS_HEADERS = ("To", "Cc", "Delivered-To", "X-Original-To", "Envelope-To")
-_DELIVERY_ID = re.compile(r"^[0-9a-v]{26}$")
+_REFERENCE = re.compile(r"<([^<>\s]{1,250})>")
 
 
 @dataclass(frozen=True)
-class Match:
-    delivery_id: str
-    recipient: str
-    row: Any  # the message row
-    how: str  # verp | header | message-id | address
+class Arrival:
+    """One returning message as read (off the event loop): who it came to, the tokens it
+    carries, the domains it may speak about, and what the parser found in it."""
+
+    data: bytes
+    recipients: list[str]  # the envelope recipients (SMTP); none from a mailbox
+    sender: str
+    source: str  # smtp | mailbox
+    hosts: list[str]  # bounce hosts it was addressed to
+    tokens: list[Token]  # verified tokens of the addresses it came to
+    results: list[Result]
+    references: list[str]  # In-Reply-To and References, without <>
+    author: str  # the From address, lower-cased
+    error: str = ""  # the parser failed (it promises not to)
 
 
 class InboundReceiver:
@@ -93,8 +99,7 @@ class InboundReceiver:
 
     def accepts(self, address: str) -> bool:
         """Whether mail for `address` is ours to take without authentication."""
-        host = address.rpartition("@")[2].lower().rstrip(".")
-        return host in self.bounce_domains()
+        return _host(address) in self.bounce_domains()
 
     async def receive(self, data: bytes, recipients: Iterable[str] = (), sender: str = "",
                       source: str = "smtp") -> str:
@@ -102,67 +107,52 @@ class InboundReceiver:
         unmatched, duplicate, error). Raises only when the database is unavailable, so
         the sender (SMTP client, mailbox) keeps the message and tries again."""
         self.received += 1
-        message = message_from_bytes(data, policy=compat32)
-        addresses = list(dict.fromkeys(a.lower() for a in
-                                       [*recipients, *_header_addresses(message)]))
-        tokens = [t for t in map(self.token, addresses) if t is not None]
-        unsubscribe = next((t for t in tokens if t.kind is Kind.UNSUBSCRIBE), None)
+        arrival = await asyncio.to_thread(self.read, data, list(recipients), sender, source)
+        unsubscribe = next((t for t in arrival.tokens if t.kind is Kind.UNSUBSCRIBE), None)
         if unsubscribe is not None:
             await self._recorder.record(Hit(
                 Kind.UNSUBSCRIBE, unsubscribe.delivery_id, time.time_ns() // 1000, "", "",
                 "MAIL", scope=unsubscribe.scope))
-            return await asyncio.to_thread(self._keep, data, recipients, sender, source,
-                                           "processed", "unsubscribe", {})
-        try:
-            results = await asyncio.to_thread(parse, data)
-        except Exception as exc:  # the parser promises not to; keep the mail if it does
-            log.exception("parser failed on a returning message")
+            return await asyncio.to_thread(self._keep, arrival, "processed", "unsubscribe", {})
+        if arrival.error:
             self.failed += 1
-            return await asyncio.to_thread(self._keep, data, recipients, sender, source,
-                                           "error", "", {"error": repr(exc)})
-        verp = [t.delivery_id for t in tokens if t.kind is Kind.BOUNCE]
-        if all(r.kind is ReportKind.NOT_A_REPORT for r in results):
-            replied = await asyncio.to_thread(self._reply, data, message, list(recipients),
-                                              sender, source)
-            if replied is not None:
-                return replied
-        return await asyncio.to_thread(self._apply, data, list(recipients), sender, source,
-                                       results, verp)
+            return await asyncio.to_thread(self._keep, arrival, "error", "",
+                                           {"error": arrival.error})
+        return await asyncio.to_thread(self._apply, arrival)
 
-    def _reply(self, data: bytes, message: Message, recipients: list[str], sender: str,
-               source: str) -> str | None:
-        """A person's reply to one of our messages: the strongest engagement signal."""
-        refs = re.findall(r"<([^<>\s]+)>", " ".join(
-            str(message.get(h, "")) for h in ("In-Reply-To", "References")))
-        froms = getaddresses([str(message.get("From", ""))])
-        author = froms[0][1].lower() if froms and froms[0][1] else ""
-        if not refs or not author:
-            return None
-        now = now_us()
-        with self._db.write() as conn:
-            found = conn.execute(
-                select(deliveries.c.id.label("delivery_id"), deliveries.c.recipient, messages)
-                .join(messages, messages.c.id == deliveries.c.message_id)
-                .where(messages.c.message_id.in_(refs[-20:]),
-                       func.lower(deliveries.c.recipient) == author)
-                .order_by(deliveries.c.id.desc()).limit(1)).first()
-            if found is None:
-                return None
-            info = MessageInfo.from_row(found)
-            status = self._keep(data, recipients, sender, source, "processed", "reply",
-                                {"delivery": found.delivery_id}, conn)
-            if status == "duplicate":
-                return status
-            engage(conn, info.domain, author, "reply", 1, now)
-            write_events(conn, [build_event(EventType.REPLIED, now, info, found.recipient,
-                                            found.delivery_id, method="MAIL")])
-        return "processed"
+    def read(self, data: bytes, recipients: list[str], sender: str, source: str) -> Arrival:
+        """Everything `receive` needs from the raw message; blocking (parses)."""
+        head = _headers(data)
+        named = [a.lower() for a in recipients] or _header_addresses(head)
+        addresses = list(dict.fromkeys([*named, *_header_addresses(head)]))
+        tokens = [t for t in map(self.token, addresses) if t is not None]
+        error = ""
+        results: list[Result] = []
+        if not any(t.kind is Kind.UNSUBSCRIBE for t in tokens):
+            try:
+                results = parse(data)
+            except Exception as exc:  # the parser promises not to; keep the mail if it does
+                log.exception("parser failed on a returning message")
+                error = repr(exc)
+        froms = getaddresses([str(head.get("From", ""))])
+        references = _REFERENCE.findall(" ".join(
+            str(head.get(h, "")) for h in ("In-Reply-To", "References")))
+        bounce_hosts = self.bounce_domains()
+        hosts = [h for h in dict.fromkeys(map(_host, named)) if h in bounce_hosts]
+        return Arrival(data, recipients, sender, source, hosts, tokens, results, references,
+                       froms[0][1].lower() if froms and froms[0][1] else "", error)
 
-    def _keep(self, data: bytes, recipients: Iterable[str], sender: str, source: str,
-              status: str, kind: str, detail: dict[str, Any],
+    def _scope(self, conn: Connection, arrival: Arrival) -> set[str]:
+        """The domains a report may speak about: those whose bounce domain it came to."""
+        rows = conn.execute(select(domains.c.name, domains.c.bounce_domain)).all()
+        return {r.name for r in rows if (r.bounce_domain or r.name).lower() in arrival.hosts}
+
+    def _keep(self, arrival: Arrival, status: str, kind: str, detail: dict[str, Any],
               conn: Connection | None = None) -> str:
-        row = {"id": new_id(), "received_at": now_us(), "source": source,
-               "mail_from": sender, "recipients": json.dumps(list(recipients)),
+        data = arrival.data
+        row = {"id": new_id(), "received_at": now_us(), "source": arrival.source,
+               "mail_from": arrival.sender, "recipients": json.dumps(arrival.recipients),
+               "host": arrival.hosts[0] if arrival.hosts else "",
                "sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "raw": data,
                "status": status, "kind": kind, "detail": json.dumps(detail)}
         try:
@@ -175,36 +165,67 @@ class InboundReceiver:
             return "duplicate"
         return status
 
-    def _apply(self, data: bytes, recipients: list[str], sender: str, source: str,
-               results: Sequence[Result], verp: list[str]) -> str:
-        actionable = [r for r in results if _actionable(r)]
+    def _apply(self, arrival: Arrival) -> str:
+        results = arrival.results
         kind = results[0].kind.value if results else ""
-        if not actionable:
-            return self._keep(data, recipients, sender, source, "ignored", kind,
+        actionable = [r for r in results if _actionable(r)]
+        reply = (all(r.kind is ReportKind.NOT_A_REPORT for r in results)
+                 and bool(arrival.references and arrival.author))
+        if not actionable and not reply:
+            return self._keep(arrival, "ignored", kind,
                               {"results": [r.to_json() for r in results]})
         now = now_us()
+        verp = [t.delivery_id for t in arrival.tokens if t.kind is Kind.BOUNCE]
         try:
             with self._db.write() as conn:
                 if conn.execute(select(inbound_messages.c.id).where(
-                        inbound_messages.c.sha256 == hashlib.sha256(data).hexdigest())
+                        inbound_messages.c.sha256 == hashlib.sha256(arrival.data).hexdigest())
                 ).first():
                     return "duplicate"  # fetched again from a mailbox: acted on already
-                records: list[EventRecord] = []
-                matched: list[dict[str, Any]] = []
-                for result in actionable:
-                    found = _match(conn, result, verp, len(actionable) == 1)
-                    matched.append({**result.to_json(),
-                                    "match": found.how if found else None,
-                                    "delivery": found.delivery_id if found else None})
-                    if found is not None:
-                        records.append(_effects(conn, result, found, now))
-                status = "processed" if records else "unmatched"
-                self._keep(data, recipients, sender, source, status, kind,
-                           {"results": matched}, conn)
+                scope = self._scope(conn, arrival)
+                if reply:
+                    found = reply_tie(conn, arrival.references, arrival.author, scope)
+                    records = [] if found is None else [_replied(conn, found, now)]
+                    kind, matched = "reply", [{"kind": "reply", "recipient": arrival.author,
+                                               **_how(found)}]
+                else:
+                    records, matched = [], []
+                    for result in actionable:
+                        found = tie(conn, result, verp, scope, len(actionable) == 1)
+                        matched.append({**result.to_json(), **_how(found)})
+                        if found is not None and result.kind is not ReportKind.AUTO_REPLY:
+                            records.append(_effects(conn, result, found, now))
+                tied = any(m["match"] for m in matched)
+                status = "processed" if tied else "unmatched"
+                self._keep(arrival, status, kind, {"results": matched}, conn)
+                if not tied:
+                    _count_unmatched(conn, scope, now)
                 write_events(conn, records)
         except IntegrityError:
             return "duplicate"  # a concurrent copy of the same message won
         return status
+
+
+def _count_unmatched(conn: Connection, scope: set[str], now: int) -> None:
+    """Count an untied report in the stats of the domains it was addressed to."""
+    upsert_add(conn, stats_buckets,
+               [{"domain": name, "tag": "", "event": UNMATCHED_REPORT,
+                 "hour": now // HOUR_US * 3600, "count": 1, "human_count": 0}
+                for name in sorted(scope)],
+               keys=("domain", "tag", "event", "hour"), add=("count", "human_count"))
+
+
+def _how(found: Match | None) -> dict[str, Any]:
+    return {"match": found.how if found else None,
+            "delivery": found.delivery_id if found else None}
+
+
+def _replied(conn: Connection, found: Match, now: int) -> EventRecord:
+    """A person's reply to one of our messages: the strongest engagement signal."""
+    info = MessageInfo.from_row(found.row)
+    engage(conn, info.domain, found.recipient.lower(), "reply", 1, now)
+    return build_event(EventType.REPLIED, now, info, found.recipient, found.delivery_id,
+                       method="MAIL")
 
 
 # Feedback reports that are not a person's complaint: DMARC/DKIM failure reports.
@@ -214,6 +235,10 @@ _OPT_OUT = {"opt-out", "unsubscribe"}
 
 
 def _actionable(result: Result) -> bool:
+    """Worth tying to a delivery: a failure, a complaint, or an auto-reply (tied, so the
+    record says which message it answered, but with no effect)."""
+    if result.kind is ReportKind.AUTO_REPLY:
+        return True
     if result.kind is ReportKind.COMPLAINT:
         return (result.feedback_type.lower() not in _NOT_COMPLAINTS
                 and bool(result.recipient or result.original_headers))
@@ -221,39 +246,8 @@ def _actionable(result: Result) -> bool:
         "delivered", "relayed", "expanded")
 
 
-def _match(conn: Connection, result: Result, verp: list[str], single: bool) -> Match | None:
-    """The delivery a finding is about, by the most exact evidence available."""
-    recipient = result.recipient.lower()
-
-    def delivery(where: Any, how: str) -> Match | None:
-        row = conn.execute(
-            select(deliveries.c.id.label("delivery_id"), deliveries.c.recipient, messages)
-            .join(messages, messages.c.id == deliveries.c.message_id)
-            .where(where).order_by(deliveries.c.id.desc()).limit(1)).first()
-        return Match(row.delivery_id, row.recipient, row, how) if row else None
-
-    for delivery_id in verp:
-        found = delivery(deliveries.c.id == delivery_id, "verp")
-        if found and (single or not recipient or found.recipient.lower() == recipient):
-            return found
-    header_id = result.original_headers.get("x-mailbeacon-delivery", "").strip().lower()
-    if _DELIVERY_ID.match(header_id) and len(header_id) == ID_LENGTH:
-        found = delivery(deliveries.c.id == header_id, "header")
-        if found and (not recipient or found.recipient.lower() == recipient):
-            return found
-    if not recipient:
-        return None
-    lowered = func.lower(deliveries.c.recipient) == recipient
-    if result.original_message_id:
-        found = delivery(lowered & (messages.c.message_id == result.original_message_id),
-                         "message-id")
-        if found:
-            return found
-    return delivery(lowered, "address")
-
-
 def _effects(conn: Connection, result: Result, found: Match, now: int) -> EventRecord:
-    """The event for one finding, and the suppression it calls for."""
+    """The event for one tied finding, and the suppression it calls for."""
     info = MessageInfo.from_row(found.row)
     domain = Domain.from_row(conn.execute(
         select(domains).where(domains.c.name == info.domain)).one())
@@ -265,20 +259,14 @@ def _effects(conn: Connection, result: Result, found: Match, now: int) -> EventR
                            method="MAIL", unsubscribe_scope=[suppressions.ALL_SCOPE],
                            feedback_type=result.feedback_type)
     if result.kind is ReportKind.COMPLAINT:
-        if not _allowlisted(conn, domain.name, address):
+        if not allowlisted(conn, domain.name, address):
             suppressions.add(conn, domain.name, SuppressionKind.COMPLAINT, address, now)
         return build_event(EventType.COMPLAINED, now, info, address, found.delivery_id,
                            feedback_type=result.feedback_type, reporter=result.reporter)
-    code = result.reply_code or ("550" if result.permanent else "450")
     if result.permanent:
         mark_bounced(conn, found.delivery_id, info.domain, address)
-    if result.category is Category.HARD and result.permanent:
-        if not _allowlisted(conn, domain.name, address):
-            suppressions.add(conn, domain.name, SuppressionKind.BOUNCE, address, now,
-                             code=code, error=result.diagnostic)
-    elif result.category is Category.SOFT and result.action != "delayed":
-        # A delay notice says the remote server is still trying: not a bounce yet.
-        _count_soft_bounce(conn, domain, address, code, result.diagnostic, now)
+    # A delay notice says the remote server is still trying: not a bounce yet.
+    apply_failure(conn, domain, address, result, now, counts=result.action != "delayed")
     severity = Severity.PERMANENT if result.permanent else Severity.TEMPORARY
     return build_event(
         EventType.FAILED, now, info, address, found.delivery_id, severity=severity,
@@ -294,30 +282,19 @@ def _effects(conn: Connection, result: Result, found: Match, now: int) -> EventR
     )
 
 
-def _allowlisted(conn: Connection, domain: str, address: str) -> bool:
-    return bool(suppressions.allowlisted(conn, domain, [address]))
+def _host(address: str) -> str:
+    return address.strip().rpartition("@")[2].lower().rstrip(".>")
 
 
-def _count_soft_bounce(conn: Connection, domain: Domain, address: str, code: str,
-                       error: str, now: int) -> None:
-    """One more soft bounce; at the domain's limit the address is suppressed."""
-    address = address.lower()
-    row = conn.execute(select(soft_bounces.c.count).where(
-        soft_bounces.c.domain == domain.name, soft_bounces.c.address == address)).first()
-    count = (int(row[0]) if row else 0) + 1
-    if row:
-        conn.execute(soft_bounces.update().where(
-            soft_bounces.c.domain == domain.name, soft_bounces.c.address == address
-        ).values(count=count, last_at=now))
-    else:
-        conn.execute(soft_bounces.insert().values(domain=domain.name, address=address,
-                                                  count=count, last_at=now))
-    if count >= domain.soft_bounce_limit and not _allowlisted(conn, domain.name, address):
-        suppressions.add(conn, domain.name, SuppressionKind.BOUNCE, address, now, code=code,
-                         error=f"{count} soft bounces (limit {domain.soft_bounce_limit}): "
-                               f"{error}")
+def _headers(data: bytes) -> Message:
+    """The top-level headers only (a header block is small; the body is never read)."""
+    end = data.find(b"\n\n")
+    crlf = data.find(b"\r\n\r\n")
+    cut = min(x for x in (end, crlf, len(data)) if x >= 0)
+    return BytesHeaderParser(policy=compat32).parsebytes(
+        data[:min(cut, MAX_PART_HEADER_BYTES)])
 
 
 def _header_addresses(message: Message) -> list[str]:
     values = [str(v) for name in _ADDRESS_HEADERS for v in message.get_all(name, [])]
-    return [address for _, address in getaddresses(values) if address]
+    return [address.lower() for _, address in getaddresses(values) if address]

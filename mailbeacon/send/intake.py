@@ -31,7 +31,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from mailbeacon.domains import Domain
 from mailbeacon.errors import BadRequest
 from mailbeacon.events import EventRecord, EventType, MessageInfo, build_event
-from mailbeacon.ids import new_id
+from mailbeacon.ids import message_id_local, new_id
 from mailbeacon.send.compose import POLICY
 from mailbeacon.send.submission import (
     MAX_RECIPIENTS,
@@ -58,7 +58,7 @@ def accept(db: Database, domain: Domain, sub: Submission, method: str = "http") 
     """Queue a message given as fields; returns its Message-ID (without <>)."""
     check_submission(sub)
     now = time.time()
-    message_id = f"{new_id(int(now * 1_000_000))}@{domain.name}"
+    message_id = f"{message_id_local(int(now * 1_000_000))}@{domain.name}"
     mime = build_mime(sub, message_id, now)
     return store_message(db, domain, mime, message_id, sub.sender[1], sub.recipients(),
                          sub.tags, sub.variables, sub.options, sub.delivery, method)
@@ -89,7 +89,7 @@ def accept_mime(db: Database, domain: Domain, raw: bytes, sender: str | None,
     if found:
         message_id = found.group(1)
     else:
-        message_id = f"{new_id(int(now * 1_000_000))}@{domain.name}"
+        message_id = f"{message_id_local(int(now * 1_000_000))}@{domain.name}"
         del msg["Message-ID"]
         msg["Message-ID"] = f"<{message_id}>"
     if "Date" not in msg:

@@ -25,6 +25,7 @@ from sqlalchemy import and_, bindparam, or_, select
 
 from mailbeacon.domains import Domain
 from mailbeacon.events import EventRecord, EventType, MessageInfo, Severity, build_event
+from mailbeacon.inbound.effects import RelayFailure
 from mailbeacon.send.compose import Composer, Tracking
 from mailbeacon.send.outbox import LocalOutbox
 from mailbeacon.send.relay import Outcome, Relay
@@ -185,7 +186,9 @@ class DeliveryWorker:
     def _record(self, results: list[tuple[Job, Outcome | None, float]]) -> None:
         """Store the outcomes of a batch; a job whose lease another worker took over
         (ours expired) is left to that worker."""
-        changes = [self._outcome(*result) for result in results]
+        outcomes = [self._outcome(*result) for result in results]
+        changes = [(job, values, event) for job, values, event, _ in outcomes]
+        failures = {job.delivery_id: failure for job, _, _, failure in outcomes if failure}
         with self._db.write() as conn:
             # Which leases are still ours, locked until commit (PostgreSQL; SQLite's
             # write lock covers it); then one UPDATE per set of columns for all of them.
@@ -209,13 +212,19 @@ class DeliveryWorker:
                            deliveries.c.attempts == bindparam("b_attempt"))
                     .values({name: bindparam(f"b_{name}") for name in names}), rows)
             write_events(conn, [event for _, _, event in mine])
+            now = self.clock()
+            for job, _, _ in mine:
+                failure = failures.get(job.delivery_id)
+                if failure is not None:
+                    failure.apply(conn, job.delivery_id, job.domain, job.recipient, now)
 
-    def _outcome(self, job: Job, outcome: Outcome | None,
-                 seconds: float) -> tuple[Job, dict[str, Any], EventRecord]:
+    def _outcome(self, job: Job, outcome: Outcome | None, seconds: float
+                 ) -> tuple[Job, dict[str, Any], EventRecord, RelayFailure | None]:
         now = self.clock()
         info = MessageInfo.from_row(job.message_row)
         envelope = {"sender": info.sender, "targets": job.recipient, "transport": "smtp"}
         retry_at: int | None = None
+        failure: RelayFailure | None = None
         if outcome is None:  # suppressed: never relayed
             assert job.block is not None
             new_status = "failed"
@@ -232,8 +241,14 @@ class DeliveryWorker:
                 "mx-host": self._relay.host if outcome is not TESTMODE else "",
                 "session-seconds": round(seconds, 3),
             }
+            failure = RelayFailure.of(outcome.code, outcome.message, job.recipient,
+                                      outcome.permanent)
+            if failure is not None:  # classified as a returned bounce would be
+                status.update(failure.status_fields())
             new_status, event, retry_at = self._outcome_event(job, outcome, status, envelope,
                                                               info, now)
+            if failure is not None and retry_at is None and not outcome.permanent:
+                failure = failure.gave_up()
         values: dict[str, Any] = {
             "status": new_status, "lease_until": None, "updated_at": now,
             "last_code": outcome.code if outcome else 605,
@@ -242,7 +257,7 @@ class DeliveryWorker:
         }
         if retry_at is not None:
             values["next_attempt_at"] = retry_at
-        return job, values, event
+        return job, values, event, failure
 
     def _outcome_event(self, job: Job, outcome: Outcome, status: dict[str, Any],
                        envelope: dict[str, Any], info: MessageInfo,

@@ -220,6 +220,8 @@ inbound_messages = Table(
     Column("source", String(16), nullable=False),  # smtp | mailbox
     Column("mail_from", Text, nullable=False, server_default=""),
     Column("recipients", Text, nullable=False, server_default="[]"),  # JSON list
+    # The bounce domain it was addressed to: whose reports these are (unmatched ones too).
+    Column("host", String(253), nullable=False, server_default=""),
     Column("sha256", String(64), nullable=False, unique=True),  # a re-polled copy is skipped
     Column("size", Integer, nullable=False),
     Column("raw", LargeBinary, nullable=False),
@@ -228,6 +230,8 @@ inbound_messages = Table(
     Column("detail", Text, nullable=False, server_default=""),  # JSON: results and matches
 )
 Index("ix_inbound_messages_received", inbound_messages.c.received_at)
+Index("ix_inbound_messages_host", inbound_messages.c.host, inbound_messages.c.status,
+      inbound_messages.c.received_at)
 
 # Customer endpoints per domain and webhook id (Mailgun's names: accepted, delivered,
 # opened, clicked, unsubscribed, complained, permanent_fail, temporary_fail, and our

@@ -1,0 +1,72 @@
+"""The inbound reports kept for inspection, per domain: what came back, what it tied to.
+
+A report belongs to the domains whose bounce domain it was addressed to (`host`); a bounce
+domain shared by several sending domains shows its reports to each of them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+
+from mailbeacon.domains import Domain
+from mailbeacon.errors import BadRequest
+from mailbeacon.ids import ID_LENGTH
+from mailbeacon.storage.db import Database
+from mailbeacon.storage.schema import inbound_messages
+
+# ?matched= -> the statuses it lists ("processed": tied to a delivery).
+MATCHED = {"yes": ("processed",), "no": ("unmatched",)}
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict[str, Any]]
+    total: int  # all reports of the filter, not only this page
+
+
+def list_reports(db: Database, domain: Domain, matched: str | None, limit: int,
+                 before: str | None = None) -> Page:
+    """Newest first; `before`: an id from the previous page's last item."""
+    if matched is not None and matched not in MATCHED:
+        raise BadRequest("'matched' must be yes or no")
+    if before is not None and len(before) != ID_LENGTH:
+        raise BadRequest("'before' must be the id of a listed report")
+    where = [inbound_messages.c.host == domain.verp_domain.lower()]
+    if matched is not None:
+        where.append(inbound_messages.c.status.in_(MATCHED[matched]))
+    columns = [c for c in inbound_messages.c if c.name != "raw"]
+    with db.read() as conn:
+        total = conn.execute(select(func.count()).select_from(inbound_messages)
+                             .where(*where)).scalar_one()
+        if before is not None:
+            where.append(inbound_messages.c.id < before)
+        rows = conn.execute(select(*columns).where(*where)
+                            .order_by(inbound_messages.c.id.desc()).limit(limit)).all()
+    return Page([report_json(r) for r in rows], int(total))
+
+
+def count_unmatched(db: Database, domain: Domain) -> int:
+    """Reports addressed to the domain that tied to no delivery (for stats, dashboard)."""
+    with db.read() as conn:
+        return int(conn.execute(select(func.count()).select_from(inbound_messages).where(
+            inbound_messages.c.host == domain.verp_domain.lower(),
+            inbound_messages.c.status == "unmatched")).scalar_one())
+
+
+def report_json(row: Any) -> dict[str, Any]:
+    detail = json.loads(row.detail or "{}")
+    return {
+        "id": row.id,
+        "received-at": row.received_at / 1_000_000,
+        "source": row.source,
+        "status": row.status,
+        "kind": row.kind,
+        "mail-from": row.mail_from,
+        "recipients": json.loads(row.recipients or "[]"),
+        "size": row.size,
+        "results": detail.get("results", []),
+    }
