@@ -120,7 +120,8 @@ _RAW_TEXT = frozenset(
 )
 _RAW_END = {name: re.compile(rf"</{name}(?=[\t\n\f\r />])", re.I) for name in _RAW_TEXT}
 
-_HREF, _DROP, _TOP, _BOTTOM = range(4)
+# _VARIABLE: an href holding a per-recipient placeholder, resolved at each render.
+_HREF, _DROP, _TOP, _BOTTOM, _VARIABLE = range(5)
 
 
 class _Attr(NamedTuple):
@@ -186,6 +187,7 @@ class _State:
     """Everything collected while scanning one document (shared by nested scans)."""
 
     doc: str
+    variables: re.Pattern[str] | None  # per-recipient placeholders, filled in at render
     base: str | None = None
     edits: list[_Slot] = field(default_factory=list)
     body_open: int | None = None  # end of first <body>
@@ -293,6 +295,9 @@ def _link(s: _State, tag: _Tag) -> None:
     href = next((a for a in attrs if a.name == "href"), None)
     if disabled or href is None or href.value is None:
         return
+    if s.variables is not None and s.variables.search(href.value):
+        s.edits.append(_Slot(href.value_start, href.value_end, _VARIABLE, href.quote))
+        return
     url = _target(html.unescape(href.value), s.base)
     if url is not None:
         s.edits.append(_Slot(href.value_start, href.value_end, _HREF, href.quote,
@@ -303,40 +308,63 @@ def _link(s: _State, tag: _Tag) -> None:
 class HtmlPlan:
     """A document analysed once, ready to be rendered for each recipient."""
 
-    links: tuple[Link, ...]
+    links: tuple[Link, ...]  # tracked links (those with placeholders are not known yet)
     _chunks: tuple[str, ...] = field(repr=False)  # source text around the slots
     _slots: tuple[_Slot, ...] = field(repr=False)
+    _filled: frozenset[int] = field(repr=False, default=frozenset())  # chunks to fill
+    _base: str | None = field(repr=False, default=None)
 
     def render(
         self,
         click_url: Callable[[Link], str] | None,
         pixel_url: str | None,
         pixel_top: bool = False,
+        fill: Callable[[str], str] | None = None,
     ) -> str:
-        """Return the document with tracking URLs from ``click_url`` and an open pixel."""
+        """Return the document with tracking URLs from ``click_url`` and an open pixel;
+        ``fill`` replaces the placeholders of the ``variables`` given to plan_html."""
         pixel = pixel_tag(pixel_url) if pixel_url is not None else ""
         chunks = self._chunks
-        out = [chunks[0]]
+        filled = self._filled if fill is not None else frozenset()
+        out = [fill(chunks[0]) if 0 in filled and fill else chunks[0]]
         for i, slot in enumerate(self._slots, 1):
             kind = slot.kind
             if kind == _HREF:
                 link = slot.link
                 out.append(link.raw if click_url is None else _attr(click_url(link), slot.quote))
+            elif kind == _VARIABLE:
+                out.append(self._variable(slot, click_url, fill))
             elif kind == _TOP if pixel_top else kind == _BOTTOM:
                 out.append(pixel)
-            out.append(chunks[i])
+            out.append(fill(chunks[i]) if i in filled and fill else chunks[i])
         return "".join(out)
 
+    def _variable(self, slot: _Slot, click_url: Callable[[Link], str] | None,
+                  fill: Callable[[str], str] | None) -> str:
+        """An href with placeholders: filled in, then tracked if it is a URL to track
+        (values are inserted as given, as if the sender had written them there)."""
+        raw = slot.link.raw if fill is None else fill(slot.link.raw)
+        url = _target(html.unescape(raw), self._base) if fill and click_url else None
+        if url is None or click_url is None:
+            return raw
+        return _attr(click_url(Link(slot.link.index, url, raw)), slot.quote)
 
-def plan_html(html: str) -> HtmlPlan:
-    """Find trackable links and pixel positions in an HTML document."""
-    state = _State(html)
+
+def plan_html(html: str, variables: re.Pattern[str] | None = None) -> HtmlPlan:
+    """Find trackable links and pixel positions in an HTML document.
+
+    ``variables`` matches per-recipient placeholders (e.g. ``%recipient.id%``): the
+    document is planned once with them in place, and ``render(..., fill=...)`` fills
+    them in for each recipient; an href holding one is tracked once filled in.
+    """
+    state = _State(html, variables)
     _scan(state, 0, len(html), top=True)
     opens = (state.body_open, state.head_close, state.html_open)
     top = next((p for p in opens if p is not None), 0)
     bottom = next((p for p in (state.body_close, state.html_close) if p is not None), len(html))
     slots = [_Slot(top, top, _TOP), _Slot(bottom, bottom, _BOTTOM)]
     links: list[Link] = []
+    variable_links = 0
     last = 0
     # Sorting interleaves nested (conditional-comment) edits; overlaps should be impossible,
     # but dropping one is safer than emitting a corrupt document.
@@ -345,9 +373,13 @@ def plan_html(html: str) -> HtmlPlan:
             continue
         last = edit.end
         if edit.kind == _HREF:
-            link = Link(len(links), edit.link.url, html[edit.start : edit.end])
+            link = Link(len(links) + variable_links, edit.link.url, html[edit.start : edit.end])
             links.append(link)
             edit = edit._replace(link=link)
+        elif edit.kind == _VARIABLE:  # its index is taken, whatever it becomes
+            edit = edit._replace(link=Link(len(links) + variable_links, "",
+                                           html[edit.start : edit.end]))
+            variable_links += 1
         slots.append(edit)
     slots.sort(key=lambda slot: (slot.start, slot.end))
     chunks, prev = [], 0
@@ -355,7 +387,9 @@ def plan_html(html: str) -> HtmlPlan:
         chunks.append(html[prev : slot.start])
         prev = slot.end
     chunks.append(html[prev:])
-    return HtmlPlan(tuple(links), tuple(chunks), tuple(slots))
+    filled = frozenset(i for i, chunk in enumerate(chunks)
+                       if variables is not None and variables.search(chunk))
+    return HtmlPlan(tuple(links), tuple(chunks), tuple(slots), filled, state.base)
 
 
 # --- Plain text -------------------------------------------------------------------------
