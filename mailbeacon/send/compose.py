@@ -144,6 +144,7 @@ class Tracking:
 class Composed:
     data: bytes
     envelope_sender: str  # VERP: bounce+<token>@<bounce domain>
+    wire: bytes | None = None  # `data` as SMTP DATA sends it (relay.transparent), if made
 
 
 class _Part:

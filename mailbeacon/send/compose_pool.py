@@ -17,6 +17,7 @@ alone; a worker process that dies is replaced.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -30,6 +31,7 @@ from typing import Any
 from mailbeacon.domains import Domain
 from mailbeacon.errors import MailbeaconError
 from mailbeacon.send.compose import Composed, Composer, Tracking
+from mailbeacon.send.relay import transparent
 from mailbeacon.track.tokens import TokenCodec
 
 log = logging.getLogger("mailbeacon.compose")
@@ -109,7 +111,10 @@ def _start_process(codec: TokenCodec) -> None:
 def _compose_here(key: str, draft: Draft | None, delivery_id: str,
                   recipient: str) -> Composed | str | None:
     assert _here is not None
-    return _here.compose(key, draft, delivery_id, recipient)
+    composed = _here.compose(key, draft, delivery_id, recipient)
+    if isinstance(composed, Composed):  # the DATA payload too, while off the event loop
+        return dataclasses.replace(composed, wire=transparent(composed.data))
+    return composed
 
 
 class ComposePool:

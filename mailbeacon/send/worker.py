@@ -163,6 +163,9 @@ class DeliveryWorker:
             composed = await self._pool.compose(job.draft, job.delivery_id, job.recipient)
         except CompositionError as exc:
             return Unsendable(str(exc))
+        if isinstance(self._relay, Relay) and composed.wire is not None:
+            return await self._relay.send(composed.data, composed.envelope_sender,
+                                          job.recipient, wire=composed.wire)
         return await self._relay.send(composed.data, composed.envelope_sender, job.recipient)
 
     def _draft(self, row: Any, domain: Domain, mime: bytes | None) -> Draft | Unsendable:
