@@ -21,6 +21,8 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import threading
+import time
 import zlib
 from collections import OrderedDict
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -106,6 +108,15 @@ _here: Composers | None = None
 def _start_process(codec: TokenCodec) -> None:
     global _here
     _here = Composers(codec)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A composing process ends with the process it composes for, however that ends
+    (a worker process waits for its next job forever otherwise)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def _compose_here(key: str, draft: Draft | None, delivery_id: str,
