@@ -107,7 +107,6 @@ def loop_lag(size: int) -> dict[str, float]:
     recipients in a thread, and in a process."""
     from mailbeacon.domains import Domain
     from mailbeacon.ids import new_id
-    from mailbeacon.send.compose_pool import Composers
     from mailbeacon.send.compose import Tracking
     from mailbeacon.track.tokens import TokenCodec
 
@@ -124,7 +123,7 @@ def loop_lag(size: int) -> dict[str, float]:
                            ("process", concurrent.futures.ProcessPoolExecutor(1))):
         executor.submit(int).result()  # started before timing
 
-        async def run() -> float:
+        async def run(executor: concurrent.futures.Executor) -> float:
             loop = asyncio.get_running_loop()
             job = loop.run_in_executor(executor, compose_three, *args)
             late = 0.0
@@ -135,9 +134,8 @@ def loop_lag(size: int) -> dict[str, float]:
             await job
             return late
 
-        worst[name] = asyncio.run(run())
+        worst[name] = asyncio.run(run(executor))
         executor.shutdown()
-    del Composers
     return worst
 
 
