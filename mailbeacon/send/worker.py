@@ -233,9 +233,7 @@ class DeliveryWorker:
             by_name = {d.name: Domain.from_row(d) for d in conn.execute(
                 select(domains).where(domains.c.name.in_(names)))}
             # One suppression query for the whole batch, not one per delivery.
-            found = blocks_each(conn, [
-                (r.domain, r.recipient, json.loads(r.tags),
-                 json.loads(r.headers).get("list-id")) for r in rows])
+            found = blocks_each(conn, [_suppression_check(r) for r in rows])
             drafts = self._drafts_of(conn, rows, by_name)
         return [
             Job(r.delivery_id, r.recipient, r.attempts, r.first_attempt_at, r,
@@ -378,6 +376,17 @@ class DeliveryWorker:
                             severity=Severity.TEMPORARY, reason="generic",
                             delivery_status=status, envelope=envelope)
         return "queued", event, retry_at
+
+
+def _suppression_check(row: Any) -> tuple[str, str, list[str], str | None]:
+    """What suppressions are looked up by; a row whose JSON is unreadable is looked up
+    by its address alone (and fails later, alone, if it cannot be sent)."""
+    try:
+        tags, list_id = json.loads(row.tags), json.loads(row.headers).get("list-id")
+    except (ValueError, TypeError, AttributeError):
+        log.warning("message %s: unreadable tags or headers", row.id)
+        tags, list_id = [], None
+    return row.domain, row.recipient, tags if isinstance(tags, list) else [], list_id
 
 
 def _draft_key(row: Any, domain: Domain) -> str:

@@ -125,3 +125,31 @@ async def test_poison_fails_alone_and_nothing_is_relayed_twice(
             sa.select(deliveries.c.recipient, deliveries.c.status))}
     assert statuses == {**{a: "delivered" for a in innocent},
                         **{a: "failed" for a in poisoned}}
+
+
+async def test_a_result_that_cannot_be_recorded_holds_back_no_other(
+        service: Service, smtp_relay: SmtpRelay) -> None:
+    """A message row whose stored headers are unreadable: its delivery is relayed and
+    its status stored without an event; its neighbour is recorded in full; neither is
+    relayed again."""
+    await service.send(to="ann@example.net", subject="A", text="a")
+    broken = await service.send(to="bob@example.org", subject="B", text="b")
+    await _poison(service, broken, headers="{not json")
+    clock = Clock(now_us() + 1_000_000)
+    worker = DeliveryWorker(service.runtime.db, Relay.from_url(smtp_relay.url),
+                            service.runtime.codec, "http://127.0.0.1:8080", clock=clock)
+    try:
+        assert await worker.run_once() == 2
+        for _ in range(3):
+            clock.now += 6 * MINUTE
+            assert await worker.run_once() == 0
+    finally:
+        worker.close()
+    assert sorted(r.recipients[0] for r in smtp_relay.received) == [
+        "ann@example.net", "bob@example.org"]
+    (delivered,) = await service.events(event="delivered")
+    assert delivered["recipient"] == "ann@example.net"
+    with service.runtime.db.read() as conn:
+        statuses = {r.recipient: r.status for r in conn.execute(
+            sa.select(deliveries.c.recipient, deliveries.c.status))}
+    assert statuses == {"ann@example.net": "delivered", "bob@example.org": "delivered"}
