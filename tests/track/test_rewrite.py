@@ -715,3 +715,27 @@ def test_prop_text_round_trip(text: str) -> None:
     for link in plan.links:
         assert link.url.lower().startswith(("http://", "https://"))
         assert link.url[-1] not in ".,;:!?'\""
+
+
+RECIPIENT_VAR = re.compile(r"%recipient\.([a-z]+)%")
+
+
+@settings(max_examples=200)
+@given(documents(messy=True), st.lists(st.integers(min_value=0), max_size=4),
+       st.text(st.sampled_from(list("ab <>\"'&=/%é")), max_size=6))
+def test_prop_planned_with_placeholders_then_filled_is_identity(
+        doc: Frag, where: list[int], value: str) -> None:
+    """Planning once with placeholders and filling them in at render changes nothing
+    else: untracked, the output is the document with the values in place."""
+    src = doc.src
+    for at in sorted((i % (len(src) + 1) for i in where), reverse=True):
+        src = src[:at] + "%recipient.v%" + src[at:]
+
+    def fill(text: str) -> str:
+        return RECIPIENT_VAR.sub(lambda m: value, text)
+
+    plan = plan_html(src, RECIPIENT_VAR)
+    assert plan.render(None, None, fill=fill) == fill(src)
+    assert plan.render(None, None) == src
+    out = plan.render(click, PIXEL, fill=fill)
+    assert out.count(PX) == 1 and "%recipient.v%" not in out
