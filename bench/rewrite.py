@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from html.parser import HTMLParser
 
 from mailbeacon.ids import new_id
@@ -91,7 +92,7 @@ def main() -> None:
               "the newsletter's time per MB)")
 
 
-PATHOLOGICAL = {
+PATHOLOGICAL: dict[str, Callable[[int], str]] = {
     '"<" repeated': lambda n: "<" * n,
     '"<a" repeated': lambda n: "<a" * (n // 2),
     '"</" repeated': lambda n: "</" * (n // 2),

@@ -24,7 +24,7 @@ HTML = ('<html><body><p title="%recipient.name%">Dear %recipient.name%,</p>'
         '<a href="https://shop.example.net/u?id=%recipient.id%&amp;x=1">account</a>'
         '<a href="%recipient.url%">yours</a><a href="https://shop.example.net/">shop</a>'
         "</body></html>")
-PEOPLE = {
+PEOPLE: dict[str, dict[str, Any]] = {
     "a@example.org": {"name": "Ann", "id": "A1", "url": "https://a.example.org/p"},
     "b@example.org": {"name": "Bob & <Co>", "id": 7, "url": "mailto:b@example.org"},
     "c@example.org": {},
