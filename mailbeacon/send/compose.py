@@ -2,9 +2,11 @@
 unsubscribe links, VERP sender and DKIM signature.
 
 The stored MIME is parsed and its text parts analysed once per message (`Composer`);
-each recipient then costs one render of each part with their own signed tokens. Batch
-messages (recipient variables) differ per recipient before tracking, so their parts are
-analysed per recipient.
+each recipient then costs one render of each part with their own signed tokens. With
+recipient variables the HTML is still analysed once, with the placeholders in place, and
+each render fills them in (values are inserted as given; markup inside a value is not
+analysed, so a link written inside a value is not tracked). Plain-text parts, cheap to
+analyse, are analysed per recipient after substitution.
 
 Order per recipient: substitute %recipient.NAME%, add the unsubscribe footer (when the
 domain asks for it and the body has no unsubscribe placeholder), rewrite links and add
@@ -21,6 +23,7 @@ from email.headerregistry import BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
 from email.policy import SMTP, Policy
 from email.utils import formataddr, getaddresses
+from functools import partial
 from typing import Any
 
 from mailbeacon.domains import DEFAULT_FOOTER_HTML, DEFAULT_FOOTER_TEXT, Domain
@@ -141,6 +144,7 @@ class Tracking:
 class Composed:
     data: bytes
     envelope_sender: str  # VERP: bounce+<token>@<bounce domain>
+    wire: bytes | None = None  # `data` as SMTP DATA sends it (relay.transparent), if made
 
 
 class _Part:
@@ -184,15 +188,15 @@ class Composer:
                                     for p in self._parts)
         self._key = (dkim.DkimKey(domain.dkim_selector, domain.dkim_private_key)
                      if domain.dkim_selector and domain.dkim_private_key else None)
-        # Without per-recipient variables, analyse each part once for all recipients.
-        self._plans = None if recipient_variables else [self._plan(p, p.source)
-                                                         for p in self._parts]
+        # Each part analysed once for all recipients; only plain text with recipient
+        # variables again per recipient (render).
+        self._plans = [self._plan(p, p.source) for p in self._parts]
 
     def _plan(self, part: _Part, text: str) -> Any:
         if self._domain.unsubscribe_footer and not self._has_placeholder:
             text = _with_footer(text, part.html, self._domain)
         if part.html:
-            return plan_html(text)
+            return plan_html(text, _RECIPIENT_VAR if self._rvars else None)
         return plan_text(text) if self._tracking.clicks == "yes" else text
 
     def render(self, delivery_id: str, recipient: str) -> Composed:
@@ -207,11 +211,13 @@ class Composer:
         if t.opens:
             pixel = f"{t.base_url}/o/{self._codec.encode(Token(Kind.OPEN, delivery_id))}"
         fill = self._placeholders(delivery_id)
+        substitute = None if variables is None else partial(_substitute, variables=variables)
         for i, part in enumerate(self._parts):
-            plan = self._plans[i] if self._plans is not None else self._plan(
-                part, _substitute(part.source, variables or {}))
+            plan = self._plans[i]
+            if substitute is not None and not part.html:
+                plan = self._plan(part, substitute(part.source))
             if part.html:
-                text = plan.render(click_url, pixel, t.pixel_top)
+                text = plan.render(click_url, pixel, t.pixel_top, substitute)
                 if click_url is not None:
                     text = _with_honeypot(text, click_url(
                         Link(HONEYPOT_INDEX, f"https://{self._domain.name}/", "")))

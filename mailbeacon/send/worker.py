@@ -7,6 +7,11 @@ On PostgreSQL claims use SKIP LOCKED, so any number of workers share the table s
 A temporary failure (4xx, timeout, connection trouble) is retried with backoff: the
 first retry after `retry_first` seconds, each next one after twice the previous delay,
 until `retry_max_age` after the first attempt; then the failure is permanent.
+
+Each delivery of a round is composed and relayed on its own: one that cannot be composed
+(an unknown charset, a header that cannot be written, MIME nested too deeply) fails
+permanently with the reason in its `failed` event, and its neighbours go on as if it
+were not there. Composition runs off the event loop (compose_pool.py).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +31,8 @@ from sqlalchemy import and_, bindparam, or_, select
 from mailbeacon.domains import Domain
 from mailbeacon.events import EventRecord, EventType, MessageInfo, Severity, build_event
 from mailbeacon.inbound.effects import RelayFailure
-from mailbeacon.send.compose import Composer, Tracking
+from mailbeacon.send.compose import Tracking
+from mailbeacon.send.compose_pool import COMPOSER_CACHE, ComposePool, CompositionError, Draft
 from mailbeacon.send.outbox import LocalOutbox
 from mailbeacon.send.relay import Outcome, Relay
 from mailbeacon.send.submission import TrackingOptions
@@ -39,7 +45,6 @@ from mailbeacon.track.tokens import TokenCodec
 log = logging.getLogger("mailbeacon.worker")
 LEASE_US = 5 * 60 * 1_000_000
 SECOND = 1_000_000
-COMPOSER_CACHE = 32
 TESTMODE = Outcome(650, "OK: test mode, not relayed")
 
 
@@ -57,21 +62,37 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class Unsendable:
+    """A delivery that cannot be sent at all (its message cannot be composed): it fails
+    permanently, alone, is never relayed, and is no bounce of the address."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Job:
     delivery_id: str
     recipient: str
     attempt: int
     first_attempt_at: int
-    message_row: Any
+    message_row: Any  # the messages row without its MIME (that is in `draft`)
     domain: Domain
     block: Block | None
+    draft: Draft | Unsendable = Unsendable("")  # Unsendable: no usable stored message
+
+
+Result = tuple[Job, Outcome | Unsendable | None, float]
+# A delivery's new row values, its event, and what the relay's refusal does to the
+# address (suppression, soft-bounce count), applied in the same transaction.
+Change = tuple[Job, dict[str, Any], EventRecord | None, RelayFailure | None]
 
 
 class DeliveryWorker:
     def __init__(self, db: Database, relay: Relay | LocalOutbox, codec: TokenCodec,
                  default_base: str, concurrency: int = 10, poll_interval: float = 1.0,
                  retry: RetryPolicy | None = None,
-                 clock: Callable[[], int] = now_us) -> None:
+                 clock: Callable[[], int] = now_us,
+                 compose_pool: ComposePool | None = None) -> None:
         self._db = db
         self._relay = relay
         self._codec = codec
@@ -82,9 +103,10 @@ class DeliveryWorker:
         self.clock = clock
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Composers of recent messages: a batch of 1,000 recipients spans many claims,
-        # and parsing the message again for each claim would cost more than sending it.
-        self._composers: OrderedDict[str, Composer] = OrderedDict()
+        self._pool = compose_pool or ComposePool(codec)
+        # Drafts of recent messages (read by `_claim` only): a batch of 1,000 recipients
+        # spans many claims, and its MIME is read from the database once.
+        self._drafts: OrderedDict[str, Draft | Unsendable] = OrderedDict()
 
     def wake(self) -> None:
         """Look for work now (callable from any thread, e.g. after intake)."""
@@ -93,33 +115,37 @@ class DeliveryWorker:
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        while True:
-            try:
-                handled = await self.run_once()
-            except Exception:  # the database may be briefly away; keep the worker alive
-                log.exception("delivery round failed")
-                handled = 0
-            if not handled:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll)
-                self._wake.clear()
+        try:
+            while True:
+                try:
+                    handled = await self.run_once()
+                except Exception:  # the database may be briefly away; keep the worker alive
+                    log.exception("delivery round failed")
+                    handled = 0
+                if not handled:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self._poll)
+                    self._wake.clear()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the composing thread and processes."""
+        self._pool.close()
 
     async def run_once(self) -> int:
         """Claim one batch of due deliveries and try each; returns how many."""
         jobs = await asyncio.to_thread(self._claim, self._concurrency * 4)
         limit = asyncio.Semaphore(self._concurrency)
 
-        async def deliver(job: Job) -> tuple[Job, Outcome | None, float]:
+        async def deliver(job: Job) -> Result:
             async with limit:
                 started = time.monotonic()
-                if job.block is not None:
-                    outcome = None
-                elif job.message_row.testmode:
-                    outcome = TESTMODE
-                else:
-                    composed = self._composer(job).render(job.delivery_id, job.recipient)
-                    outcome = await self._relay.send(composed.data, composed.envelope_sender,
-                                                     job.recipient)
+                try:
+                    outcome = await self._attempt(job)
+                except Exception as exc:  # unforeseen, and this delivery's alone
+                    log.exception("delivery %s: sending failed", job.delivery_id)
+                    outcome = Outcome(0, "", f"unexpected error while sending: {exc}")
                 return job, outcome, time.monotonic() - started
 
         # One transaction records the whole batch: far fewer commits than one per message.
@@ -128,19 +154,54 @@ class DeliveryWorker:
             await asyncio.to_thread(self._record, results)
         return len(jobs)
 
-    def _composer(self, job: Job) -> Composer:
-        row, cache = job.message_row, self._composers
-        key = f"{row.id}/{hash(job.domain)}"  # a settings change makes a new composer
-        if key in cache:
+    async def _attempt(self, job: Job) -> Outcome | Unsendable | None:
+        """Compose and relay one delivery; None: suppressed, never relayed."""
+        if job.block is not None:
+            return None
+        if job.message_row.testmode:
+            return TESTMODE
+        if isinstance(job.draft, Unsendable):
+            return job.draft
+        try:
+            composed = await self._pool.compose(job.draft, job.delivery_id, job.recipient)
+        except CompositionError as exc:
+            return Unsendable(str(exc))
+        if isinstance(self._relay, Relay) and composed.wire is not None:
+            return await self._relay.send(composed.data, composed.envelope_sender,
+                                          job.recipient, wire=composed.wire)
+        return await self._relay.send(composed.data, composed.envelope_sender, job.recipient)
+
+    def _draft(self, row: Any, domain: Domain, mime: bytes | None) -> Draft | Unsendable:
+        """What composing this message needs; Unsendable when its row is unusable."""
+        if mime is None:
+            return Unsendable("could not compose the message: its stored MIME is gone")
+        try:
+            options = TrackingOptions.from_json(json.loads(row.options))
+            rvars = json.loads(row.recipient_variables) if row.recipient_variables else None
+            tracking = Tracking.resolve(domain, options, self._default_base)
+        except Exception as exc:
+            log.exception("message %s: its stored options are unusable", row.id)
+            return Unsendable(f"could not compose the message: unusable options: {exc}")
+        return Draft(_draft_key(row, domain), mime, domain, tracking, rvars)
+
+    def _drafts_of(self, conn: Any, rows: Sequence[Any],
+                   by_name: dict[str, Domain]) -> list[Draft | Unsendable]:
+        """Each row's draft, reading the MIME only of messages not seen recently."""
+        cache = self._drafts
+        missing = {r.id for r in rows if _draft_key(r, by_name[r.domain]) not in cache}
+        mimes = dict(conn.execute(select(messages.c.id, messages.c.mime)
+                                  .where(messages.c.id.in_(sorted(missing)))).all()) \
+            if missing else {}
+        found = []
+        for r in rows:
+            key = _draft_key(r, by_name[r.domain])
+            if key not in cache:
+                cache[key] = self._draft(r, by_name[r.domain], mimes.get(r.id))
+                if len(cache) > COMPOSER_CACHE:
+                    cache.popitem(last=False)
             cache.move_to_end(key)
-            return cache[key]
-        options = TrackingOptions.from_json(json.loads(row.options))
-        tracking = Tracking.resolve(job.domain, options, self._default_base)
-        rvars = json.loads(row.recipient_variables) if row.recipient_variables else None
-        cache[key] = Composer(row.mime, job.domain, tracking, self._codec, rvars)
-        if len(cache) > COMPOSER_CACHE:
-            cache.popitem(last=False)
-        return cache[key]
+            found.append(cache[key])
+        return found
 
     def _claim(self, limit: int) -> list[Job]:
         now = self.clock()
@@ -166,7 +227,8 @@ class DeliveryWorker:
                 .values(first_attempt_at=now))
             rows = conn.execute(
                 select(deliveries.c.id.label("delivery_id"), deliveries.c.recipient,
-                       deliveries.c.attempts, deliveries.c.first_attempt_at, messages)
+                       deliveries.c.attempts, deliveries.c.first_attempt_at,
+                       *[c for c in messages.c if c.name != "mime"])
                 .join(messages, messages.c.id == deliveries.c.message_id)
                 .where(deliveries.c.id.in_(ids))
             ).all()
@@ -174,52 +236,94 @@ class DeliveryWorker:
             by_name = {d.name: Domain.from_row(d) for d in conn.execute(
                 select(domains).where(domains.c.name.in_(names)))}
             # One suppression query for the whole batch, not one per delivery.
-            found = blocks_each(conn, [
-                (r.domain, r.recipient, json.loads(r.tags),
-                 json.loads(r.headers).get("list-id")) for r in rows])
+            found = blocks_each(conn, [_suppression_check(r) for r in rows])
+            drafts = self._drafts_of(conn, rows, by_name)
         return [
             Job(r.delivery_id, r.recipient, r.attempts, r.first_attempt_at, r,
-                by_name[r.domain], block)
-            for r, block in zip(rows, found, strict=True)
+                by_name[r.domain], block, draft)
+            for r, block, draft in zip(rows, found, drafts, strict=True)
         ]
 
-    def _record(self, results: list[tuple[Job, Outcome | None, float]]) -> None:
+    def _record(self, results: Sequence[Result]) -> None:
         """Store the outcomes of a batch; a job whose lease another worker took over
-        (ours expired) is left to that worker."""
-        outcomes = [self._outcome(*result) for result in results]
-        changes = [(job, values, event) for job, values, event, _ in outcomes]
-        failures = {job.delivery_id: failure for job, _, _, failure in outcomes if failure}
-        with self._db.write() as conn:
-            # Which leases are still ours, locked until commit (PostgreSQL; SQLite's
-            # write lock covers it); then one UPDATE per set of columns for all of them.
-            attempts = {row.id: row.attempts for row in conn.execute(
-                select(deliveries.c.id, deliveries.c.attempts)
-                .where(deliveries.c.id.in_([job.delivery_id for job, _, _ in changes]),
-                       deliveries.c.status == "sending")
-                .with_for_update(of=deliveries))}
-            mine = [(job, values, event) for job, values, event in changes
-                    if attempts.get(job.delivery_id) == job.attempt]
-            updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-            for job, values, _ in mine:
-                updates.setdefault(tuple(values), []).append(
-                    {"b_id": job.delivery_id, "b_attempt": job.attempt,
-                     **{f"b_{name}": value for name, value in values.items()}})
-            for names, rows in updates.items():
-                conn.execute(
-                    deliveries.update()
-                    .where(deliveries.c.id == bindparam("b_id"),
-                           deliveries.c.status == "sending",
-                           deliveries.c.attempts == bindparam("b_attempt"))
-                    .values({name: bindparam(f"b_{name}") for name in names}), rows)
-            write_events(conn, [event for _, _, event in mine])
-            now = self.clock()
-            for job, _, _ in mine:
-                failure = failures.get(job.delivery_id)
-                if failure is not None:
-                    failure.apply(conn, job.delivery_id, job.domain, job.recipient, now)
+        (ours expired) is left to that worker. When the batch cannot be stored, each
+        delivery is stored on its own, so that one bad row holds back no other."""
+        changes = [self._change(result) for result in results]
+        try:
+            with self._db.write() as conn:
+                self._store(conn, changes)
+            return
+        except Exception:
+            if len(changes) == 1:
+                raise
+            log.exception("recording %d deliveries failed; recording each alone", len(changes))
+        failures = 0
+        for change in changes:
+            try:
+                with self._db.write() as conn:
+                    self._store(conn, [change])
+            except Exception:
+                failures += 1
+                log.exception("delivery %s: recording its result failed", change[0].delivery_id)
+        if failures == len(changes):
+            raise RuntimeError("recording the round failed (is the database away?)")
 
-    def _outcome(self, job: Job, outcome: Outcome | None, seconds: float
-                 ) -> tuple[Job, dict[str, Any], EventRecord, RelayFailure | None]:
+    def _change(self, result: Result) -> Change:
+        """The row values and event of one result; when building the event fails (a
+        message row we cannot read), the status alone, so the delivery is not sent again."""
+        job, outcome, seconds = result
+        try:
+            if isinstance(outcome, Unsendable):
+                return self._unsendable(job, outcome)
+            return self._outcome(job, outcome, seconds)
+        except Exception:
+            log.exception("delivery %s: its event cannot be built", job.delivery_id)
+            delivered = isinstance(outcome, Outcome) and (outcome.delivered
+                                                          or outcome is TESTMODE)
+            return job, {"status": "delivered" if delivered else "failed",
+                         "lease_until": None, "updated_at": self.clock()}, None, None
+
+    def _unsendable(self, job: Job, problem: Unsendable) -> Change:
+        now = self.clock()
+        event = build_event(
+            EventType.FAILED, now, MessageInfo.from_row(job.message_row), job.recipient,
+            job.delivery_id, severity=Severity.PERMANENT, reason="generic",
+            envelope={"sender": job.message_row.sender, "targets": job.recipient,
+                      "transport": "smtp"},
+            delivery_status={"code": 0, "message": problem.reason, "description": "",
+                             "attempt-no": job.attempt})
+        return job, {"status": "failed", "lease_until": None, "updated_at": now,
+                     "last_code": 0, "last_message": problem.reason[:1000]}, event, None
+
+    def _store(self, conn: Any, changes: Sequence[Change]) -> None:
+        # Which leases are still ours, locked until commit (PostgreSQL; SQLite's
+        # write lock covers it); then one UPDATE per set of columns for all of them.
+        attempts = {row.id: row.attempts for row in conn.execute(
+            select(deliveries.c.id, deliveries.c.attempts)
+            .where(deliveries.c.id.in_([change[0].delivery_id for change in changes]),
+                   deliveries.c.status == "sending")
+            .with_for_update(of=deliveries))}
+        mine = [change for change in changes
+                if attempts.get(change[0].delivery_id) == change[0].attempt]
+        updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for job, values, _, _ in mine:
+            updates.setdefault(tuple(values), []).append(
+                {"b_id": job.delivery_id, "b_attempt": job.attempt,
+                 **{f"b_{name}": value for name, value in values.items()}})
+        for names, rows in updates.items():
+            conn.execute(
+                deliveries.update()
+                .where(deliveries.c.id == bindparam("b_id"),
+                       deliveries.c.status == "sending",
+                       deliveries.c.attempts == bindparam("b_attempt"))
+                .values({name: bindparam(f"b_{name}") for name in names}), rows)
+        write_events(conn, [event for _, _, event, _ in mine if event is not None])
+        now = self.clock()
+        for job, _, _, failure in mine:
+            if failure is not None:
+                failure.apply(conn, job.delivery_id, job.domain, job.recipient, now)
+
+    def _outcome(self, job: Job, outcome: Outcome | None, seconds: float) -> Change:
         now = self.clock()
         info = MessageInfo.from_row(job.message_row)
         envelope = {"sender": info.sender, "targets": job.recipient, "transport": "smtp"}
@@ -285,6 +389,21 @@ class DeliveryWorker:
                             severity=Severity.TEMPORARY, reason="generic",
                             delivery_status=status, envelope=envelope)
         return "queued", event, retry_at
+
+
+def _suppression_check(row: Any) -> tuple[str, str, list[str], str | None]:
+    """What suppressions are looked up by; a row whose JSON is unreadable is looked up
+    by its address alone (and fails later, alone, if it cannot be sent)."""
+    try:
+        tags, list_id = json.loads(row.tags), json.loads(row.headers).get("list-id")
+    except (ValueError, TypeError, AttributeError):
+        log.warning("message %s: unreadable tags or headers", row.id)
+        tags, list_id = [], None
+    return row.domain, row.recipient, tags if isinstance(tags, list) else [], list_id
+
+
+def _draft_key(row: Any, domain: Domain) -> str:
+    return f"{row.id}/{hash(domain)}"  # a settings change makes a new composer
 
 
 _BLOCK_WORDS = {"bounce": "bounced", "unsubscribe": "unsubscribed",

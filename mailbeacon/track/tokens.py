@@ -62,6 +62,7 @@ class TokenCodec:
     def __init__(self, keys: Sequence[bytes]) -> None:
         if not keys or any(len(k) < 16 for k in keys):
             raise ValueError("token keys must be at least 16 bytes")
+        self._key_bytes = tuple(keys)
         # Keyed HMAC states, copied per token: the key schedule is computed once.
         self._sign = hmac.new(keys[0], digestmod=hashlib.sha256)
         self._sign_id = key_id(keys[0])
@@ -69,6 +70,10 @@ class TokenCodec:
         for key in keys:
             self._keys.setdefault(key_id(key), []).append(
                 hmac.new(key, digestmod=hashlib.sha256))
+
+    def __reduce__(self) -> tuple[type[TokenCodec], tuple[tuple[bytes, ...]]]:
+        # HMAC states do not pickle; a composing process rebuilds them from the keys.
+        return (TokenCodec, (self._key_bytes,))
 
     def encode(self, token: Token) -> str:
         if token.kind is Kind.CLICK:

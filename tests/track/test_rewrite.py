@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailbeacon.track import rewrite
 from mailbeacon.track.rewrite import Link, pixel_tag, plan_html, plan_text
 
 PIXEL = "https://t.test/o/px"
@@ -360,18 +359,58 @@ def test_malformed_html_does_not_raise(doc: str) -> None:
     assert out.count(PX) == 1
 
 
-def test_tags_at_unverifiable_positions_are_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Simulate html.parser reporting wrong positions: nothing may be edited then.
-    real = rewrite._Scanner._abs_pos
-    monkeypatch.setattr(rewrite._Scanner, "_abs_pos", lambda self: real(self) + 1)
-    doc = '<!--[if mso]><a href="https://x.org/m">m</a><![endif]--><a href="https://x.org/">x</a>'
-    plan = plan_html(doc)
-    assert plan.links == ()
-    assert plan.render(click, None) == doc
+# Inputs on which a scanner that looks back over the rest of the document at each unclosed
+# construct takes minutes (html.parser did: 10 MB of "<" took 57 s). The scan is linear,
+# bench/rewrite.py --pathological gives the figures; here, correctness at a size where a
+# quadratic scan would blow the generous time limit.
+PATHOLOGICAL = {
+    "lt": lambda n: "<" * n,
+    "lt_a": lambda n: "<a" * (n // 2),
+    "end_tags": lambda n: "</" * (n // 2),
+    "bang": lambda n: "<!" * (n // 2),
+    "conditional": lambda n: "<!--[if mso]>" * (n // 13),
+    "unclosed_comments": lambda n: "<!--x" * (n // 5),
+    "unclosed_tag": lambda n: "<a " + "x" * n,
+    "attribute_run": lambda n: "<a " + 'b="c" ' * (n // 6) + ">",
+    "unclosed_quote": lambda n: '<a href="' + "x" * n,
+    "scripts": lambda n: "<script>" * (n // 8),
+    "brackets": lambda n: "https://x.org/" + ")" * n,
+    "merge_tags": lambda n: "<a href='https://x.org/" + "[a" * (n // 2) + "'>",
+}
 
 
-def test_link_after_parser_error_still_tracked() -> None:
-    # "<![foo[" makes html.parser raise; scanning resumes after it.
+@pytest.mark.parametrize("kind", sorted(PATHOLOGICAL))
+def test_pathological_markup_is_scanned_whole(kind: str) -> None:
+    """A tracked link before 2 MB of pathological markup, and one after where markup can
+    still begin there: both found, the document otherwise unchanged."""
+    import signal
+
+    def too_slow(signum: int, frame: object) -> None:
+        raise AssertionError(f"scanning {kind} took over 60 s: not linear")
+
+    junk = PATHOLOGICAL[kind](2_000_000)
+    doc = '<a href="https://x.org/before">b</a>' + junk + '<a href="https://x.org/after">a</a>'
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(60)
+    try:
+        plan = plan_html(doc)
+        out = plan.render(click, PIXEL)
+        text = plan_text(junk + " https://x.org/t")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    found = [link.url for link in plan.links]
+    assert found[0] == "https://x.org/before"
+    assert _undo(plan.links, out) == doc
+    assert plan.render(None, None) == doc
+    assert out.count(PX) == 1
+    if kind in ("lt", "attribute_run", "merge_tags", "brackets"):  # closed: markup goes on
+        assert found[-1] == "https://x.org/after"
+    assert text.links[-1].url == "https://x.org/t"
+
+
+def test_link_after_bogus_comment_still_tracked() -> None:
+    # "<![foo[" made html.parser raise; a browser reads it as a comment up to ">".
     assert urls('<![foo[ x ]]><a href="https://x.org/after">a</a>') == ["https://x.org/after"]
 
 
@@ -676,3 +715,27 @@ def test_prop_text_round_trip(text: str) -> None:
     for link in plan.links:
         assert link.url.lower().startswith(("http://", "https://"))
         assert link.url[-1] not in ".,;:!?'\""
+
+
+RECIPIENT_VAR = re.compile(r"%recipient\.([a-z]+)%")
+
+
+@settings(max_examples=200)
+@given(documents(messy=True), st.lists(st.integers(min_value=0), max_size=4),
+       st.text(st.sampled_from(list("ab <>\"'&=/%é")), max_size=6))
+def test_prop_planned_with_placeholders_then_filled_is_identity(
+        doc: Frag, where: list[int], value: str) -> None:
+    """Planning once with placeholders and filling them in at render changes nothing
+    else: untracked, the output is the document with the values in place."""
+    src = doc.src
+    for at in sorted((i % (len(src) + 1) for i in where), reverse=True):
+        src = src[:at] + "%recipient.v%" + src[at:]
+
+    def fill(text: str) -> str:
+        return RECIPIENT_VAR.sub(lambda m: value, text)
+
+    plan = plan_html(src, RECIPIENT_VAR)
+    assert plan.render(None, None, fill=fill) == fill(src)
+    assert plan.render(None, None) == src
+    out = plan.render(click, PIXEL, fill=fill)
+    assert out.count(PX) == 1 and "%recipient.v%" not in out
