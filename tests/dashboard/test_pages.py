@@ -223,6 +223,12 @@ async def test_tracking_setting_applies_to_the_next_message(dash: Dash) -> None:
                         {"track_opens": "on", "track_clicks": "htmlonly",
                          "tracking_url": "ftp://nope"})
     assert "tracking URL must" in (await dash.client.get(r.headers["location"])).text
+    for bad, words in (("https://-bad-.example.net", "label &#39;-bad-&#39;"),
+                       ("https://email.example.com/t", "must not have a path")):
+        r = await dash.post("/dashboard/example.com/settings/tracking",
+                            {"track_opens": "on", "track_clicks": "yes", "tracking_url": bad})
+        assert words in (await dash.client.get(r.headers["location"])).text
+        assert dom.get_domain(dash.db, "example.com").tracking_url is None
     r = await dash.post("/dashboard/example.com/settings/tracking",
                         {"track_opens": "on", "pixel_top": "on", "track_clicks": "htmlonly",
                          "tracking_url": "https://email.example.com/"})
