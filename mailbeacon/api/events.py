@@ -20,7 +20,7 @@ from mailbeacon.storage.eventlog import (
 
 
 async def list_events(request: Request) -> JSONResponse:
-    return await _page(request, parse_query(dict(request.query_params)))
+    return await _page(request, parse_query(request.query_params.multi_items()))
 
 
 async def events_page(request: Request) -> JSONResponse:

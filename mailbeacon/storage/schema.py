@@ -134,6 +134,17 @@ Index("ix_events_domain_recipient", events.c.domain, events.c.recipient, events.
 Index("ix_events_domain_message", events.c.domain, events.c.message_id, events.c.id)
 Index("ix_events_domain_event", events.c.domain, events.c.event, events.c.id)
 
+# One row per tag of an event, written with the event (db.insert_events): the index that
+# serves the Events API's tag filter in id order. Deleted with its event (cascade).
+event_tags = Table(
+    "event_tags",
+    metadata,
+    Column("event_id", ID, ForeignKey("events.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag", String(128), primary_key=True),  # lowercased, as in events.tags
+    Column("domain", String(253), nullable=False),
+)
+Index("ix_event_tags_domain_tag", event_tags.c.domain, event_tags.c.tag, event_tags.c.event_id)
+
 # Message x recipient engagement; powers unique counts and status indicators.
 recipient_state = Table(
     "recipient_state",
