@@ -372,26 +372,35 @@ def fetch_page(conn: Connection, domain: str, query: EventQuery) -> Page:
         conditions.append(events.c.ts >= query.begin)
     if query.end is not None:
         conditions.append(events.c.ts <= query.end)
-    key = events.c.id
-    source: Any = events
     by_tag = _indexed_tag(query)
-    if by_tag is not None:
-        # The event-tag index serves the walk: its rows for (domain, tag) are in id order,
-        # so a page deep in the log is one index seek, not a scan of everything after it.
-        source = event_tags.join(events, events.c.id == event_tags.c.event_id)
-        key = event_tags.c.event_id
-        conditions += [event_tags.c.domain == domain, event_tags.c.tag == by_tag]
-    if query.tag is not None:
-        conditions.append(_tags_condition(query.tag, skip=by_tag))
-    if query.cursor is not None:
-        conditions.append(key > query.cursor if scan_ascending else key < query.cursor)
-    stmt = (
-        select(events.c.id, events.c.data)
-        .select_from(source)
-        .where(*conditions)
-        .order_by(key.asc() if scan_ascending else key.desc())
-        .limit(query.limit)
-    )
+    more_tags = None if query.tag is None else _tags_condition(query.tag, skip=by_tag)
+    if more_tags is not None:
+        conditions.append(more_tags)
+    stmt = select(events.c.id, events.c.data)
+    if by_tag is None:
+        stmt = stmt.where(*conditions, *_after(events.c.id, query.cursor, scan_ascending))
+        order = [events.c.id]
+    else:
+        # The event-tag index serves the walk: its rows of (domain, tag) are in id order,
+        # so a page deep in the log is an index seek, not a scan of everything after it.
+        t = event_tags
+        tagged = [t.c.domain == domain, t.c.tag == by_tag,
+                  *_after(t.c.event_id, query.cursor, scan_ascending)]
+        # Ordering by the equal columns too names the index to walk (the planner
+        # otherwise may scan the primary key from the cursor).
+        order = [t.c.domain, t.c.tag, t.c.event_id]
+        if len(conditions) == 1:
+            # The tag alone: the page is the next `limit` rows of the index.
+            page_ids = (select(t.c.event_id).where(*tagged)
+                        .order_by(*_directed(order, scan_ascending)).limit(query.limit))
+            stmt = stmt.where(events.c.id.in_(page_ids))
+            order = [events.c.id]
+        else:
+            # The same bound on both sides of the join, as planners do not carry it over.
+            stmt = (stmt.select_from(t.join(events, events.c.id == t.c.event_id))
+                    .where(*tagged, *conditions,
+                           *_after(events.c.id, query.cursor, scan_ascending)))
+    stmt = stmt.order_by(*_directed(order, scan_ascending)).limit(query.limit)
     rows = list(conn.execute(stmt).all())
     if query.reverse:
         rows.reverse()
@@ -415,6 +424,17 @@ def fetch_page(conn: Connection, domain: str, query: EventQuery) -> Page:
         after = query
         before = dataclasses.replace(query, cursor=step, reverse=True)
     return Page(items=items, next=after, previous=before)
+
+
+def _after(column: Any, cursor: str | None, ascending: bool) -> list[ColumnElement[bool]]:
+    if cursor is None:
+        return []
+    return [column > cursor if ascending else column < cursor]
+
+
+def _directed(columns: list[Any], ascending: bool) -> list[Any]:
+    """Columns of an ORDER BY; only the last (the id) carries the direction."""
+    return [*columns[:-1], columns[-1].asc() if ascending else columns[-1].desc()]
 
 
 def _equals(column: Any, found: Filter) -> ColumnElement[bool]:
@@ -446,13 +466,16 @@ def _indexed_tag(query: EventQuery) -> str | None:
     return next((term for negated, term in query.tag.clauses[0] if not negated), None)
 
 
-def _tags_condition(found: Filter, skip: str | None) -> ColumnElement[bool]:
-    """The tag filter on events.tags, less the term the tag index already holds."""
+def _tags_condition(found: Filter, skip: str | None) -> ColumnElement[bool] | None:
+    """The tag filter on events.tags, less the term the tag index already holds (None
+    when nothing is left)."""
     clauses = []
     for clause in found.clauses:
         parts = [not_(_has_tag(term)) if negated else _has_tag(term)
                  for negated, term in clause if negated or term != skip]
-        clauses.append(and_(*parts) if parts else and_(events.c.id.is_not(None)))
+        if not parts:
+            return None  # only with one clause: `skip` is a term of the only clause
+        clauses.append(and_(*parts))
     return or_(*clauses)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
 from mailbeacon.errors import BadRequest
 from mailbeacon.ids import new_id
@@ -29,6 +30,7 @@ from mailbeacon.storage.eventlog import (
     fetch_page,
     parse_query,
 )
+from mailbeacon.storage.schema import domains, event_tags, events, messages
 
 T0 = 1_367_571_600_000_000  # Fri, 3 May 2013 09:00:00 UTC, in microseconds
 DOMAIN = "example.com"
@@ -705,3 +707,73 @@ def test_pages_concatenate_to_filtered_list(db: Database, evs: Sequence[Ev], q: 
         expected.reverse()
     assert list(itertools.chain(*walk(db, q, domain))) == expected
     assert list(itertools.chain(*reversed(walk(db, q.last(), domain)))) == expected
+
+
+# --- header filters (from, to, subject) and the tag index ----------------------------
+
+
+def _message(db: Database, message_id: str, **headers: str) -> None:
+    """A stored message whose headers the from/to/subject filters read."""
+    with db.write() as conn:
+        if conn.execute(select(domains.c.name).where(domains.c.name == DOMAIN)).first() is None:
+            conn.execute(domains.insert().values(name=DOMAIN, id=new_id(), created_at=0))
+        conn.execute(messages.insert().values(
+            id=new_id(), domain=DOMAIN, message_id=message_id, created_at=0, sender="s@x",
+            headers=json.dumps({"message-id": message_id, **headers}), tags="[]",
+            user_variables="{}", options="{}", mime=b""))
+
+
+def test_header_filters(db: Database) -> None:
+    _message(db, "m1@x", **{"from": "Shop <news@shop.example>", "to": "alice@example.net",
+                            "subject": "Weekly digest: 50% off"})
+    _message(db, "m2@x", **{"from": "Bob <bob@example.org>",
+                            "to": "carol@example.net, dave@example.net",
+                            "subject": "Gr\u00fc\u00dfe und weekly notes"})
+    one, two, other = add(db, Ev(message_id="m1@x"), Ev(message_id="m2@x"),
+                          Ev(message_id="m3@x"))
+
+    def got(**params: str) -> list[str]:
+        return ids(fetch(db, query(ascending="yes", **params)))
+
+    assert got(**{"from": "news@shop.example"}) == [one]
+    assert got(**{"from": "NEWS@Shop.Example"}) == [one]  # case does not matter
+    assert got(**{"from": "NOT bob@example.org"}) == [one]
+    assert got(to="dave@example.net") == [two]
+    assert got(to="example.net") == [one, two]
+    assert got(subject="weekly") == [one, two]
+    assert got(subject='"weekly digest"') == [one]
+    assert got(subject="weekly notes") == [two]  # both words, anywhere
+    assert got(subject='"weekly notes"') == [two]
+    assert got(subject="50%") == [one]  # % and _ are literal
+    assert got(subject="5_%") == []
+    assert got(subject="gr\u00fc\u00dfe") == [two]
+    assert got(subject="digest OR notes", **{"from": "bob"}) == [two]
+    assert other not in got(subject="NOT digest")  # no stored message: no headers to match
+
+
+def test_tag_filter_reads_the_tag_index(db: Database) -> None:
+    created = add(db, *(Ev(ts=T0 + i, tags=("promo",) if i % 3 == 0 else ("news",))
+                        for i in range(30)))
+    promo = [id_ for i, id_ in enumerate(created) if i % 3 == 0]
+    with db.read() as conn:
+        rows = conn.execute(select(event_tags.c.event_id, event_tags.c.tag)
+                            .order_by(event_tags.c.event_id)).all()
+    assert [(r.event_id, r.tag) for r in rows if r.tag == "promo"] == [(i, "promo")
+                                                                      for i in promo]
+    assert list(itertools.chain(*walk(db, query(tags="promo", limit="4")))) == promo[::-1]
+    assert ids(fetch(db, query(tags="promo", event="delivered", ascending="yes"))) == promo
+    # Only the index knows the tags: a walk that reads events.tags would find them all.
+    with db.write() as conn:
+        conn.execute(event_tags.delete().where(event_tags.c.event_id == promo[0]))
+    assert promo[0] not in ids(fetch(db, query(tags="promo")))
+    assert promo[0] in ids(fetch(db, query(tags="promo OR nothing")))  # read from events
+
+
+def test_event_tags_go_with_their_events(db: Database) -> None:
+    kept, gone = add(db, Ev(tags=("a", "b")), Ev(tags=("a",), recipient="gone@example.net"))
+    with db.write() as conn:
+        conn.execute(events.delete().where(events.c.id == gone))
+    with db.read() as conn:
+        rows = conn.execute(select(event_tags.c.event_id, event_tags.c.tag)
+                            .order_by(event_tags.c.tag)).all()
+    assert [(r.event_id, r.tag) for r in rows] == [(kept, "a"), (kept, "b")]
