@@ -102,6 +102,10 @@ def category_of(data: Mapping[str, Any]) -> FailureCategory:
             found = STATUS.search(text)
             enhanced = found.group(1) if found else ""
         code = status.get("code")
+        if not code and not enhanced:
+            # No answer from a receiving server at all (the connection failed): whatever
+            # the error text says, nobody refused anything.
+            return FailureCategory.OTHER
         reason = decide_reason(enhanced, str(code) if code else "", text)
     return CATEGORY_OF_REASON.get(reason, FailureCategory.OTHER)
 
