@@ -86,6 +86,22 @@ NEW_FAILURE_COUNTERS = frozenset({DELAYED_BOUNCE, ESPBLOCK, *SUPPRESS_COUNTERS.v
                                   *CATEGORY_COUNTERS})
 
 
+FailureRow = tuple[str, int, int, int, float]  # label, permanent, temporary, total, share
+
+
+def failure_rows(found: Mapping[FailureCategory, tuple[int, int]]) -> list[FailureRow]:
+    """Table rows of failures by category, every category in order, each with its share
+    of all failures (0.0 when there are none): from {category: (permanent, temporary)}."""
+    everything = sum(p + t for p, t in found.values())
+    rows = []
+    for category in FailureCategory:
+        permanent, temporary = found.get(category, (0, 0))
+        total = permanent + temporary
+        rows.append((LABELS[category], permanent, temporary, total,
+                     total / everything if everything else 0.0))
+    return rows
+
+
 def category_of(data: Mapping[str, Any]) -> FailureCategory:
     """The category of a failed event (its JSON): by its bounce reason when it has one,
     else by classifying its delivery status (enhanced code, SMTP code and text)."""
