@@ -7,9 +7,10 @@ Simulates 90 days of one domain's mail (~50 tags: transactional streams with a d
 rhythm, and campaigns sent in bursts whose opens and clicks trail off over days; bounces,
 suppressions, Apple MPP prefetches, link scanners, unsubscribes, complaints) until it has
 `--events` events. It writes them straight into the database, not through the API: the
-`events` rows (bulk: executemany on SQLite, COPY on PostgreSQL, indexes built after the
-load) and the `stats_buckets`, `dimension_stats` and `link_stats` rows those events produce
-(the rules of storage/records.py). Then it times each query (median of `--runs`, after one
+`events` rows and their `event_tags` (bulk: executemany on SQLite, COPY on PostgreSQL,
+secondary indexes built after the load) and the `stats_buckets`, `dimension_stats` and
+`link_stats` rows those events produce (the rules of storage/records.py and
+mailbeacon/failures.py). Then it times each query (median of `--runs`, after one
 warm-up) on a fresh connection, and prints milliseconds per query per backend.
 
 SQLite goes to a file in a temporary folder (removed afterwards); PostgreSQL to a fresh

@@ -28,7 +28,18 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from sqlalchemy import JSON, ColumnElement, Connection, and_, cast, func, not_, or_, select
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    Connection,
+    and_,
+    cast,
+    func,
+    not_,
+    or_,
+    select,
+    true,
+)
 
 from mailbeacon.errors import BadRequest
 from mailbeacon.eventfilter import Filter, parse_filter
@@ -377,6 +388,7 @@ def fetch_page(conn: Connection, domain: str, query: EventQuery) -> Page:
     if more_tags is not None:
         conditions.append(more_tags)
     stmt = select(events.c.id, events.c.data)
+    order: list[Any]
     if by_tag is None:
         stmt = stmt.where(*conditions, *_after(events.c.id, query.cursor, scan_ascending))
         order = [events.c.id]
@@ -386,8 +398,7 @@ def fetch_page(conn: Connection, domain: str, query: EventQuery) -> Page:
         t = event_tags
         tagged = [t.c.domain == domain, t.c.tag == by_tag,
                   *_after(t.c.event_id, query.cursor, scan_ascending)]
-        # Ordering by the equal columns too names the index to walk (the planner
-        # otherwise may scan the primary key from the cursor).
+        # Ordered as the primary key (domain, tag, event_id), which the walk reads.
         order = [t.c.domain, t.c.tag, t.c.event_id]
         if len(conditions) == 1:
             # The tag alone: the page is the next `limit` rows of the index.
@@ -395,6 +406,20 @@ def fetch_page(conn: Connection, domain: str, query: EventQuery) -> Page:
                         .order_by(*_directed(order, scan_ascending)).limit(query.limit))
             stmt = stmt.where(events.c.id.in_(page_ids))
             order = [events.c.id]
+        elif conn.dialect.name == "postgresql":
+            # Each tagged event in index order, checked against the other filters one at a
+            # time (a lateral join is a nested loop): the walk stops at `limit` matches.
+            # A plain join let the planner merge-join against a backward scan of every
+            # event after the cursor.
+            walk = select(t.c.domain, t.c.tag, t.c.event_id).where(*tagged).subquery("t")
+            # LIMIT 1 (ids are unique) keeps PostgreSQL from flattening the subquery back
+            # into a join it plans freely.
+            matched = (select(events.c.id, events.c.data)
+                       .where(events.c.id == walk.c.event_id, *conditions)
+                       .limit(1).lateral("e"))
+            stmt = select(matched.c.id, matched.c.data).select_from(
+                walk.join(matched, true()))
+            order = [walk.c.domain, walk.c.tag, walk.c.event_id]
         else:
             # The same bound on both sides of the join, as planners do not carry it over.
             stmt = (stmt.select_from(t.join(events, events.c.id == t.c.event_id))

@@ -32,15 +32,15 @@ _BATCH = 5000
 def upgrade() -> None:
     op.create_table(
         "event_tags",
-        sa.Column("event_id", _ID, nullable=False),
-        sa.Column("tag", sa.String(length=128), nullable=False),
         sa.Column("domain", sa.String(length=253), nullable=False),
+        sa.Column("tag", sa.String(length=128), nullable=False),
+        sa.Column("event_id", _ID, nullable=False),
         sa.ForeignKeyConstraint(["event_id"], ["events.id"],
                                 name=op.f("fk_event_tags_event_id_events"),
                                 ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("event_id", "tag", name=op.f("pk_event_tags")),
+        sa.PrimaryKeyConstraint("domain", "tag", "event_id", name=op.f("pk_event_tags")),
     )
-    op.create_index("ix_event_tags_domain_tag", "event_tags", ["domain", "tag", "event_id"])
+    op.create_index("ix_event_tags_event_id", "event_tags", ["event_id"])
     conn = op.get_bind()
     _backfill_tags(conn)
     _backfill_failure_stats(conn)
@@ -49,7 +49,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     from mailbeacon.failures import NEW_FAILURE_COUNTERS  # noqa: PLC0415
 
-    op.drop_index("ix_event_tags_domain_tag", table_name="event_tags")
+    op.drop_index("ix_event_tags_event_id", table_name="event_tags")
     op.drop_table("event_tags")
     buckets = sa.table("stats_buckets", sa.column("event"))
     op.get_bind().execute(buckets.delete().where(
