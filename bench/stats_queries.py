@@ -7,9 +7,10 @@ Simulates 90 days of one domain's mail (~50 tags: transactional streams with a d
 rhythm, and campaigns sent in bursts whose opens and clicks trail off over days; bounces,
 suppressions, Apple MPP prefetches, link scanners, unsubscribes, complaints) until it has
 `--events` events. It writes them straight into the database, not through the API: the
-`events` rows (bulk: executemany on SQLite, COPY on PostgreSQL, indexes built after the
-load) and the `stats_buckets`, `dimension_stats` and `link_stats` rows those events produce
-(the rules of storage/records.py). Then it times each query (median of `--runs`, after one
+`events` rows and their `event_tags` (bulk: executemany on SQLite, COPY on PostgreSQL,
+secondary indexes built after the load) and the `stats_buckets`, `dimension_stats` and
+`link_stats` rows those events produce (the rules of storage/records.py and
+mailbeacon/failures.py). Then it times each query (median of `--runs`, after one
 warm-up) on a fresh connection, and prints milliseconds per query per backend.
 
 SQLite goes to a file in a temporary folder (removed afterwards); PostgreSQL to a fresh
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import calendar
 import gc
+import json
 import os
 import random
 import secrets
@@ -30,19 +32,21 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
 
 from mailbeacon import stats
+from mailbeacon.failures import NEW_FAILURE_COUNTERS, failure_counters
 from mailbeacon.ids import id_from_parts
 from mailbeacon.storage.db import Database
-from mailbeacon.storage.eventlog import EventQuery, fetch_page
+from mailbeacon.storage.eventlog import EventQuery, Filter, fetch_page, parse_query
 from mailbeacon.storage.migrate import migrate
 from mailbeacon.storage.schema import (
     dimension_stats,
     domains,
+    event_tags,
     events,
     link_stats,
     stats_buckets,
@@ -64,15 +68,25 @@ ACC, DEL, FTMP, FBNC, FSUP, OPEN, CLICK, UNSUB, COMPL = range(9)
 EVENT_NAME = ["accepted", "delivered", "failed", "failed", "failed", "opened", "clicked",
               "unsubscribed", "complained"]
 SEVERITY = [None, None, "temporary", "permanent", "permanent", None, None, None, None]
-COUNTERS = ["accepted", "delivered", "failed_temporary", "failed_permanent", "bounced",
-            "suppressed", "opened", "unique_opened", "clicked", "unique_clicked",
-            "unsubscribed", "complained"]
+# What the failed events say (their JSON), and so which counters they add.
+FAILURES: dict[int, dict[str, Any]] = {
+    FTMP: {"reason": "generic", "delivery-status": {"code": 421,
+                                                    "message": "4.7.0 Try again later"}},
+    FBNC: {"reason": "bounce", "delivery-status": {"code": 550,
+                                                   "message": "5.1.1 User unknown"}},
+    FSUP: {"reason": "suppress-bounce", "delivery-status": {"code": 605}},
+}
+FAILURE_COUNTERS = {kind: failure_counters(SEVERITY[kind] == "permanent", data)
+                    for kind, data in FAILURES.items()}
+COUNTERS = ["accepted", "delivered", "opened", "unique_opened", "clicked", "unique_clicked",
+            "unsubscribed", "complained",
+            *sorted({c for found in FAILURE_COUNTERS.values() for c in found})]
 C = {name: i for i, name in enumerate(COUNTERS)}
-KIND_COUNTERS = {ACC: (C["accepted"],), DEL: (C["delivered"],), FTMP: (C["failed_temporary"],),
-                 FBNC: (C["failed_permanent"], C["bounced"]),
-                 FSUP: (C["failed_permanent"], C["suppressed"]), OPEN: (C["opened"],),
+KIND_COUNTERS = {ACC: (C["accepted"],), DEL: (C["delivered"],), OPEN: (C["opened"],),
                  CLICK: (C["clicked"],), UNSUB: (C["unsubscribed"],),
-                 COMPL: (C["complained"],)}
+                 COMPL: (C["complained"],),
+                 **{kind: tuple(C[c] for c in found) for kind, found in FAILURE_COUNTERS.items()}}
+NO_DIMENSIONS = frozenset(C[c] for c in NEW_FAILURE_COUNTERS if c in C)
 
 PROVIDERS = [("gmail.com", 35), ("yahoo.com", 9), ("outlook.com", 10), ("hotmail.com", 7),
              ("icloud.com", 8), ("aol.com", 2), ("gmx.de", 3), ("web.de", 2),
@@ -273,6 +287,8 @@ class Simulator:
                 else:
                     value[0] += n
                     value[1] += h
+                if counter in NO_DIMENSIONS:
+                    continue
                 key = (tagset, counter, day, prov, profile, country)
                 value = dims.get(key)
                 if value is None:
@@ -322,7 +338,8 @@ def event_rows(sim: Simulation, seed: int) -> Iterator[tuple[Any, ...]]:
                                                                strict=True)]
     delivery_ids = [id_from_parts(sent, d.to_bytes(8, "big"))
                     for d, sent in enumerate(sim.d_sent)]
-    reasons = {FTMP: "generic", FBNC: "bounce", FSUP: "suppress-bounce"}
+    failures = {kind: json.dumps(data, separators=(",", ":"))[1:-1] + ","
+                for kind, data in FAILURES.items()}
     for n, (ts, kind, d, profile, country, bot, url) in enumerate(sim.events):
         event_id = id_from_parts(ts, n.to_bytes(8, "big"))
         recipient = recipients[d]
@@ -333,8 +350,7 @@ def event_rows(sim: Simulation, seed: int) -> Iterator[tuple[Any, ...]]:
         name = EVENT_NAME[kind]
         extra = ""
         if severity is not None:
-            extra = (f'"severity":"{severity}","reason":"{reasons[kind]}","delivery-status":'
-                     f'{{"code":{550 if severity == "permanent" else 421}}},')
+            extra = f'"severity":"{severity}",{failures[kind]}'
         elif profile >= 0:
             extra = (profile_json[profile].replace("{bot}", bot)
                      + f'"geolocation":{{"country":"{COUNTRY_NAMES[country]}"}},'
@@ -412,7 +428,7 @@ class Backend:
             self.raw.driver_connection.execute("PRAGMA synchronous=OFF")
         with self.db.write() as conn:
             conn.execute(domains.insert().values(name=DOMAIN, id="0" * 26, created_at=0))
-            for index in events.indexes:
+            for index in (*events.indexes, *event_tags.indexes):
                 index.drop(conn)  # rebuilt after the load: far faster than row by row
 
     def insert(self, table: sa.Table, columns: Sequence[str],
@@ -437,7 +453,7 @@ class Backend:
 
     def finish_load(self) -> None:
         with self.db.write() as conn:
-            for index in events.indexes:
+            for index in (*events.indexes, *event_tags.indexes):
                 index.create(conn)
         # PostgreSQL's autovacuum would analyze the new tables soon; do it now. SQLite
         # never analyzes by itself, and mailbeacon does not ask it to: leave it so.
@@ -481,10 +497,17 @@ def load(backends: list[Backend], sim: Simulation, seed: int) -> dict[str, dict[
     started = time.perf_counter()
     building = 0.0
 
+    tag_count = 0
+
     def flush() -> None:
+        nonlocal tag_count
+        # The Events API's tag index (db.insert_events writes it with every event).
+        tag_rows = [(row[0], tag, DOMAIN) for row in batch for tag in row[8].split("|") if tag]
+        tag_count += len(tag_rows)
         for backend in backends:
             t = time.perf_counter()
             backend.insert(events, EVENT_COLUMNS, batch)
+            backend.insert(event_tags, ("event_id", "tag", "domain"), tag_rows)
             spent[backend.name]["events"] = spent[backend.name].get("events", 0.0) + (
                 time.perf_counter() - t)
         batch.clear()
@@ -516,7 +539,8 @@ def load(backends: list[Backend], sim: Simulation, seed: int) -> dict[str, dict[
         t = time.perf_counter()
         backend.finish_load()
         spent[backend.name]["indexes"] = time.perf_counter() - t
-    print(f"rows: {len(sim.events):,} events, {len(bucket_rows):,} stats_buckets, "
+    print(f"rows: {len(sim.events):,} events, {tag_count:,} event_tags, "
+          f"{len(bucket_rows):,} stats_buckets, "
           f"{len(dim_rows):,} dimension_stats, {len(link_rows):,} link_stats",
           file=sys.stderr)
     return spent
@@ -556,10 +580,28 @@ def queries(sim: Simulation) -> list[tuple[str, Callable[[sa.Connection], Any]]]
         ("events page 100, 90% deep",
          lambda c: fetch_page(c, DOMAIN, EventQuery(cursor=deep_id))),
         ("events page 100, 90% deep, event=clicked",
-         lambda c: fetch_page(c, DOMAIN, EventQuery(event="clicked", cursor=deep_id))),
-        (f"events page 100, 90% deep, tag={campaign}",
-         lambda c: fetch_page(c, DOMAIN, EventQuery(tag=campaign, cursor=deep_id))),
+         lambda c: fetch_page(c, DOMAIN, EventQuery(event=Filter.of("clicked"),
+                                                    cursor=deep_id))),
+        (f"events page 100, 90% deep, tags={campaign}",
+         lambda c: fetch_page(c, DOMAIN, EventQuery(tag=Filter.of(campaign), cursor=deep_id))),
+        ("events page 100, 90% deep, tags=receipt (a full page)",
+         lambda c: _full(fetch_page(c, DOMAIN, EventQuery(tag=Filter.of("receipt"),
+                                                          cursor=deep_id)))),
+        (f"events page 100, 90% deep, tags={campaign}, event=clicked",
+         lambda c: fetch_page(c, DOMAIN, EventQuery(tag=Filter.of(campaign),
+                                                    event=Filter.of("clicked"),
+                                                    cursor=deep_id))),
+        ("events page 100, 90% deep, tags=newsletter NOT <campaign>",
+         lambda c: fetch_page(c, DOMAIN, replace(parse_query(
+             {"tags": f"newsletter NOT {campaign}"}), cursor=deep_id))),
+        ("failures by category (30 days)",
+         lambda c: stats.failure_breakdown(c, DOMAIN, "", period.first, period.upper)),
     ]
+
+
+def _full(page: Any) -> Any:
+    assert len(page.items) == 100, len(page.items)
+    return page
 
 
 def timed(db: Database, run: Callable[[sa.Connection], Any], runs: int) -> float:

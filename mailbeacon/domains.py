@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -71,13 +72,61 @@ def normalize_name(name: str) -> str:
 
 
 def validate_tracking_url(url: str) -> str:
-    """A tracking base URL such as https://email.example.com, or BadRequest."""
-    parts = urlsplit(url.strip())
-    if (parts.scheme not in ("http", "https") or not parts.hostname or parts.query
-            or parts.fragment or parts.username or parts.password):
+    """A tracking base URL such as https://email.example.com, or BadRequest.
+
+    The host must be a DNS name (labels of 1-63 letters, digits and hyphens, no hyphen
+    at either end, a top-level label not all digits; IDN names become their ASCII form)
+    or an IP literal (for tests and private setups). The tracking endpoints are served at
+    the root, so a path is refused rather than silently dropped from every link.
+    """
+    text = url.strip()
+    if any(ord(c) < 0x21 or c in "\\\x7f" for c in text):
+        raise BadRequest("tracking URL must not contain spaces, control characters or "
+                         "backslashes")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise BadRequest(f"tracking URL is not valid: {exc}") from exc
+    if (parts.scheme.lower() not in ("http", "https") or not parts.hostname or parts.query
+            or parts.fragment or parts.username is not None or parts.password is not None
+            or "?" in text or "#" in text):
         raise BadRequest("tracking URL must look like https://email.example.com "
                          "(http or https, a host, no credentials, query or fragment)")
-    return url.strip().rstrip("/")
+    if parts.path not in ("", "/"):
+        raise BadRequest(f"tracking URL must not have a path ({parts.path!r}): the "
+                         "tracking endpoints are served at the root of the tracking host, "
+                         "e.g. https://email.example.com")
+    host = _tracking_host(parts.hostname)
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    return f"{parts.scheme.lower()}://{netloc}"
+
+
+def _tracking_host(hostname: str) -> str:
+    """The host of a tracking URL in canonical form, or BadRequest naming the problem."""
+    try:
+        return str(ipaddress.ip_address(hostname))
+    except ValueError:
+        pass
+    name = hostname.rstrip(".")
+    try:
+        ascii_name = name.encode("idna").decode("ascii").lower()
+    except UnicodeError as exc:
+        raise BadRequest(f"tracking host {hostname!r} is not a valid DNS name") from exc
+    labels = ascii_name.split(".")
+    bad = next((label for label in labels if not _LABEL.match(label)), None)
+    if bad is not None:
+        raise BadRequest(f"tracking host {hostname!r} is not a valid DNS name: label "
+                         f"{bad!r} must be 1-63 letters, digits or hyphens, with no hyphen "
+                         "at either end")
+    if len(ascii_name) > 253:
+        raise BadRequest(f"tracking host {hostname!r} is longer than 253 characters")
+    if labels[-1].isdigit():
+        raise BadRequest(f"tracking host {hostname!r} is not a valid DNS name: its last "
+                         "label is all digits (an IP address? write it in full)")
+    return ascii_name
 
 
 def parse_bool(value: str, name: str) -> bool:

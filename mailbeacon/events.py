@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from mailbeacon.failures import failure_counters
+
 
 class EventType(enum.StrEnum):
     ACCEPTED = "accepted"  # taken in by the API or SMTP, queued for delivery
@@ -30,8 +32,7 @@ class Severity(enum.StrEnum):
 # Stats counters beyond one per event type; stats_buckets.event holds these names too.
 UNIQUE_OPENED = "unique_opened"  # first open of a message x recipient
 UNIQUE_CLICKED = "unique_clicked"  # first click of a message x recipient
-BOUNCED = "bounced"  # a permanent failure that is a real bounce
-SUPPRESSED = "suppressed"  # a recipient dropped because of a suppression
+# Counters of failed events: mailbeacon.failures.
 
 _LOG_LEVEL = {
     EventType.ACCEPTED: "info",
@@ -101,11 +102,8 @@ class EventRecord:
         human = 1 if self.human else 0
         found = [(str(self.event), 1, human)]
         if self.severity is not None:
-            found = [(f"{self.event}_{self.severity}", 1, human)]  # failed_temporary, ...
-            if self.severity is Severity.PERMANENT:
-                reason = str(self.data.get("reason", ""))
-                found.append((SUPPRESSED if reason.startswith("suppress-") else BOUNCED, 1,
-                              human))
+            found = [(name, 1, human) for name in failure_counters(
+                self.severity is Severity.PERMANENT, self.data)]
         return [*found, *self.counters]
 
 

@@ -10,21 +10,24 @@ events themselves, so a query costs the same with 10 thousand or 10 million even
   provider), for aggregates and campaign breakdowns.
 - `link_stats`: clicks per URL per tag, all time (it has no time column).
 
-Counters (`stats_buckets.event`): accepted, delivered, failed_temporary, failed_permanent
-(= bounced + suppressed), bounced, suppressed, opened, unique_opened, clicked,
-unique_clicked, unsubscribed, complained. `human=True` reads `human_count`, which equals
+Counters (`stats_buckets.event`): accepted, delivered, opened, unique_opened, clicked,
+unique_clicked, unsubscribed, complained, and those of failed events (mailbeacon.failures:
+failed_temporary, failed_permanent = bounced + suppressed, delayed_bounce, suppress_*,
+espblock, and failures by category). `human=True` reads `human_count`, which equals
 `count` except for hits judged to be bots (DESIGN 10).
 
 Mailgun's `failed` bucket, mapped from those counters::
 
-    {"temporary": {"espblock": failed_temporary, "total": failed_temporary},
-     "permanent": {"bounce": bounced, "delayed-bounce": 0, "suppress-bounce": 0,
-                   "suppress-unsubscribe": 0, "suppress-complaint": 0,
-                   "suppressed": suppressed, "total": failed_permanent}}
+    {"temporary": {"espblock": espblock, "total": failed_temporary},
+     "permanent": {"bounce": bounced - delayed_bounce, "delayed-bounce": delayed_bounce,
+                   "suppress-bounce": suppress_bounce,
+                   "suppress-unsubscribe": suppress_unsubscribe,
+                   "suppress-complaint": suppress_complaint, "total": failed_permanent}}
 
-Every temporary failure is retried, which is what Mailgun's `espblock` says. Drops by a
-suppression are counted once, whatever the suppression's kind, so they are given as
-`suppressed` (our key) and Mailgun's per-kind `suppress-*` keys stay 0.
+`bounce` is refused by the receiving server in the SMTP dialogue (or given up after
+retrying), `delayed-bounce` returned after it had accepted the message. Failures by
+category (`failure_breakdown`, our extension) count `perm:<category>` and
+`temp:<category>` over a period.
 
 Campaign report (a campaign is a tag), with every rate 0.0 when its denominator is 0:
 
@@ -63,7 +66,19 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, Connection, func, select
 
 from mailbeacon.errors import BadRequest, NotFound
-from mailbeacon.events import BOUNCED, SUPPRESSED, UNIQUE_CLICKED, UNIQUE_OPENED
+from mailbeacon.events import UNIQUE_CLICKED, UNIQUE_OPENED
+from mailbeacon.failures import (
+    BOUNCED,
+    DELAYED_BOUNCE,
+    ESPBLOCK,
+    FAILED_PERMANENT,
+    FAILED_TEMPORARY,
+    LABELS,
+    SUPPRESS_COUNTERS,
+    SUPPRESSED,
+    FailureCategory,
+    category_counter,
+)
 from mailbeacon.storage.eventlog import _parse_time
 from mailbeacon.storage.schema import dimension_stats, link_stats, stats_buckets, tags
 
@@ -79,8 +94,6 @@ DAY = 86400
 
 ACCEPTED = "accepted"
 DELIVERED = "delivered"
-FAILED_TEMPORARY = "failed_temporary"
-FAILED_PERMANENT = "failed_permanent"
 OPENED = "opened"
 CLICKED = "clicked"
 UNSUBSCRIBED = "unsubscribed"
@@ -91,7 +104,8 @@ UNMATCHED_REPORT = "unmatched-report"
 EVENTS: dict[str, tuple[str, ...]] = {
     "accepted": (ACCEPTED,),
     "delivered": (DELIVERED,),
-    "failed": (FAILED_TEMPORARY, FAILED_PERMANENT, BOUNCED, SUPPRESSED),
+    "failed": (FAILED_TEMPORARY, FAILED_PERMANENT, BOUNCED, DELAYED_BOUNCE, ESPBLOCK,
+               *SUPPRESS_COUNTERS.values()),
     "opened": (OPENED, UNIQUE_OPENED),
     "clicked": (CLICKED, UNIQUE_CLICKED),
     "unsubscribed": (UNSUBSCRIBED,),
@@ -408,13 +422,14 @@ def _item(start: int, events: Sequence[str], c: Mapping[str, int]) -> dict[str, 
             item[event] = {"smtp": c.get(DELIVERED, 0), "http": 0,
                            "total": c.get(DELIVERED, 0)}
         elif event == "failed":
-            temporary = c.get(FAILED_TEMPORARY, 0)
+            delayed = c.get(DELAYED_BOUNCE, 0)
             item[event] = {
-                "temporary": {"espblock": temporary, "total": temporary},
+                "temporary": {"espblock": c.get(ESPBLOCK, 0),
+                              "total": c.get(FAILED_TEMPORARY, 0)},
                 "permanent": {
-                    "bounce": c.get(BOUNCED, 0), "delayed-bounce": 0, "suppress-bounce": 0,
-                    "suppress-unsubscribe": 0, "suppress-complaint": 0,
-                    "suppressed": c.get(SUPPRESSED, 0), "total": c.get(FAILED_PERMANENT, 0),
+                    "bounce": max(c.get(BOUNCED, 0) - delayed, 0), "delayed-bounce": delayed,
+                    **{reason: c.get(counter, 0) for reason, counter in SUPPRESS_COUNTERS.items()},
+                    "total": c.get(FAILED_PERMANENT, 0),
                 },
             }
         elif event == "opened":
@@ -461,6 +476,22 @@ def aggregates(conn: Connection, domain: str, tag: str, kind: str,
     return {"tag": tag, kind: dict(sorted(found.items()))}
 
 
+def failure_breakdown(conn: Connection, domain: str, tag: str, lower: int | None = None,
+                      upper: int | None = None) -> dict[str, dict[str, Any]]:
+    """Failures by category over hours in [lower, upper) (None: all time), every category
+    listed: {category: {"label", "permanent", "temporary", "total"}}. Suppressed sends are
+    not failures to deliver and are not in it (they have Mailgun's suppress-* keys)."""
+    counters = [category_counter(p, c) for p in (True, False) for c in FailureCategory]
+    sums = _sums(conn, domain, [tag], counters, lower, upper, False).get(tag, {})
+    found: dict[str, dict[str, Any]] = {}
+    for category in FailureCategory:
+        permanent = sums.get(category_counter(True, category), 0)
+        temporary = sums.get(category_counter(False, category), 0)
+        found[str(category)] = {"label": LABELS[category], "permanent": permanent,
+                                "temporary": temporary, "total": permanent + temporary}
+    return found
+
+
 # --- campaigns -------------------------------------------------------------------------
 
 
@@ -480,6 +511,7 @@ class CampaignReport:
     top_links: list[LinkStat]
     breakdowns: dict[str, dict[str, dict[str, int]]]  # devices/os/clients/countries
     over_time: list[dict[str, int]] = field(default_factory=list)  # day, delivered, ...
+    failures: dict[str, dict[str, Any]] = field(default_factory=dict)  # by category
 
     @property
     def rates(self) -> dict[str, float]:
@@ -505,6 +537,7 @@ class CampaignReport:
             "top_links": [{"url": link.url, "clicks": link.clicks,
                            "unique_clicks": link.unique_clicks} for link in self.top_links],
             **self.breakdowns,
+            "failures": self.failures,
             "over_time": [{"time": rfc2822(day["time"]), **{k: v for k, v in day.items()
                                                            if k != "time"}}
                           for day in self.over_time],
@@ -516,8 +549,9 @@ class CampaignReport:
         Sections in order: `summary` (item empty; metric sent, delivered, ...), `rate`
         (item empty), `link` (item = URL, by rank; metrics clicks, unique_clicks), then
         `devices`, `os`, `clients`, `countries` (item = value; metrics opened,
-        unique_opened, clicked, unique_clicked), then `day` (item = YYYY-MM-DD; metrics
-        delivered, opened, clicked).
+        unique_opened, clicked, unique_clicked), then `failures` (item = category; metrics
+        permanent, temporary), then `day` (item = YYYY-MM-DD; metrics delivered, opened,
+        clicked).
         """
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\r\n")
@@ -533,6 +567,9 @@ class CampaignReport:
         for section, values in self.breakdowns.items():
             for item, counts in values.items():
                 writer.writerows([section, _cell(item), k, v] for k, v in counts.items())
+        for category, counts in self.failures.items():
+            writer.writerow(["failures", category, "permanent", counts["permanent"]])
+            writer.writerow(["failures", category, "temporary", counts["temporary"]])
         for day in self.over_time:
             writer.writerows(["day", _iso_day(day["time"]), k, v]
                              for k, v in day.items() if k != "time")
@@ -593,8 +630,10 @@ def campaign_report(conn: Connection, domain: str, tag: str, start: int | None =
         over_time.append({"time": day, "delivered": counts.get(DELIVERED, 0),
                           "opened": counts.get(UNIQUE_OPENED, 0),
                           "clicked": counts.get(UNIQUE_CLICKED, 0)})
+    failures = failure_breakdown(conn, domain, tag, period.first, period.upper)
     return CampaignReport(tag, period.first, period.last, human, summary,
-                          top_links(conn, domain, tag, human=human), breakdowns, over_time)
+                          top_links(conn, domain, tag, human=human), breakdowns, over_time,
+                          failures)
 
 
 def campaign_totals(conn: Connection, domain: str, tag_names: Sequence[str],

@@ -54,6 +54,11 @@ def test_keys_and_domains_commands(database_url: str) -> None:
     assert result.exit_code == 0 and "added mail.example.com" in result.output
     result = runner.invoke(main, ["domains", "add", "mail.example.com"], env=env)
     assert result.exit_code == 1 and "already exists" in result.output
+    for bad, words in (("https://-bad-.example.net", "label '-bad-'"),
+                       ("https://t.example.com/path", "must not have a path")):
+        result = runner.invoke(main, ["domains", "add", "other.example.com",
+                                      "--tracking-url", bad], env=env)
+        assert result.exit_code == 1 and words in result.output, result.output
     result = runner.invoke(main, ["domains", "list"], env=env)
     assert "mail.example.com" in result.output and "https://t.example.com" in result.output
     db = Database(database_url)

@@ -37,6 +37,7 @@ from mailbeacon.storage.eventlog import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
     EventQuery,
+    Filter,
     Page,
     decode_page,
     encode_page,
@@ -126,9 +127,9 @@ async def contact_timeline(request: Request) -> JSONResponse:
     token = request.query_params.get("page")
     if token:
         # Whatever the token says, it pages through this address's events only.
-        query = dataclasses.replace(decode_page(token), recipient=address)
+        query = dataclasses.replace(decode_page(token), recipient=Filter.of(address))
     else:
-        query = EventQuery(recipient=address, ascending=False,
+        query = EventQuery(recipient=Filter.of(address), ascending=False,
                            limit=_int(request, "limit", DEFAULT_LIMIT, MAX_LIMIT))
 
     def fetch() -> Page:

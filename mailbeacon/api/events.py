@@ -22,7 +22,7 @@ from mailbeacon.storage.eventlog import (
 
 @requires(DOMAIN)
 async def list_events(request: Request) -> JSONResponse:
-    return await _page(request, parse_query(dict(request.query_params)))
+    return await _page(request, parse_query(request.query_params.multi_items()))
 
 
 @requires(DOMAIN)

@@ -43,11 +43,13 @@ for _list in ("bounces", "unsubscribes", "complaints", "whitelists"):
                                                   "domain", "reason", "created_at"]
 _QUERIES: dict[str, list[str]] = {
     "/v3/domains": ["limit", "skip"],
-    "/v3/{domain}/events": ["event", "recipient", "message-id", "tags", "severity", "begin",
-                            "end", "ascending", "limit"],
+    "/v3/{domain}/events": ["event", "recipient", "message-id", "tags", "severity", "from",
+                            "to", "subject", "begin", "end", "ascending", "limit", "pretty"],
     "/v3/{domain}/tags": ["limit", "prefix", "page", "tag"],
     "/v3/{domain}/inbound": ["matched", "limit", "before"],
     "/v3/{domain}/stats/total": ["event", "start", "end", "resolution", "duration", "human"],
+    "/v3/{domain}/stats/aggregates/failures": ["start", "end"],
+    "/v3/{domain}/tags/{tag}/stats/aggregates/failures": ["start", "end"],
     "/v3/{domain}/contacts": ["sort", "order", "limit", "min_score", "max_score",
                               "active_since", "consent", "page", "pivot"],
     "/v3/domains/{domain}/webhooks/deliveries": ["status", "limit", "before"],

@@ -4,6 +4,8 @@
     GET /v3/{domain}/tags/{tag}/stats                      &duration=&human=yes
     GET /v3/{domain}/tags/{tag}/stats/aggregates/{countries|providers|devices}
                                                           ?start=&end=&human=yes
+    GET /v3/{domain}/stats/aggregates/failures            ?start=&end=
+    GET /v3/{domain}/tags/{tag}/stats/aggregates/failures ?start=&end=
     GET /v3/{domain}/campaigns                            ?limit=&page=&tag=&prefix=
                                                           &start=&end=&human=yes
     GET /v3/{domain}/campaigns/{tag}(.csv)                ?start=&end=&human=yes
@@ -89,6 +91,19 @@ def _aggregate(kind: str) -> Callable[[Request], Any]:
 
 
 @requires(DOMAIN)
+async def failures(request: Request) -> JSONResponse:
+    """Failures by category (our extension, like Infobip's error groups) over whole hours
+    from `start` to `end` (epoch seconds or RFC 2822; default all time)."""
+    tag = path_tag(request.path_params["tag"]) if "tag" in request.path_params else ""
+    start, end = stats.parse_bounds(request.query_params)
+    lower = None if start is None else stats.floor_bucket(start, "hour")
+    upper = None if end is None else stats.floor_bucket(end, "hour") + stats.HOUR
+    found = await _query(request, lambda conn, domain: stats.failure_breakdown(
+        conn, domain, tag, lower, upper))
+    return JSONResponse({"tag": tag, "failures": found})
+
+
+@requires(DOMAIN)
 async def campaign(request: Request) -> JSONResponse:
     report = await _report(request)
     return JSONResponse(report.to_json())
@@ -151,6 +166,8 @@ async def list_campaigns(request: Request) -> JSONResponse:
 routes = [
     Route("/v3/{domain}/stats/total", domain_stats, methods=["GET"]),
     Route("/v3/{domain}/tags/{tag}/stats", tag_stats, methods=["GET"]),
+    Route("/v3/{domain}/stats/aggregates/failures", failures, methods=["GET"]),
+    Route("/v3/{domain}/tags/{tag}/stats/aggregates/failures", failures, methods=["GET"]),
     *[Route(f"/v3/{{domain}}/tags/{{tag}}/stats/aggregates/{kind}", _aggregate(kind),
             methods=["GET"]) for kind in stats.AGGREGATES],
     Route("/v3/{domain}/campaigns", list_campaigns, methods=["GET"]),

@@ -1,5 +1,6 @@
 """Campaigns (tags): the list with their main figures, and one campaign's report (rates,
-top links, devices, OS, clients, countries, over time) with a CSV download.
+top links, failures by reason, devices, OS, clients, countries, over time) with a CSV
+download.
 
 The figures come from mailbeacon.stats, which reads the rollups only.
 """
@@ -16,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mailbeacon import stats
+from mailbeacon.failures import FailureCategory, failure_rows
 from mailbeacon.tags import list_tags
 
 from .charts import line_chart, svg_response
@@ -86,8 +88,10 @@ def campaign_page(request: Request) -> Response:
             -item[1].get("unique_opened", 0), -item[1].get("unique_clicked", 0), item[0]
         ))[:TOP_VALUES]
         for key, values in report.breakdowns.items()}
+    failures = failure_rows({FailureCategory(c): (n["permanent"], n["temporary"])
+                             for c, n in report.failures.items()})
     return render(request, "campaign.html", domain=domain, nav="campaigns", report=report,
-                  breakdowns=breakdowns,
+                  breakdowns=breakdowns, failures=failures,
                   human=human, period=period, periods=list(PERIODS),
                   query=("?" + urlencode(query)) if query else "",
                   tag_path=quote(report.tag, safe=""))

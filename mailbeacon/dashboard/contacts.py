@@ -19,7 +19,7 @@ from starlette.routing import Route
 from mailbeacon import contacts as ct
 from mailbeacon.errors import BadRequest, NotFound
 from mailbeacon.storage.db import Database, now_us
-from mailbeacon.storage.eventlog import EventQuery
+from mailbeacon.storage.eventlog import EventQuery, Filter
 from mailbeacon.storage.schema import soft_bounces
 from mailbeacon.suppression_lists import delete_entry
 from mailbeacon.suppressions import SuppressionKind
@@ -110,7 +110,7 @@ def contact_page(request: Request) -> Response:
             soft_bounces.c.address == address)).scalar()
     sent = ct.recipient_messages(db, domain.name, address, limit=20)
     timeline = load_timeline(db, domain.name, request, EventQuery(
-        recipient=address, ascending=False,
+        recipient=Filter.of(address), ascending=False,
         limit=int_param(request, "limit", 100, 10, 300)))
     now = now_us()
     return render(request, "contact.html", domain=domain, nav="contacts", details=details,

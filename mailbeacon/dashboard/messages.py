@@ -16,7 +16,7 @@ from starlette.routing import Route
 from mailbeacon.contacts import message_recipients, status_of
 from mailbeacon.errors import NotFound
 from mailbeacon.ids import id_to_bytes
-from mailbeacon.storage.eventlog import EventQuery
+from mailbeacon.storage.eventlog import EventQuery, Filter
 from mailbeacon.storage.schema import contacts, deliveries, events, messages, recipient_state
 
 from . import mime
@@ -193,7 +193,8 @@ def message_page(request: Request) -> Response:
     recipients = recipients[:RECIPIENTS_PAGE]
     only = request.query_params.get("recipient", "").strip().lower()[:320] or None
     timeline = load_timeline(db, domain.name, request, EventQuery(
-        message_id=row.message_id, recipient=only, ascending=True,
+        message_id=Filter.of(row.message_id), recipient=Filter.of(only) if only else None,
+        ascending=True,
         limit=int_param(request, "limit", TIMELINE_PAGE, 10, 300)))
     return render(
         request, "message.html", domain=domain, nav="messages", message=row,

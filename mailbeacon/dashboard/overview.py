@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mailbeacon import domains as dom
+from mailbeacon.failures import FailureCategory, category_counter, failure_rows
 from mailbeacon.storage.schema import stats_buckets
 
 from .charts import line_chart, svg_response
@@ -39,7 +40,8 @@ METRICS = (
 )
 CHART_LINES = (("Delivered", "delivered"), ("Opened", "unique_opened"),
                ("Clicked", "unique_clicked"), ("Bounced", "bounced"))
-COUNTERS = sorted({c for _, a, b in METRICS for c in (a, b) if c})
+COUNTERS = sorted({c for _, a, b in METRICS for c in (a, b) if c}
+                  | {category_counter(p, c) for p in (True, False) for c in FailureCategory})
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,10 @@ def overview(request: Request) -> Response:
         }
     return render(request, "overview.html", domain=domain, nav="overview", human=human,
                   window=window, windows=list(WINDOWS), metrics=METRICS, totals=totals,
-                  rates=rates, chart=chart)
+                  rates=rates, chart=chart, failures=failure_rows({
+                      c: (totals[window][category_counter(True, c)],
+                          totals[window][category_counter(False, c)])
+                      for c in FailureCategory}))
 
 
 def overview_chart(request: Request) -> Response:

@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 
 from mailbeacon.errors import ConfigError
 from mailbeacon.ids import id_from_parts, id_micros
-from mailbeacon.storage.schema import events
+from mailbeacon.storage.schema import event_tags, events
 
 # Any constant works; it names the lock that serialises event-id allocation on PostgreSQL.
 _EVENTS_LOCK = 0x6D61696C62656163
@@ -159,11 +159,22 @@ def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[str]
     start = max(now_us(), id_micros(last) + 1 if last else 0)
     ids = [id_from_parts(start + i, os.urandom(8)) for i in range(len(rows))]
     stored = []
+    tagged = []
     for row, id_ in zip(rows, ids, strict=True):
         data = dict(row["data"], id=id_)
         stored.append({**row, "id": id_, "data": json.dumps(data, separators=(",", ":"))})
+        tagged += [{"event_id": id_, "tag": tag, "domain": row["domain"]}
+                   for tag in event_tag_names(row.get("tags") or "")]
     conn.execute(events.insert(), stored)
+    if tagged:
+        # The tag index of the Events API, in the same transaction as its events.
+        conn.execute(event_tags.insert(), tagged)
     return ids
+
+
+def event_tag_names(tags: str) -> list[str]:
+    """The tags of an events.tags value ("|a|b|"), each once."""
+    return list(dict.fromkeys(t for t in tags.split("|") if t))
 
 
 def _redact(url: str) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from sqlalchemy import Connection
 
 from mailbeacon.events import EventRecord
+from mailbeacon.failures import NEW_FAILURE_COUNTERS
 from mailbeacon.storage.db import insert_events, upsert_add
 from mailbeacon.storage.schema import dimension_stats, stats_buckets
 from mailbeacon.webhooks.store import outbox_rows
@@ -40,6 +41,8 @@ def write_events(conn: Connection, records: Sequence[EventRecord]) -> list[str]:
             for tag in ("", *record.message.tags):
                 counts[(domain, tag, counter, hour)] += added
                 humans[(domain, tag, counter, hour)] += human
+                if counter in NEW_FAILURE_COUNTERS:
+                    continue  # read by hour only: no breakdown by dimension
                 for dimension, value in dimensions.items():
                     key = (domain, tag, counter, dimension, value[:128] or "unknown", day)
                     dims[key] += added

@@ -141,6 +141,19 @@ Index("ix_events_domain_recipient", events.c.domain, events.c.recipient, events.
 Index("ix_events_domain_message", events.c.domain, events.c.message_id, events.c.id)
 Index("ix_events_domain_event", events.c.domain, events.c.event, events.c.id)
 
+# One row per tag of an event, written with the event (db.insert_events): its primary key
+# serves the Events API's tag filter in id order. Deleted with its event (cascade, which
+# looks rows up by event_id). No index leads with event_id and holds the tag: a planner
+# could walk it from the cursor instead and scan every event's tags.
+event_tags = Table(
+    "event_tags",
+    metadata,
+    Column("domain", String(253), primary_key=True),
+    Column("tag", String(128), primary_key=True),  # lowercased, as in events.tags
+    Column("event_id", ID, ForeignKey("events.id", ondelete="CASCADE"), primary_key=True),
+)
+Index("ix_event_tags_event_id", event_tags.c.event_id)
+
 # Message x recipient engagement; powers unique counts and status indicators.
 recipient_state = Table(
     "recipient_state",

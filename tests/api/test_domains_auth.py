@@ -68,11 +68,38 @@ async def test_domains_api(service: Service) -> None:
     assert r.json()["tracking"]["open"]["active"] is False
 
 
+@pytest.mark.parametrize(("given", "stored"), [
+    ("HTTPS://Email.Example.ORG:8443/", "https://email.example.org:8443"),
+    ("https://b\u00fccher.example.org", "https://xn--bcher-kva.example.org"),
+    ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),  # IP literals: tests, private setups
+    ("http://[::1]:8080/", "http://[::1]:8080"),
+    ("https://a1.b-2.example.org.", "https://a1.b-2.example.org"),
+])
+async def test_tracking_url_is_stored_canonical(service: Service, given: str,
+                                                stored: str) -> None:
+    r = await service.client.put("/v3/domains/example.com", data={"tracking_url": given})
+    assert r.status_code == 200, r.text
+    r = await service.client.get("/v3/domains/example.com")
+    assert r.json()["domain"]["tracking_url"] == stored
+
+
 @pytest.mark.parametrize(("method", "path", "data", "status", "words"), [
     ("POST", "/v3/domains", {}, 400, "'name'"),
     ("POST", "/v3/domains", {"name": "example.com"}, 400, "already exists"),
     ("POST", "/v3/domains", {"name": "not a domain"}, 400, "not a valid domain"),
     ("POST", "/v3/domains", {"name": "x.org", "tracking_url": "ftp://x.org"}, 400, "tracking"),
+    ("POST", "/v3/domains", {"name": "x.org", "tracking_url": "https://-bad-.example.net"},
+     400, "label '-bad-'"),
+    ("POST", "/v3/domains", {"name": "x.org", "tracking_url": "https://t_x.example.net"},
+     400, "not a valid DNS name"),
+    ("POST", "/v3/domains", {"name": "x.org", "tracking_url": "https://t.example.123"},
+     400, "all digits"),
+    ("POST", "/v3/domains", {"name": "x.org", "tracking_url": "https://t.example.net/track"},
+     400, "must not have a path"),
+    ("PUT", "/v3/domains/example.com", {"tracking_url": "https://t.example.net/a/"}, 400,
+     "must not have a path"),
+    ("PUT", "/v3/domains/example.com", {"tracking_url": "https://a-.example.net"}, 400,
+     "no hyphen at either end"),
     ("GET", "/v3/domains/nope.example.com", None, 404, "Domain not found"),
     ("PUT", "/v3/domains/example.com/tracking/click", {"active": "maybe"}, 400, "'active'"),
     ("PUT", "/v3/domains/example.com/tracking/open", {}, 400, "'active'"),

@@ -90,3 +90,44 @@ async def test_bad_parameters_are_400(service: Service) -> None:
     assert r.status_code == 400
     r = await service.client.get("/v3/unknown.example.com/events")
     assert r.status_code == 404
+
+
+async def test_every_mailgun_filter_applies(service: Service, smtp_relay: SmtpRelay) -> None:
+    await service.send(to="ann@example.org", subject="Spring sale", text="t",
+                       **{"o:tag": ["promo", "spring"]})
+    await service.send(to="ben@example.org", subject="Your receipt", text="t",
+                       **{"o:tag": "receipt"})
+    await smtp_relay.wait_for(2)
+    await service.wait_events(2, event="delivered")
+
+    async def recipients(**params: str) -> list[str]:
+        return sorted({e["recipient"] for e in await service.events(**params)})
+
+    assert await recipients(subject="sale") == ["ann@example.org"]
+    assert await recipients(subject="NOT sale") == ["ben@example.org"]
+    assert await recipients(subject='"your receipt"') == ["ben@example.org"]
+    assert await recipients(to="ben@example.org") == ["ben@example.org"]
+    assert await recipients(**{"from": "nobody@example.net"}) == []
+    assert await recipients(tags="promo spring") == ["ann@example.org"]
+    assert await recipients(tags="spring OR receipt") == ["ann@example.org", "ben@example.org"]
+    assert await recipients(tags="NOT promo") == ["ben@example.org"]
+    assert await recipients(event="NOT accepted") == ["ann@example.org", "ben@example.org"]
+    assert len(await service.events(event="NOT accepted")) == 2
+    assert await recipients(recipient="ann@example.org OR ben@example.org") == [
+        "ann@example.org", "ben@example.org"]
+
+
+async def test_unknown_parameters_are_400_naming_them(service: Service) -> None:
+    for params, words in (({"subjekt": "x"}, "unknown parameter 'subjekt'"),
+                          ({"tag": "x"}, "unknown parameter 'tag'"),
+                          ({"size": ">1000"}, "filter 'size' is not supported"),
+                          ({"subject": '"open'}, "subject: a quote is not closed"),
+                          ({"event": "opened AND clicked"}, "use 'a OR b'")):
+        r = await service.client.get("/v3/example.com/events", params=params)
+        assert r.status_code == 400, params
+        assert words in r.json()["message"]
+    r = await service.client.get("/v3/example.com/events?tags=a&tags=b")
+    assert r.status_code == 400
+    assert "'tags' is given more than once" in r.json()["message"]
+    r = await service.client.get("/v3/example.com/events", params={"pretty": "yes"})
+    assert r.status_code == 200

@@ -20,7 +20,10 @@ import httpx
 import pytest
 from sqlalchemy import Table
 
+from mailbeacon import suppressions
+from mailbeacon.storage.db import now_us
 from mailbeacon.storage.schema import dimension_stats, link_stats, stats_buckets
+from mailbeacon.suppressions import SuppressionKind
 from mailbeacon.tags import touch_tags
 from tests.conftest import Service, SmtpRelay
 
@@ -169,8 +172,11 @@ async def test_rfc2822_and_epoch_bounds_agree(service: Service,
 
 
 async def test_failed_opened_clicked_shapes(service: Service, client: httpx.AsyncClient) -> None:
-    buckets(service, ("", "failed_temporary", D0, 2), ("", "failed_permanent", D0, 5),
-            ("", "bounced", D0, 3), ("", "suppressed", D0, 2), ("", "opened", D0, 9),
+    buckets(service, ("", "failed_temporary", D0, 2), ("", "espblock", D0, 1),
+            ("", "failed_permanent", D0, 9), ("", "bounced", D0, 3),
+            ("", "delayed_bounce", D0, 1), ("", "suppressed", D0, 6),
+            ("", "suppress_bounce", D0, 1), ("", "suppress_unsubscribe", D0, 2),
+            ("", "suppress_complaint", D0, 3), ("", "opened", D0, 9),
             ("", "unique_opened", D0, 4), ("", "clicked", D0, 6), ("", "unique_clicked", D0, 3),
             ("", "unsubscribed", D0, 1), ("", "complained", D0, 1))
     body = await get(client, URL, event=["failed", "opened", "clicked", "unsubscribed",
@@ -179,10 +185,9 @@ async def test_failed_opened_clicked_shapes(service: Service, client: httpx.Asyn
     assert body["stats"] == [{
         "time": date(D0),
         "failed": {
-            "temporary": {"espblock": 2, "total": 2},
-            "permanent": {"bounce": 3, "delayed-bounce": 0, "suppress-bounce": 0,
-                          "suppress-unsubscribe": 0, "suppress-complaint": 0,
-                          "suppressed": 2, "total": 5},
+            "temporary": {"espblock": 1, "total": 2},
+            "permanent": {"bounce": 2, "delayed-bounce": 1, "suppress-bounce": 1,
+                          "suppress-unsubscribe": 2, "suppress-complaint": 3, "total": 9},
         },
         "opened": {"total": 9, "unique": 4},
         "clicked": {"total": 6, "unique": 3},
@@ -321,6 +326,10 @@ def seed_campaign(service: Service) -> None:
             ("promo", "accepted", D0 + 9 * H, 100), ("promo", "suppressed", D0 + 9 * H, 10),
             ("promo", "delivered", D0 + 9 * H, 70), ("promo", "delivered", D0 + 10 * H, 10),
             ("promo", "bounced", D0 + 10 * H, 5), ("promo", "failed_permanent", D0 + 9 * H, 15),
+            ("promo", "perm:no-such-user", D0 + 10 * H, 4),
+            ("promo", "perm:policy-block", D0 + 10 * H, 1),
+            ("promo", "temp:mailbox-full", D0 + 2 * DAY, 3),
+            ("other", "temp:mailbox-full", D0 + 2 * DAY, 7),  # another campaign
             ("promo", "opened", D0 + 10 * H, 30, 20), ("promo", "opened", D0 + 2 * DAY, 20, 5),
             ("promo", "unique_opened", D0 + 10 * H, 30, 20),
             ("promo", "unique_opened", D0 + 2 * DAY, 10, 2),
@@ -373,6 +382,19 @@ async def test_campaign_report(service: Service, client: httpx.AsyncClient) -> N
                                    "unique_opened": 0}},
         "countries": {"=cmd": {"clicked": 0, "opened": 1, "unique_clicked": 0,
                                "unique_opened": 0}},
+        "failures": {
+            "no-such-user": {"label": "No such user", "permanent": 4, "temporary": 0,
+                             "total": 4},
+            "mailbox-full": {"label": "Mailbox full", "permanent": 0, "temporary": 3,
+                             "total": 3},
+            "policy-block": {"label": "Policy or spam block", "permanent": 1, "temporary": 0,
+                             "total": 1},
+            "dns-error": {"label": "DNS or domain error", "permanent": 0, "temporary": 0,
+                          "total": 0},
+            "too-large": {"label": "Message too large", "permanent": 0, "temporary": 0,
+                          "total": 0},
+            "other": {"label": "Other", "permanent": 0, "temporary": 0, "total": 0},
+        },
         "over_time": [
             {"time": date(D0), "delivered": 80, "opened": 30, "clicked": 10},
             {"time": date(D0 + DAY), "delivered": 0, "opened": 0, "clicked": 0},
@@ -453,7 +475,7 @@ async def test_campaign_csv(service: Service, client: httpx.AsyncClient) -> None
     # In blocks, in this order.
     order = list(dict.fromkeys(sections))
     assert order == ["campaign", "summary", "rate", "link", "devices", "os", "clients",
-                     "countries", "day"]
+                     "countries", "failures", "day"]
     assert sections == sorted(sections, key=order.index)
     summary = {row[2]: int(row[3]) for row in rows if row[0] == "summary"}
     assert summary == {k: report[k] for k in summary}
@@ -671,3 +693,61 @@ async def test_e2e_top_links_match_clicks(service: Service, smtp_relay: SmtpRela
     assert report["top_links"] == [
         {"url": url, "clicks": n, "unique_clicks": uniques[url]}
         for url, n in sorted(clicks.items(), key=lambda kv: (-kv[1], -uniques[kv[0]], kv[0]))]
+
+
+# --- failures by Mailgun's keys and by category -----------------------------------------
+
+
+async def test_e2e_failures_by_mailgun_key_and_category(service: Service, smtp_relay: SmtpRelay,
+                                                        client: httpx.AsyncClient) -> None:
+    answers = {"nouser@example.org": "550 5.1.1 No such user",
+               "big@example.org": "552 5.3.4 Message too big for system",
+               "full@example.org": "452 4.2.2 Mailbox full",
+               "slow@example.org": "421 4.7.0 Rate limited, try again later"}
+    smtp_relay.reply = answers.get
+    with service.runtime.db.write() as conn:
+        for kind, address, tag in ((SuppressionKind.BOUNCE, "gone@example.org", ""),
+                                   (SuppressionKind.UNSUBSCRIBE, "left@example.org", "*"),
+                                   (SuppressionKind.COMPLAINT, "angry@example.org", "")):
+            suppressions.add(conn, "example.com", kind, address, now_us(), tag=tag)
+    await service.send(to=[*answers, "gone@example.org", "left@example.org",
+                           "angry@example.org", "fine@example.org"],
+                       subject="s", text="t", **{"o:tag": "spring"})
+    failed = await service.wait_events(7, event="failed")
+    assert len(failed) == 7
+    await service.wait_events(1, event="delivered")
+    for path in (URL, "/v3/example.com/tags/spring/stats"):
+        body = await get(client, path, event="failed", resolution="hour", duration="2h")
+        found = {severity: {key: sum(i["failed"][severity][key] for i in body["stats"])
+                            for key in body["stats"][0]["failed"][severity]}
+                 for severity in ("permanent", "temporary")}
+        # A 452 mailbox full is a temporary failure, not an ESP block; the rate limit is.
+        assert found == {
+            "permanent": {"bounce": 2, "delayed-bounce": 0, "suppress-bounce": 1,
+                          "suppress-unsubscribe": 1, "suppress-complaint": 1, "total": 5},
+            "temporary": {"espblock": 1, "total": 2},
+        }, path
+        # Stats agree with the events they count.
+        events = await service.events(event="failed", severity="permanent",
+                                      **({"tags": "spring"} if "tags" in path else {}))
+        assert found["permanent"]["total"] == len(events)
+    for path in ("/v3/example.com/stats/aggregates/failures",
+                 "/v3/example.com/tags/spring/stats/aggregates/failures"):
+        body = await get(client, path)
+        assert {k: (v["permanent"], v["temporary"]) for k, v in body["failures"].items()} == {
+            "no-such-user": (1, 0), "mailbox-full": (0, 1), "policy-block": (0, 1),
+            "dns-error": (0, 0), "too-large": (1, 0), "other": (0, 0)}
+        assert body["failures"]["policy-block"]["label"] == "Policy or spam block"
+    report = await get(client, "/v3/example.com/campaigns/spring")
+    assert report["failures"]["too-large"] == {"label": "Message too large", "permanent": 1,
+                                               "temporary": 0, "total": 1}
+    later = await get(client, "/v3/example.com/stats/aggregates/failures",
+                      start=int(time.time()) + 7200)
+    assert all(v["total"] == 0 for v in later["failures"].values())
+
+
+async def test_failures_aggregate_bad_parameters(client: httpx.AsyncClient) -> None:
+    r = await client.get("/v3/example.com/stats/aggregates/failures?start=soon")
+    assert r.status_code == 400 and "start" in r.json()["message"]
+    r = await client.get("/v3/nowhere.example/stats/aggregates/failures")
+    assert r.status_code == 404

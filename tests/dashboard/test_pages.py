@@ -11,7 +11,10 @@ import httpx
 from sqlalchemy import event, select
 
 from mailbeacon import domains as dom
+from mailbeacon.events import EventType, MessageInfo, Severity, build_event
 from mailbeacon.runtime import Runtime
+from mailbeacon.storage.db import now_us
+from mailbeacon.storage.records import write_events
 from mailbeacon.storage.schema import local_outbox, messages, soft_bounces
 from tests.dashboard.conftest import Dash, with_dashboard
 
@@ -223,6 +226,12 @@ async def test_tracking_setting_applies_to_the_next_message(dash: Dash) -> None:
                         {"track_opens": "on", "track_clicks": "htmlonly",
                          "tracking_url": "ftp://nope"})
     assert "tracking URL must" in (await dash.client.get(r.headers["location"])).text
+    for bad, words in (("https://-bad-.example.net", "label &#39;-bad-&#39;"),
+                       ("https://email.example.com/t", "must not have a path")):
+        r = await dash.post("/dashboard/example.com/settings/tracking",
+                            {"track_opens": "on", "track_clicks": "yes", "tracking_url": bad})
+        assert words in (await dash.client.get(r.headers["location"])).text
+        assert dom.get_domain(dash.db, "example.com").tracking_url is None
     r = await dash.post("/dashboard/example.com/settings/tracking",
                         {"track_opens": "on", "pixel_top": "on", "track_clicks": "htmlonly",
                          "tracking_url": "https://email.example.com/"})
@@ -374,3 +383,36 @@ def test_charts_leave_no_legacy_import_hook() -> None:
     import mailbeacon.dashboard.charts  # noqa: F401
 
     assert not any(type(f).__name__ == "PluginImportFixer" for f in sys.meta_path)
+
+
+async def test_failures_by_reason_on_overview_and_campaign(dash: Dash) -> None:
+    info = MessageInfo("example.com", "m1@example.com", "s@example.com", {}, ["autumn"], {})
+    now = now_us()
+
+    def failed(permanent: bool, code: int, message: str) -> Any:
+        return build_event(EventType.FAILED, now, info, "x@example.org",
+                           severity=Severity.PERMANENT if permanent else Severity.TEMPORARY,
+                           reason="bounce" if permanent else "generic",
+                           delivery_status={"code": code, "message": message})
+
+    dropped = failed(True, 605, "")
+    dropped.data["reason"] = "suppress-bounce"  # a drop, not a failure to deliver
+    records = [failed(True, 550, "5.1.1 No such user"), failed(True, 550, "5.1.1 Unknown"),
+               failed(False, 452, "4.2.2 Mailbox full"), dropped]
+    with dash.db.write() as conn:
+        write_events(conn, records)
+    base = "/dashboard/example.com"
+    for path in (f"{base}/?range=24h", f"{base}/campaigns/autumn"):
+        page = (await dash.client.get(path)).text
+        section = page[page.index('id="failures"'):]
+        section = section[:section.index("</section>")]
+        rows = {m[0]: m[1:] for m in re.findall(
+            r'<th scope="row">([^<]+)</th><td class="num">(\d+)</td><td class="num">(\d+)</td>',
+            section)}
+        assert rows["No such user"] == ("2", "0"), path
+        assert rows["Mailbox full"] == ("0", "1"), path
+        assert rows["Other"] == ("0", "0"), path
+        assert "66.7%" in section and "33.3%" in section
+    await dash.service.add_domain("quiet.example.com")
+    quiet = (await dash.client.get("/dashboard/quiet.example.com/")).text
+    assert "No failed deliveries" in quiet

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
 from mailbeacon.errors import BadRequest
 from mailbeacon.ids import new_id
@@ -22,13 +23,14 @@ from mailbeacon.storage.db import Database, insert_events
 from mailbeacon.storage.eventlog import (
     MAX_LIMIT,
     EventQuery,
+    Filter,
     Page,
-    _norm_message_id,  # noqa: PLC2701
     decode_page,
     encode_page,
     fetch_page,
     parse_query,
 )
+from mailbeacon.storage.schema import domains, event_tags, events, messages
 
 T0 = 1_367_571_600_000_000  # Fri, 3 May 2013 09:00:00 UTC, in microseconds
 DOMAIN = "example.com"
@@ -100,6 +102,14 @@ def query(**params: str) -> EventQuery:
     return parse_query(params)
 
 
+def F(name: str, text: str) -> Filter:  # noqa: N802
+    """The filter of one Events API parameter, as parse_query reads it."""
+    found = getattr(parse_query({name: text}), {"message-id": "message_id", "tags": "tag",
+                                                 "from": "sender"}.get(name, name))
+    assert isinstance(found, Filter)
+    return found
+
+
 # --- parse_query ---------------------------------------------------------------------
 
 
@@ -115,15 +125,15 @@ def test_filters_are_normalised() -> None:
             "message-id": "<M1@example.com>",
             "tags": "Newsletter",
             "severity": "Permanent",
-            "pretty": "yes",  # other Mailgun parameters are ignored
+            "pretty": "yes",  # Mailgun's pretty-printing: accepted, changes nothing
         }
     )
-    assert q.event == "opened OR clicked"
+    assert q.event == Filter.of("opened", "clicked")
     assert q.event_names == ("opened", "clicked")
-    assert q.recipient == "alice@example.net"
-    assert q.message_id == "M1@example.com"
-    assert q.tag == "newsletter"
-    assert q.severity == "permanent"
+    assert q.recipient == Filter.of("alice@example.net")
+    assert q.message_id == Filter.of("M1@example.com")
+    assert q.tag == Filter.of("newsletter")
+    assert q.severity == Filter.of("permanent")
 
 
 def test_empty_values_count_as_absent() -> None:
@@ -131,11 +141,59 @@ def test_empty_values_count_as_absent() -> None:
 
 
 def test_message_id_without_brackets() -> None:
-    assert query(**{"message-id": "m1@example.com"}).message_id == "m1@example.com"
+    assert query(**{"message-id": "m1@example.com"}).message_id == Filter.of("m1@example.com")
+
+
+@pytest.mark.parametrize(("name", "words"), [
+    ("subjekt", "unknown parameter 'subjekt'"),
+    ("tag", "unknown parameter 'tag'"),
+    ("size", "filter 'size' is not supported"),
+    ("list", "filter 'list' is not supported"),
+])
+def test_unknown_parameters_are_refused_by_name(name: str, words: str) -> None:
+    with pytest.raises(BadRequest, match=words):
+        parse_query({name: "x"})
+
+
+def test_a_parameter_given_twice_is_refused() -> None:
+    with pytest.raises(BadRequest, match="'tags' is given more than once"):
+        parse_query([("tags", "a"), ("tags", "b")])
+
+
+@pytest.mark.parametrize(("name", "text", "clauses"), [
+    ("event", "NOT opened", (((True, "opened"),),)),
+    ("event", "not opened and not Clicked", (((True, "opened"), (True, "clicked")),)),
+    ("tags", "a b OR NOT c", (((False, "a"), (False, "b")), ((True, "c"),))),
+    ("tags", "a AND b", (((False, "a"), (False, "b")),)),
+    ("subject", '"Weekly digest" OR sale', (((False, "Weekly digest"),), ((False, "sale"),))),
+    # Lower-case words are words in text fields: only OR, AND, NOT are operators there.
+    ("subject", "to be or not", (((False, "to"), (False, "be"), (False, "or"),
+                                  (False, "not")),)),
+    ("from", "NOT bob@example.com", (((True, "bob@example.com"),),)),
+])
+def test_filter_expressions(name: str, text: str,
+                            clauses: tuple[tuple[tuple[bool, str], ...], ...]) -> None:
+    assert F(name, text).clauses == clauses
+
+
+@pytest.mark.parametrize(("name", "text", "words"), [
+    ("subject", '"open', "quote is not closed"),
+    ("subject", 'a ""', "empty term"),
+    ("subject", "a OR", "ends without a term"),
+    ("subject", "OR a", "between two terms"),
+    ("subject", "NOT NOT a", "NOT must be followed"),
+    ("subject", "a\x00b", "control characters"),
+    ("severity", "permanent temporary", "OR"),
+    ("tags", " OR ".join(f"t{i}" for i in range(33)), "more than 32 terms"),
+])
+def test_bad_filter_expressions(name: str, text: str, words: str) -> None:
+    with pytest.raises(BadRequest, match=words):
+        parse_query({name: text})
 
 
 @pytest.mark.parametrize(
-    "event", ["OR", "opened OR", "opened clicked", "opened AND clicked", "open-ed", "x" * 25]
+    "event", ["OR", "opened OR", "opened clicked", "opened AND clicked", "open-ed", "x" * 25,
+              "NOT"]
 )
 def test_bad_event(event: str) -> None:
     with pytest.raises(BadRequest, match="event"):
@@ -233,14 +291,22 @@ def test_constructor_validates() -> None:
 # --- page tokens ---------------------------------------------------------------------
 
 names = st.sampled_from(["opened", "clicked", "failed", "list_member_uploaded"])
+literals = st.tuples(st.booleans(), st.text(min_size=1, max_size=40))
+texts = st.lists(st.lists(literals, min_size=1, max_size=3).map(tuple), min_size=1,
+                 max_size=3).map(lambda c: Filter(tuple(c)))
 queries = st.builds(
     EventQuery,
-    event=st.none() | st.lists(names, min_size=1, max_size=3, unique=True).map(" OR ".join),
-    recipient=st.none() | st.emails().map(str.lower),
+    event=st.none() | st.lists(names, min_size=1, max_size=3, unique=True).map(
+        lambda n: Filter.of(*n)),
+    recipient=st.none() | st.emails().map(str.lower).map(Filter.of),
     message_id=st.none()
-    | st.text(min_size=1, max_size=255).filter(lambda s: _norm_message_id(s) == s),
-    tag=st.none() | st.text(min_size=1, max_size=200).map(str.lower).filter(lambda s: "|" not in s),
-    severity=st.none() | st.sampled_from(["temporary", "permanent"]),
+    | st.text(min_size=1, max_size=255).filter(
+        lambda s: s.strip().removeprefix("<").removesuffix(">").strip() == s).map(Filter.of),
+    tag=st.none() | st.text(min_size=1, max_size=200).map(str.lower).filter(
+        lambda s: "|" not in s and s == s.lower()).map(Filter.of),
+    severity=st.none() | st.sampled_from(["temporary", "permanent"]).map(Filter.of),
+    sender=st.none() | texts,
+    subject=st.none() | texts,
     begin=st.none() | st.integers(0, 2**57),
     end=st.none() | st.integers(0, 2**57),
     ascending=st.booleans(),
@@ -259,13 +325,16 @@ def test_token_round_trip(q: EventQuery) -> None:
 
 
 def test_longest_query_round_trips() -> None:
-    big = "\U0001f4e7" * 255  # four UTF-8 bytes each
+    big = Filter.of("\U0001f4e7" * 255)  # four UTF-8 bytes each
     q = EventQuery(
-        event=" OR ".join(["abcdefghijklmnopqrstuvw" + c for c in "abcdefghi"]),
+        event=Filter.of(*["abcdefghijklmnopqrstuvw" + c for c in "abcdefghi"]),
         recipient=big,
         message_id=big,
         tag=big,
-        severity="temporary",
+        severity=Filter.of("temporary"),
+        sender=F("from", " ".join(["\U0001f4e7" * 6] * 32)[:255]),
+        to=big,
+        subject=F("subject", " ".join(["\U0001f4e7" * 6] * 32)[:255]),
         begin=0,
         end=2**57,
         cursor=new_id(),
@@ -309,6 +378,12 @@ GOOD = _fields(encode_page(EventQuery()))
         _token({k: v for k, v in GOOD.items() if k != "a"}),
         _token({**GOOD, "c": "../../etc"}),
         _token({**GOOD, "e": "drop table"}),
+        _token({**GOOD, "e": [["opened"], []]}),
+        _token({**GOOD, "e": [[["Opened"]]]}),
+        _token({**GOOD, "e": [[["opened", "x"]]]}),
+        _token({**GOOD, "j": [[1]]}),
+        _token({**GOOD, "j": [["a"]] * 33}),
+        _token({**GOOD, "j": []}),
         _token({**GOOD, "s": "fatal"}),
         _token({**GOOD, "b": -1}),
         _token({**GOOD, "b": 1e300}),
@@ -373,6 +448,15 @@ def test_each_filter(db: Database) -> None:
     assert got(severity="temporary") == [temp]
     assert got(event="failed", severity="permanent") == [perm]
     assert got(event="failed", recipient="bob@example.net") == []
+    assert got(event="NOT failed") == [plain, opened, clicked, bob, other_msg, tagged]
+    assert got(event="NOT failed AND NOT delivered") == [opened, clicked]
+    assert got(severity="NOT permanent") == [plain, opened, clicked, bob, other_msg, tagged,
+                                             temp]
+    assert got(recipient="NOT alice@example.net") == [bob]
+    assert got(tags="NOT promo") == [plain, opened, clicked, bob, other_msg, temp, perm]
+    assert got(tags="news promo") == [tagged]
+    assert got(tags="news NOT promo") == []
+    assert got(tags="nothing OR news") == [tagged]
     assert ids(fetch(db, query(), domain="other.example")) == [_elsewhere]
     assert ids(fetch(db, query(), domain="nobody.example")) == []
 
@@ -566,13 +650,19 @@ event_specs = st.lists(
     ),
     max_size=25,
 )
+def _filters(name: str, texts: list[str]) -> Any:
+    return st.sampled_from([None, *texts]).map(lambda t: None if t is None else F(name, t))
+
+
 query_specs = st.builds(
     EventQuery,
-    event=st.sampled_from([None, "opened", "opened OR clicked", "failed OR delivered"]),
-    recipient=st.sampled_from([None, "a@x.org"]),
-    message_id=st.sampled_from([None, "m1@x"]),
-    tag=st.sampled_from([None, "a", "x%y", "x_y", "%"]),
-    severity=st.sampled_from([None, "permanent"]),
+    event=_filters("event", ["opened", "opened OR clicked", "failed OR delivered",
+                             "NOT opened", "NOT opened AND NOT failed"]),
+    recipient=_filters("recipient", ["a@x.org", "NOT a@x.org"]),
+    message_id=_filters("message-id", ["m1@x", "m1@x OR m2@x"]),
+    tag=_filters("tags", ["a", "x%y", "x_y", "%", "a b", "a NOT b", "NOT a", "a OR b",
+                          "x_y OR NOT a"]),
+    severity=_filters("severity", ["permanent", "NOT permanent"]),
     begin=st.none() | st.integers(T0, T0 + 20),
     end=st.none() | st.integers(T0, T0 + 20),
     ascending=st.booleans(),
@@ -580,13 +670,19 @@ query_specs = st.builds(
 )
 
 
+def _holds(found: Filter | None, matches: Any) -> bool:
+    """Whether a filter holds, given `matches(term)` for one term."""
+    return found is None or any(all(matches(t) != negated for negated, t in clause)
+                                for clause in found.clauses)
+
+
 def _matches(ev: Ev, q: EventQuery) -> bool:
     return (
-        (not q.event_names or ev.event in q.event_names)
-        and (q.recipient is None or ev.recipient == q.recipient)
-        and (q.message_id is None or ev.message_id == q.message_id)
-        and (q.tag is None or q.tag in ev.tags)
-        and (q.severity is None or ev.severity == q.severity)
+        _holds(q.event, lambda t: ev.event == t)
+        and _holds(q.recipient, lambda t: ev.recipient == t)
+        and _holds(q.message_id, lambda t: ev.message_id == t)
+        and _holds(q.tag, lambda t: t in ev.tags)
+        and _holds(q.severity, lambda t: ev.severity == t)
         and (q.begin is None or ev.ts >= q.begin)
         and (q.end is None or ev.ts <= q.end)
     )
@@ -611,3 +707,73 @@ def test_pages_concatenate_to_filtered_list(db: Database, evs: Sequence[Ev], q: 
         expected.reverse()
     assert list(itertools.chain(*walk(db, q, domain))) == expected
     assert list(itertools.chain(*reversed(walk(db, q.last(), domain)))) == expected
+
+
+# --- header filters (from, to, subject) and the tag index ----------------------------
+
+
+def _message(db: Database, message_id: str, **headers: str) -> None:
+    """A stored message whose headers the from/to/subject filters read."""
+    with db.write() as conn:
+        if conn.execute(select(domains.c.name).where(domains.c.name == DOMAIN)).first() is None:
+            conn.execute(domains.insert().values(name=DOMAIN, id=new_id(), created_at=0))
+        conn.execute(messages.insert().values(
+            id=new_id(), domain=DOMAIN, message_id=message_id, created_at=0, sender="s@x",
+            headers=json.dumps({"message-id": message_id, **headers}), tags="[]",
+            user_variables="{}", options="{}", mime=b""))
+
+
+def test_header_filters(db: Database) -> None:
+    _message(db, "m1@x", **{"from": "Shop <news@shop.example>", "to": "alice@example.net",
+                            "subject": "Weekly digest: 50% off"})
+    _message(db, "m2@x", **{"from": "Bob <bob@example.org>",
+                            "to": "carol@example.net, dave@example.net",
+                            "subject": "Gr\u00fc\u00dfe und weekly notes"})
+    one, two, other = add(db, Ev(message_id="m1@x"), Ev(message_id="m2@x"),
+                          Ev(message_id="m3@x"))
+
+    def got(**params: str) -> list[str]:
+        return ids(fetch(db, query(ascending="yes", **params)))
+
+    assert got(**{"from": "news@shop.example"}) == [one]
+    assert got(**{"from": "NEWS@Shop.Example"}) == [one]  # case does not matter
+    assert got(**{"from": "NOT bob@example.org"}) == [one]
+    assert got(to="dave@example.net") == [two]
+    assert got(to="example.net") == [one, two]
+    assert got(subject="weekly") == [one, two]
+    assert got(subject='"weekly digest"') == [one]
+    assert got(subject="weekly notes") == [two]  # both words, anywhere
+    assert got(subject='"weekly notes"') == [two]
+    assert got(subject="50%") == [one]  # % and _ are literal
+    assert got(subject="5_%") == []
+    assert got(subject="gr\u00fc\u00dfe") == [two]
+    assert got(subject="digest OR notes", **{"from": "bob"}) == [two]
+    assert other not in got(subject="NOT digest")  # no stored message: no headers to match
+
+
+def test_tag_filter_reads_the_tag_index(db: Database) -> None:
+    created = add(db, *(Ev(ts=T0 + i, tags=("promo",) if i % 3 == 0 else ("news",))
+                        for i in range(30)))
+    promo = [id_ for i, id_ in enumerate(created) if i % 3 == 0]
+    with db.read() as conn:
+        rows = conn.execute(select(event_tags.c.event_id, event_tags.c.tag)
+                            .order_by(event_tags.c.event_id)).all()
+    assert [(r.event_id, r.tag) for r in rows if r.tag == "promo"] == [(i, "promo")
+                                                                      for i in promo]
+    assert list(itertools.chain(*walk(db, query(tags="promo", limit="4")))) == promo[::-1]
+    assert ids(fetch(db, query(tags="promo", event="delivered", ascending="yes"))) == promo
+    # Only the index knows the tags: a walk that reads events.tags would find them all.
+    with db.write() as conn:
+        conn.execute(event_tags.delete().where(event_tags.c.event_id == promo[0]))
+    assert promo[0] not in ids(fetch(db, query(tags="promo")))
+    assert promo[0] in ids(fetch(db, query(tags="promo OR nothing")))  # read from events
+
+
+def test_event_tags_go_with_their_events(db: Database) -> None:
+    kept, gone = add(db, Ev(tags=("a", "b")), Ev(tags=("a",), recipient="gone@example.net"))
+    with db.write() as conn:
+        conn.execute(events.delete().where(events.c.id == gone))
+    with db.read() as conn:
+        rows = conn.execute(select(event_tags.c.event_id, event_tags.c.tag)
+                            .order_by(event_tags.c.tag)).all()
+    assert [(r.event_id, r.tag) for r in rows] == [(kept, "a"), (kept, "b")]
