@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from mailbeacon.apikeys import KeyChecker
 from mailbeacon.errors import ConfigError
@@ -144,13 +145,7 @@ class Runtime:
             self.smtp_server.close()
             await self.smtp_server.wait_closed()
         for task in self._tasks:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            except Exception:  # a task that had ended with an error must not stop shutdown
-                log.exception("background task %s had failed", task.get_name())
+            await _cancelled(task)
         await self.recorder.stop()
         # HTTP processes first: they finish their answers and close their journal files;
         # then the loader, which finishes the file in hand (the next start loads the rest).
@@ -231,3 +226,16 @@ def mailbox_delay(interval: float, failures: int) -> float:
     if failures <= 1:
         return interval
     return min(interval * 2.0 ** min(failures - 1, 20), max(interval, 3600.0))
+
+
+async def _cancelled(task: asyncio.Task[Any]) -> None:
+    """Cancel a background task and wait until it has ended. Cancelled again until it
+    ends: Python 3.11's `asyncio.wait_for` loses a cancellation that races the wake-up it
+    waits for (gh-86296), and the task would then run on and shutdown wait forever."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    if not task.cancelled() and task.exception() is not None:
+        # a task that had ended with an error must not stop shutdown
+        log.error("background task %s had failed", task.get_name(),
+                  exc_info=task.exception())
