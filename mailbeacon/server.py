@@ -9,6 +9,7 @@ from typing import Any
 import uvicorn
 
 from mailbeacon.app import MailbeaconApp
+from mailbeacon.forwarded import check_forwarded
 from mailbeacon.track.front import protocol_factory
 
 BACKLOG = 2048  # uvicorn's default
@@ -21,7 +22,7 @@ def server(app: MailbeaconApp, host: str, port: int, **options: Any) -> uvicorn.
         app, host=host, port=port, log_level="warning", access_log=False,
         http=protocol_factory(runtime.codec, runtime.recorder),  # type: ignore[arg-type]
         **options)
-    return uvicorn.Server(config)
+    return uvicorn.Server(check_forwarded(config))
 
 
 def listening_socket(host: str, port: int, shared: bool) -> socket.socket:
