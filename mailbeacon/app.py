@@ -35,7 +35,6 @@ from mailbeacon.settings import Settings
 from mailbeacon.track.endpoints import TrackingEndpoints
 from mailbeacon.track.unsubscribe import UnsubscribeEndpoint
 
-
 _OPENAPI_METHODS = JSONResponse({"message": "Method not allowed: /openapi.json is GET only"},
                                 405, headers={"Allow": "GET, HEAD"})
 
