@@ -97,7 +97,7 @@ class WebhookSender:
             try:
                 while True:
                     self._wake.clear()  # before claiming: a post ending meanwhile wakes us
-                    free = self._concurrency - len(posts)
+                    free = self._concurrency - sum(self._busy.values())
                     learned = False
                     if free > 0:
                         try:
