@@ -24,6 +24,7 @@ from mailbeacon.api import (
     tags,
     webhooks,
 )
+from mailbeacon.api.access import need_of
 from mailbeacon.api.auth import RequireApiKey
 from mailbeacon.api.errors import api_error, http_error, unexpected_error
 from mailbeacon.api.limits import LimitBody
@@ -69,10 +70,12 @@ class MailbeaconApp:
 
 def merge_routes(routes: list[BaseRoute]) -> list[BaseRoute]:
     """One route per path, whatever the methods: a 405 then lists in `Allow` every
-    method the path takes (separate routes per method would each list only theirs)."""
+    method the path takes (separate routes per method would each list only theirs).
+    Every endpoint must declare which keys may call it (`access.requires`)."""
     by_path: dict[str, dict[str, Any]] = {}
     for route in routes:
         assert isinstance(route, Route) and route.methods
+        need_of(route.endpoint)  # TypeError at start-up for an undeclared route
         for method in route.methods:
             by_path.setdefault(route.path, {})[method] = route.endpoint
     merged: list[BaseRoute] = []

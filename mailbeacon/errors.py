@@ -8,6 +8,7 @@ MailbeaconError
  └── ApiError                         carries an HTTP status; rendered as {"message": ...}
       ├── BadRequest(ValueError)      400: the request is malformed
       ├── Unauthorized                401: missing or wrong API key
+      ├── Forbidden                   403: the key may not do this (its domain or role)
       ├── NotFound(LookupError)       404: no such domain, event page, ...
       └── PayloadTooLarge             413: request body over the configured limit
 """
@@ -43,6 +44,10 @@ class BadRequest(ApiError, ValueError):
 
 class Unauthorized(ApiError):
     status = 401
+
+
+class Forbidden(ApiError):
+    status = 403
 
 
 class NotFound(ApiError, LookupError):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import ssl
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from mailbeacon.apikeys import KeyChecker
@@ -20,6 +20,7 @@ from mailbeacon.retention import purge
 from mailbeacon.send.outbox import LocalOutbox
 from mailbeacon.send.relay import Relay
 from mailbeacon.send.smtp import SmtpHandler, start_smtp_server, tls_context
+from mailbeacon.send.smtp_limits import SmtpLimits
 from mailbeacon.send.worker import DeliveryWorker, RetryPolicy
 from mailbeacon.settings import Settings, parse_host_port
 from mailbeacon.storage.db import Database
@@ -79,6 +80,7 @@ class Runtime:
                 raise ConfigError(f"cannot load the SMTP TLS certificate: {exc}") from exc
         self.smtp_server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = threading.Event()  # cuts a mailbox poll under way at shutdown
 
     async def start(self) -> None:
         self.recorder.start()
@@ -98,7 +100,8 @@ class Runtime:
             host, port = parse_host_port(self.settings.smtp, "smtp")
             handler = SmtpHandler(self.db, self.inbound, self.message_queued)
             self.smtp_server = await start_smtp_server(
-                host, port, handler, self.keys, self.settings.smtp_max_bytes, self.smtp_tls)
+                host, port, handler, self.keys, self.settings.smtp_max_bytes, self.smtp_tls,
+                limits=SmtpLimits(sessions_per_ip=self.settings.smtp_sessions_per_ip))
         if self.worker is not None:
             self._tasks.append(asyncio.create_task(self.worker.run(), name="delivery-worker"))
         if self.webhook_sender is not None:
@@ -136,13 +139,18 @@ class Runtime:
         os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's graceful shutdown
 
     async def stop(self) -> None:
+        self._stopping.set()
         if self.smtp_server is not None:
             self.smtp_server.close()
             await self.smtp_server.wait_closed()
         for task in self._tasks:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # a task that had ended with an error must not stop shutdown
+                log.exception("background task %s had failed", task.get_name())
         await self.recorder.stop()
         # HTTP processes first: they finish their answers and close their journal files;
         # then the loader, which finishes the file in hand (the next start loads the rest).
@@ -170,18 +178,29 @@ class Runtime:
             await asyncio.sleep(3600)
 
     async def _poll_mailbox(self) -> None:
-        """Fetch the bounce mailbox now and then; one poll at a time (POP3 locks)."""
+        """Fetch the bounce mailbox now and then; one poll at a time (POP3 locks). No
+        failure ends this loop: each is logged, and polls go on, backing off while they
+        keep failing (the interval, doubled per failure, at most an hour)."""
         config = MailboxConfig.from_url(self.settings.bounce_mailbox)
+        interval = self.settings.bounce_mailbox_interval
+        failures = 0
         while True:
             try:
                 result = await self.poll_mailbox_once(config)
-                if result.fetched:
-                    log.info("mailbox %s: %d fetched, %d processed, %d kept",
-                             config.redacted(), result.fetched, result.processed,
-                             result.failed)
             except MailboxError as exc:  # its message never holds the password
+                failures += 1
                 log.warning("mailbox %s: %s", config.redacted(), exc)
-            await asyncio.sleep(self.settings.bounce_mailbox_interval)
+            except Exception:
+                failures += 1
+                log.exception("mailbox %s: poll failed", config.redacted())
+            else:
+                failures = 0
+                if result.fetched or result.oversized or result.deferred:
+                    log.info("mailbox %s: %d fetched, %d processed, %d kept, %d too large "
+                             "(left on the server), %d for the next poll", config.redacted(),
+                             result.fetched, result.processed, result.failed,
+                             result.oversized, result.deferred)
+            await asyncio.sleep(mailbox_delay(interval, failures))
 
     async def poll_mailbox_once(self, config: MailboxConfig,
                                 ssl_context: ssl.SSLContext | None = None) -> PollResult:
@@ -194,7 +213,8 @@ class Runtime:
             future.result(timeout=120)
             return True
 
-        return await asyncio.to_thread(poll_once, config, handle, ssl_context=ssl_context)
+        return await asyncio.to_thread(poll_once, config, handle, ssl_context=ssl_context,
+                                       stop=self._stopping)
 
     def webhooks_queued(self) -> None:
         if self.webhook_sender is not None:
@@ -203,3 +223,11 @@ class Runtime:
     def message_queued(self) -> None:
         if self.worker is not None:
             self.worker.wake()
+
+
+def mailbox_delay(interval: float, failures: int) -> float:
+    """Seconds to the next mailbox poll: the interval, doubled per failure in a row
+    after the first, at most an hour (or the interval, if longer)."""
+    if failures <= 1:
+        return interval
+    return min(interval * 2.0 ** min(failures - 1, 20), max(interval, 3600.0))

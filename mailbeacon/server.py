@@ -9,18 +9,24 @@ from typing import Any
 import uvicorn
 
 from mailbeacon.app import MailbeaconApp
+from mailbeacon.connections import Limits, fit_descriptors
 from mailbeacon.forwarded import check_forwarded
 from mailbeacon.track.front import protocol_factory
 
 BACKLOG = 2048  # uvicorn's default
 
 
-def server(app: MailbeaconApp, host: str, port: int, **options: Any) -> uvicorn.Server:
-    """A uvicorn server for `app`; `options` are uvicorn's (lifespan, ...)."""
+def server(app: MailbeaconApp, host: str, port: int, limits: Limits | None = None,
+           **options: Any) -> uvicorn.Server:
+    """A uvicorn server for `app`; `options` are uvicorn's (lifespan, ...). `limits`:
+    the connection limits (connections.py), by default from the settings."""
     runtime = app.runtime
+    if limits is None:
+        limits = Limits(max_connections=runtime.settings.http_max_connections)
+    limits = fit_descriptors(limits)
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False,
-        http=protocol_factory(runtime.codec, runtime.recorder),  # type: ignore[arg-type]
+        http=protocol_factory(runtime.codec, runtime.recorder, limits),  # type: ignore[arg-type]
         **options)
     return uvicorn.Server(check_forwarded(config))
 

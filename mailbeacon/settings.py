@@ -8,6 +8,7 @@ A test checks that every setting is documented in docs/configuration.md.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ class Setting:
     type: type
     default: Any
     help: str
+    # Numbers: the range a value must be in (both ends included), checked at start-up.
+    low: float | None = None
+    high: float | None = None
 
     @property
     def env(self) -> str:
@@ -36,6 +40,15 @@ class Setting:
     def secret(self) -> bool:
         return any(word in self.name for word in ("key", "password", "mailbox"))
 
+    @property
+    def range(self) -> str:
+        """The documented range, e.g. "1 to 64" (README and --help say it)."""
+        return f"{_number(self.low)} to {_number(self.high)}"
+
+
+def _number(value: float | None) -> str:
+    return str(int(value)) if value is not None and float(value).is_integer() else str(value)
+
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("database_url", str, "sqlite:///mailbeacon.db",
@@ -47,7 +60,12 @@ SETTINGS: tuple[Setting, ...] = (
             "Processes answering HTTP on --http (Linux SO_REUSEPORT: the kernel spreads "
             "connections over them). Each serves the API and the tracking endpoints; the "
             "first also runs the delivery worker, webhooks, SMTP and the journal loader. "
-            "Use one per core for tracking bursts (see docs/benchmarks.md)."),
+            "Use one per core for tracking bursts (see docs/benchmarks.md).", low=1, high=64),
+    Setting("http_max_connections", int, 1000,
+            "Open HTTP connections at once per process. Past it a new connection takes the "
+            "place of the one waiting longest for a request (idle keep-alive or unfinished "
+            "head); when every one is busy, it gets 503 (see docs/security.md).",
+            low=16, high=100_000),
     Setting("public_url", str, "",
             "Base URL recipients reach this server at, used in tracking links when a domain "
             "has no tracking URL of its own, and in the API's paging URLs. Default: "
@@ -60,14 +78,20 @@ SETTINGS: tuple[Setting, ...] = (
             "HOST:PORT of the SMTP server: submission (AUTH with user 'api' and an API key) "
             "and mail returning to the bounce domains. Empty: no SMTP server."),
     Setting("smtp_max_bytes", int, 25 * 1024 * 1024,
-            "Largest message the SMTP server takes (552 above it)."),
+            "Largest message the SMTP server takes (552 above it).", low=1024, high=2**30),
+    Setting("smtp_sessions_per_ip", int, 10,
+            "Unauthenticated SMTP sessions open at once per client address (an IPv6 "
+            "address counts by its /64); the one over the limit gets 421. A session stops "
+            "counting once it authenticates.", low=1, high=10000),
     Setting("smtp_tls_cert", str, "",
             "PEM certificate (chain) for STARTTLS on the SMTP server; AUTH then needs TLS."),
     Setting("smtp_tls_key", str, "", "PEM private key of --smtp-tls-cert."),
     Setting("bounce_mailbox", str, "",
             "Mailbox to fetch bounces and complaints from: pop3s://USER:PASS@HOST[:PORT], "
             "pop3://, imaps://USER:PASS@HOST[:PORT][/FOLDER] or imap://. Empty: none."),
-    Setting("bounce_mailbox_interval", float, 60.0, "Seconds between two mailbox polls."),
+    Setting("bounce_mailbox_interval", float, 60.0,
+            "Seconds between two mailbox polls.",
+            low=1, high=86400),
     Setting("secret_key", str, "",
             "Key that signs tracking tokens (at least 16 characters). Empty: one is generated "
             "once and kept in the database, so links stay valid across restarts."),
@@ -76,14 +100,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("api_key", str, "",
             "An API key accepted besides those made with `mailbeacon keys create`."),
     Setting("max_request_bytes", int, 25 * 1024 * 1024,
-            "Largest HTTP request body accepted (413 above it); Mailgun's limit is 25 MB."),
-    Setting("relay_timeout", float, 30.0, "Seconds before an SMTP relay operation times out."),
-    Setting("delivery_concurrency", int, 10, "SMTP transactions in flight at once per process."),
+            "Largest HTTP request body accepted (413 above it); Mailgun's limit is 25 MB.",
+            low=1024, high=2**30),
+    Setting("relay_timeout", float, 30.0,
+            "Seconds before an SMTP relay operation times out.",
+            low=1, high=3600),
+    Setting("delivery_concurrency", int, 10,
+            "SMTP transactions in flight at once per process.",
+            low=1, high=1000),
     Setting("retry_first", float, 600.0,
             "Seconds before the first retry of a temporary failure; each next retry waits "
-            "twice as long."),
+            "twice as long.", low=1, high=86400),
     Setting("retry_max_age", float, 28800.0,
-            "Seconds after the first attempt when temporary failures become permanent."),
+            "Seconds after the first attempt when temporary failures become permanent.",
+            low=0, high=2592000),
     Setting("recording", str, "commit",
             "commit: an open or click is answered once it is in the database. journal: "
             "once it is appended to a local journal (spool_dir) that is loaded into the "
@@ -98,10 +128,11 @@ SETTINGS: tuple[Setting, ...] = (
             "with geoip2fast."),
     Setting("engagement_half_life_days", float, 30.0,
             "Days after which an open, click or reply counts half in a contact's "
-            "engagement score."),
+            "engagement score.", low=0.1, high=3650),
     Setting("webhook_timeout", float, 5.0,
             "Seconds a webhook post may take in all (resolving, connecting, sending, "
-            "reading the answer); a slower one is retried later."),
+            "reading the answer); a slower one is retried later.",
+            low=0.1, high=300),
     Setting("webhook_forbid_private", bool, False,
             "yes: refuse webhook URLs whose host resolves to a private, loopback or "
             "link-local address (SSRF protection for multi-tenant installations)."),
@@ -116,10 +147,12 @@ class Settings:
     database_url: str = "sqlite:///mailbeacon.db"
     http: str = "127.0.0.1:8080"
     http_processes: int = 1
+    http_max_connections: int = 1000
     public_url: str = ""
     relay: str = ""
     smtp: str = ""
     smtp_max_bytes: int = 25 * 1024 * 1024
+    smtp_sessions_per_ip: int = 10
     smtp_tls_cert: str = ""
     smtp_tls_key: str = ""
     bounce_mailbox: str = ""
@@ -208,15 +241,20 @@ def _flag(raw: object) -> bool:
 
 
 def validate(settings: Settings) -> None:
+    for s in SETTINGS:
+        if s.low is not None and s.high is not None:
+            _in_range(s, getattr(settings, s.name))
     settings.http_host_port  # noqa: B018 - raises ConfigError when malformed
     if settings.smtp:
         parse_host_port(settings.smtp, "smtp")
+    if settings.relay:  # before the port is bound, so a bad URL is named first
+        from mailbeacon.send.relay import Relay
+
+        Relay.from_url(settings.relay)  # ConfigError, never quoting the URL
     if settings.bounce_mailbox:
         from mailbeacon.inbound.mailbox import MailboxConfig
 
         MailboxConfig.from_url(settings.bounce_mailbox)  # ConfigError, never quoting the URL
-    if settings.bounce_mailbox_interval < 1:
-        raise ConfigError("MAILBEACON_BOUNCE_MAILBOX_INTERVAL must be at least 1 second")
     if bool(settings.smtp_tls_cert) != bool(settings.smtp_tls_key):
         raise ConfigError("MAILBEACON_SMTP_TLS_CERT and MAILBEACON_SMTP_TLS_KEY go together")
     if settings.secret_key and len(settings.secret_key) < 16:
@@ -227,16 +265,17 @@ def validate(settings: Settings) -> None:
         raise ConfigError("MAILBEACON_PUBLIC_URL must start with http:// or https://")
     if settings.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("MAILBEACON_LOG_LEVEL must be debug, info, warning or error")
-    if not 1 <= settings.http_processes <= 64:
-        raise ConfigError("MAILBEACON_HTTP_PROCESSES must be between 1 and 64")
     if settings.recording not in ("commit", "journal"):
         raise ConfigError("MAILBEACON_RECORDING must be commit or journal")
-    if settings.engagement_half_life_days <= 0:
-        raise ConfigError("MAILBEACON_ENGAGEMENT_HALF_LIFE_DAYS must be positive")
     if settings.geoip_db and not os.path.isfile(settings.geoip_db):
         raise ConfigError(f"MAILBEACON_GEOIP_DB: no such file: {settings.geoip_db}")
-    if settings.retry_first <= 0 or settings.retry_max_age < 0:
-        raise ConfigError("MAILBEACON_RETRY_FIRST must be positive, "
-                          "MAILBEACON_RETRY_MAX_AGE not negative")
-    if settings.max_request_bytes < 1024:
-        raise ConfigError("MAILBEACON_MAX_REQUEST_BYTES must be at least 1024")
+
+
+def _in_range(setting: Setting, value: float) -> None:
+    """A number outside its range (inf and nan included) is refused, naming the setting:
+    retry_first=inf re-sent delivered mail, a negative timeout or concurrency broke the
+    loops that use them."""
+    assert setting.low is not None and setting.high is not None
+    if not (math.isfinite(value) and setting.low <= value <= setting.high):
+        raise ConfigError(f"{setting.env} must be between {_number(setting.low)} and "
+                          f"{_number(setting.high)}, got {value}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -95,3 +96,34 @@ def test_settings_survive_the_environment_handed_to_child_processes() -> None:
     env = settings.environment()
     assert env["MAILBEACON_WEBHOOK_FORBID_PRIVATE"] == "yes"
     assert load(environ=env) == settings
+
+
+NUMERIC = [s for s in SETTINGS if s.type in (int, float)]
+
+
+def test_every_numeric_setting_has_a_documented_range() -> None:
+    readme = (ROOT / "README.md").read_text()
+    serve_help = " ".join(CliRunner().invoke(main, ["serve", "--help"]).output.split())
+    for setting in NUMERIC:
+        assert setting.low is not None and setting.high is not None, setting.name
+        assert setting.low <= setting.default <= setting.high, setting.name
+        assert f"| `{setting.env}` | {setting.range} |" in readme, setting.env
+        assert f"[range: {setting.range}]" in serve_help, setting.option
+
+
+@pytest.mark.parametrize("setting", NUMERIC, ids=lambda s: s.name)
+def test_numbers_out_of_range_are_refused_naming_the_setting(setting: Any) -> None:
+    """inf, nan, negative and too-large values stop serve with a message, no traceback
+    (MAILBEACON_RETRY_FIRST=inf re-sent delivered mail; -1 timeouts were taken)."""
+    assert setting.low is not None and setting.high is not None
+    bad = ["-5", str(setting.low - 1), str(setting.high * 2)]
+    if setting.type is float:
+        bad += ["inf", "-inf", "nan"]
+    for value in bad:
+        with pytest.raises(ConfigError, match=setting.env):
+            load(environ={setting.env: value})
+        result = CliRunner().invoke(main, ["serve"], env={setting.env: value})
+        assert result.exit_code == 2, (setting.env, value, result.output)
+        assert setting.env in result.output and "Traceback" not in result.output
+    for value in (setting.low, setting.high):  # the ends are in the range
+        assert getattr(load(environ={setting.env: str(value)}), setting.name) == value

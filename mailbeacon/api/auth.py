@@ -1,4 +1,6 @@
-"""HTTP basic auth with user `api` and an API key, as Mailgun does, on every API path."""
+"""HTTP basic auth with user `api` and an API key, as Mailgun does, on every API path.
+
+What the key may do (its domain, its role) is checked per route: see `access`."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from mailbeacon.api.access import STATE_KEY
 from mailbeacon.apikeys import KeyChecker
 from mailbeacon.errors import Unauthorized
 
@@ -29,7 +32,8 @@ def presented_key(authorization: str) -> str:
 
 
 class RequireApiKey:
-    """Rejects any request without a valid key before it reaches a route."""
+    """Rejects any request without a valid key before it reaches a route, and leaves
+    the key's grant in the request's state for the routes' `@requires` checks."""
 
     def __init__(self, app: ASGIApp, keys: KeyChecker) -> None:
         self.app = app
@@ -39,8 +43,10 @@ class RequireApiKey:
         if scope["type"] == "http":
             try:
                 key = presented_key(HTTPConnection(scope).headers.get("authorization", ""))
-                if not await run_in_threadpool(self.keys.is_valid, key):
+                grant = await run_in_threadpool(self.keys.check, key)
+                if grant is None:
                     raise Unauthorized("Invalid private key")
+                scope.setdefault("state", {})[STATE_KEY] = grant
             except Unauthorized as exc:
                 # Middleware runs outside the exception handlers: answer here.
                 response = JSONResponse({"message": exc.message}, status_code=401,

@@ -27,6 +27,7 @@ from starlette.routing import Route
 from mailbeacon import contacts as ct
 from mailbeacon import domains as dom
 from mailbeacon import engagement, retention
+from mailbeacon.api.access import DOMAIN, DOMAIN_SETTINGS, requires
 from mailbeacon.api.forms import query_limit, read_form, runtime, text_field
 from mailbeacon.api.paging import api_url, page_links
 from mailbeacon.api.suppressions import _page as parse_page
@@ -58,6 +59,7 @@ def half_life_days(request: Request) -> float:
 # --- contacts ------------------------------------------------------------------------
 
 
+@requires(DOMAIN)
 async def list_contacts(request: Request) -> JSONResponse:
     params = request.query_params
     sort = params.get("sort", "engagement")
@@ -106,6 +108,7 @@ async def list_contacts(request: Request) -> JSONResponse:
     })
 
 
+@requires(DOMAIN)
 async def get_contact(request: Request) -> JSONResponse:
     db = runtime(request).db
     domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
@@ -114,6 +117,7 @@ async def get_contact(request: Request) -> JSONResponse:
     return JSONResponse(ct.details_json(details, now_us(), half_life_days(request)))
 
 
+@requires(DOMAIN)
 async def contact_timeline(request: Request) -> JSONResponse:
     """Every event about the address, newest first (the Events API's items and paging)."""
     db = runtime(request).db
@@ -145,6 +149,7 @@ async def contact_timeline(request: Request) -> JSONResponse:
     })
 
 
+@requires(DOMAIN)
 async def update_consent(request: Request) -> JSONResponse:
     form = await read_form(request)
     consent = ct.parse_consent(text_field(form, "consent"))
@@ -157,6 +162,7 @@ async def update_consent(request: Request) -> JSONResponse:
                          "consent_at": ct.rfc2822(contact.consent_at)})
 
 
+@requires(DOMAIN)
 async def erase_contact(request: Request) -> JSONResponse:
     db = runtime(request).db
     domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
@@ -176,6 +182,7 @@ async def erase_contact(request: Request) -> JSONResponse:
 # --- per-recipient status ------------------------------------------------------------
 
 
+@requires(DOMAIN)
 async def message_recipients(request: Request) -> JSONResponse:
     db = runtime(request).db
     domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
@@ -191,6 +198,7 @@ async def message_recipients(request: Request) -> JSONResponse:
                          "paging": _delivery_paging(base, limit, found, after)})
 
 
+@requires(DOMAIN)
 async def recipient_messages(request: Request) -> JSONResponse:
     db = runtime(request).db
     domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
@@ -231,12 +239,14 @@ def _delivery_paging(base: str, limit: int, found: list[ct.RecipientStatus],
 # --- privacy -------------------------------------------------------------------------
 
 
+@requires(DOMAIN_SETTINGS)
 async def get_privacy(request: Request) -> JSONResponse:
     found = await run_in_threadpool(retention.get_privacy, runtime(request).db,
                                     request.path_params["name"])
     return JSONResponse({"privacy": found.to_json()})
 
 
+@requires(DOMAIN_SETTINGS)
 async def update_privacy(request: Request) -> JSONResponse:
     form = await read_form(request)
     changes = retention.parse_privacy(

@@ -12,6 +12,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from mailbeacon import domains as dom
+from mailbeacon.api.access import (
+    DOMAIN_LIST,
+    DOMAIN_SETTINGS,
+    INSTALLATION,
+    calling_key,
+    requires,
+)
 from mailbeacon.api.forms import read_form, required, runtime, text_field
 from mailbeacon.errors import BadRequest
 from mailbeacon.storage.db import Database
@@ -19,6 +26,7 @@ from mailbeacon.storage.schema import domains as domains_table
 from mailbeacon.track.bots import Thresholds
 
 
+@requires(INSTALLATION)
 async def create_domain(request: Request) -> JSONResponse:
     form = await read_form(request)
     name = required(form, "name")
@@ -29,13 +37,21 @@ async def create_domain(request: Request) -> JSONResponse:
                          "tracking": dom.tracking_json(domain)})
 
 
+@requires(DOMAIN_LIST)
 async def list_domains(request: Request) -> JSONResponse:
     limit = _int_param(request, "limit", 100, 1, 1000)
     skip = _int_param(request, "skip", 0, 0, 10**9)
-    total, items = await run_in_threadpool(dom.list_domains, runtime(request).db, limit, skip)
+    own = calling_key(request).domain
+    if own is not None:  # a one-domain key sees only its domain
+        found = await run_in_threadpool(dom.get_domain, runtime(request).db, own)
+        total, items = 1, [found][skip:skip + limit]
+    else:
+        total, items = await run_in_threadpool(dom.list_domains, runtime(request).db,
+                                               limit, skip)
     return JSONResponse({"total_count": total, "items": [dom.domain_json(d) for d in items]})
 
 
+@requires(DOMAIN_SETTINGS)
 async def get_domain(request: Request) -> JSONResponse:
     domain = await run_in_threadpool(dom.get_domain, runtime(request).db,
                                      request.path_params["name"])
@@ -43,6 +59,7 @@ async def get_domain(request: Request) -> JSONResponse:
                          "tracking": dom.tracking_json(domain)})
 
 
+@requires(DOMAIN_SETTINGS)
 async def update_domain(request: Request) -> JSONResponse:
     form = await read_form(request)
     changes: dict[str, object] = {}
@@ -66,12 +83,14 @@ async def update_domain(request: Request) -> JSONResponse:
                          "domain": dom.domain_json(domain)})
 
 
+@requires(DOMAIN_SETTINGS)
 async def get_tracking(request: Request) -> JSONResponse:
     domain = await run_in_threadpool(dom.get_domain, runtime(request).db,
                                      request.path_params["name"])
     return JSONResponse({"tracking": dom.tracking_json(domain)})
 
 
+@requires(DOMAIN_SETTINGS)
 async def update_open_tracking(request: Request) -> JSONResponse:
     form = await read_form(request)
     changes: dict[str, object] = {"track_opens": dom.parse_bool(required(form, "active"),
@@ -85,6 +104,7 @@ async def update_open_tracking(request: Request) -> JSONResponse:
                          "open": dom.tracking_json(domain)["open"]})
 
 
+@requires(DOMAIN_SETTINGS)
 async def update_click_tracking(request: Request) -> JSONResponse:
     form = await read_form(request)
     mode = dom.parse_click_mode(required(form, "active"), "active")
@@ -94,6 +114,7 @@ async def update_click_tracking(request: Request) -> JSONResponse:
                          "click": dom.tracking_json(domain)["click"]})
 
 
+@requires(DOMAIN_SETTINGS)
 async def update_unsubscribe_tracking(request: Request) -> JSONResponse:
     """Mailgun's unsubscribe tracking: the footer added when a body has no placeholder."""
     form = await read_form(request)
@@ -109,6 +130,7 @@ async def update_unsubscribe_tracking(request: Request) -> JSONResponse:
                          "unsubscribe": dom.tracking_json(domain)["unsubscribe"]})
 
 
+@requires(DOMAIN_SETTINGS)
 async def bot_thresholds(request: Request) -> JSONResponse:
     """GET or PUT the thresholds of the link-scanner heuristics (track/bots.py)."""
     db = runtime(request).db

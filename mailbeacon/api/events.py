@@ -8,6 +8,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from mailbeacon import domains as dom
+from mailbeacon.api.access import DOMAIN, requires
 from mailbeacon.api.forms import runtime
 from mailbeacon.api.paging import api_url
 from mailbeacon.storage.eventlog import (
@@ -20,10 +21,12 @@ from mailbeacon.storage.eventlog import (
 )
 
 
+@requires(DOMAIN)
 async def list_events(request: Request) -> JSONResponse:
     return await _page(request, parse_query(dict(request.query_params)))
 
 
+@requires(DOMAIN)
 async def events_page(request: Request) -> JSONResponse:
     return await _page(request, decode_page(request.path_params["page"]))
 

@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from mailbeacon import domains as dom
 from mailbeacon.addresses import parse_mailboxes
+from mailbeacon.api.access import SEND, requires
 from mailbeacon.api.forms import read_form, required, runtime, text_field, text_fields
 from mailbeacon.errors import BadRequest
 from mailbeacon.send.controls import controls_from_headers, parse_delivery_time, parse_variable
@@ -29,6 +30,7 @@ from mailbeacon.send.submission import (
 _CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
 
 
+@requires(SEND)
 async def send_message(request: Request) -> JSONResponse:
     rt = runtime(request)
     domain = await run_in_threadpool(dom.get_domain, rt.db, request.path_params["domain"])
@@ -39,6 +41,7 @@ async def send_message(request: Request) -> JSONResponse:
     return JSONResponse({"id": f"<{message_id}>", "message": "Queued. Thank you."})
 
 
+@requires(SEND)
 async def send_mime(request: Request) -> JSONResponse:
     """messages.mime: the message as raw MIME in `message`, recipients in `to`."""
     rt = runtime(request)

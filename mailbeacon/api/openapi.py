@@ -51,7 +51,8 @@ _QUERIES: dict[str, list[str]] = {
                               "active_since", "consent", "page", "pivot"],
     "/v3/domains/{domain}/webhooks/deliveries": ["status", "limit", "before"],
 }
-_ERRORS = {"400": "Bad request", "401": "No or wrong API key", "404": "Not found",
+_ERRORS = {"400": "Bad request", "401": "No or wrong API key",
+           "403": "The key may not use this domain or route", "404": "Not found",
            "405": "Method not allowed", "413": "Request too large"}
 
 

@@ -26,6 +26,7 @@ from starlette.routing import Route
 from mailbeacon import domains as dom
 from mailbeacon import stats
 from mailbeacon import tags as tg
+from mailbeacon.api.access import DOMAIN, requires
 from mailbeacon.api.forms import query_limit, runtime
 from mailbeacon.api.paging import api_url, page_links
 from mailbeacon.api.tags import path_tag, tag_json
@@ -50,10 +51,12 @@ def _human(request: Request) -> bool:
     return stats.parse_flag(request.query_params.get("human"), "human")
 
 
+@requires(DOMAIN)
 async def domain_stats(request: Request) -> JSONResponse:
     return await _stats(request, "")
 
 
+@requires(DOMAIN)
 async def tag_stats(request: Request) -> JSONResponse:
     return await _stats(request, path_tag(request.path_params["tag"]))
 
@@ -69,6 +72,7 @@ async def _stats(request: Request, tag: str) -> JSONResponse:
 
 
 def _aggregate(kind: str) -> Callable[[Request], Any]:
+    @requires(DOMAIN)
     async def endpoint(request: Request) -> JSONResponse:
         tag = path_tag(request.path_params["tag"])
         start, end = stats.parse_bounds(request.query_params)
@@ -80,15 +84,17 @@ def _aggregate(kind: str) -> Callable[[Request], Any]:
             conn, domain, tag, kind, lower, upper, human=human))
         return JSONResponse(body)
 
-    endpoint.__name__ = f"aggregate_{kind}"
+    endpoint.__name__ = endpoint.__qualname__ = f"aggregate_{kind}"
     return endpoint
 
 
+@requires(DOMAIN)
 async def campaign(request: Request) -> JSONResponse:
     report = await _report(request)
     return JSONResponse(report.to_json())
 
 
+@requires(DOMAIN)
 async def campaign_csv(request: Request) -> Response:
     report = await _report(request)
     name = re.sub(r"[^A-Za-z0-9._-]", "_", report.tag)
@@ -104,6 +110,7 @@ async def _report(request: Request) -> stats.CampaignReport:
         conn, domain, tag, start, end, human=human))
 
 
+@requires(DOMAIN)
 async def list_campaigns(request: Request) -> JSONResponse:
     """Tags (keyset paging as the Tags API) with their sent/delivered/opened/clicked."""
     params = request.query_params

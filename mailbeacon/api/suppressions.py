@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from mailbeacon import domains as dom
 from mailbeacon import suppression_lists as sl
+from mailbeacon.api.access import DOMAIN, requires
 from mailbeacon.api.forms import query_limit, read_form, runtime, text_field, text_fields
 from mailbeacon.api.paging import api_url, page_links
 from mailbeacon.errors import BadRequest
@@ -182,10 +183,11 @@ Handler = Callable[[Request, Kind], Awaitable[JSONResponse]]
 
 def _bind(handler: Handler, kind: Kind) -> Callable[[Request], Awaitable[JSONResponse]]:
     # A plain function (not functools.partial), so Starlette treats it as an endpoint.
+    @requires(DOMAIN)
     async def endpoint(request: Request) -> JSONResponse:
         return await handler(request, kind)
 
-    endpoint.__name__ = f"{handler.__name__}_{sl.NAMES[kind]}"
+    endpoint.__name__ = endpoint.__qualname__ = f"{handler.__name__}_{sl.NAMES[kind]}"
     return endpoint
 
 

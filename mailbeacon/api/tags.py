@@ -12,12 +12,14 @@ from starlette.routing import Route
 
 from mailbeacon import domains as dom
 from mailbeacon import tags as tg
+from mailbeacon.api.access import DOMAIN, requires
 from mailbeacon.api.forms import query_limit, read_form, runtime, text_field
 from mailbeacon.api.paging import api_url, page_links
 from mailbeacon.errors import BadRequest
 from mailbeacon.send.submission import check_tags, normalize_tags
 
 
+@requires(DOMAIN)
 async def list_tags(request: Request) -> JSONResponse:
     params = request.query_params
     limit = query_limit(request)
@@ -44,6 +46,7 @@ async def list_tags(request: Request) -> JSONResponse:
     })
 
 
+@requires(DOMAIN)
 async def get_tag(request: Request) -> JSONResponse:
     tag = path_tag(request.path_params["tag"])
     db = runtime(request).db
@@ -52,6 +55,7 @@ async def get_tag(request: Request) -> JSONResponse:
     return JSONResponse(tag_json(found))
 
 
+@requires(DOMAIN)
 async def update_tag(request: Request) -> JSONResponse:
     tag = path_tag(request.path_params["tag"])
     form = await read_form(request)
@@ -65,6 +69,7 @@ async def update_tag(request: Request) -> JSONResponse:
     return JSONResponse({"message": "Tag updated"})
 
 
+@requires(DOMAIN)
 async def delete_tag(request: Request) -> JSONResponse:
     tag = path_tag(request.path_params["tag"])
     db = runtime(request).db

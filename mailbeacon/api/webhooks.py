@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from mailbeacon import domains as dom
+from mailbeacon.api.access import DOMAIN, requires
 from mailbeacon.api.forms import query_limit, read_form, runtime, text_field, text_fields
 from mailbeacon.errors import BadRequest
 from mailbeacon.webhooks import deliveries, store
@@ -20,12 +21,14 @@ async def _domain(request: Request) -> str:
     return found.name
 
 
+@requires(DOMAIN)
 async def list_webhooks(request: Request) -> JSONResponse:
     domain = await _domain(request)
     found = await run_in_threadpool(store.urls, runtime(request).db, domain)
     return JSONResponse({"webhooks": {k: {"urls": v} for k, v in found.items()}})
 
 
+@requires(DOMAIN)
 async def create_webhook(request: Request) -> JSONResponse:
     domain = await _domain(request)
     form = await read_form(request)
@@ -36,6 +39,7 @@ async def create_webhook(request: Request) -> JSONResponse:
     return JSONResponse({"message": "Webhook has been created", "webhook": {"urls": urls}})
 
 
+@requires(DOMAIN)
 async def get_webhook(request: Request) -> JSONResponse:
     domain = await _domain(request)
     webhook = store.check_webhook_id(request.path_params["webhook"])
@@ -45,6 +49,7 @@ async def get_webhook(request: Request) -> JSONResponse:
     return JSONResponse({"webhook": {"urls": found}})
 
 
+@requires(DOMAIN)
 async def update_webhook(request: Request) -> JSONResponse:
     domain = await _domain(request)
     form = await read_form(request)
@@ -54,6 +59,7 @@ async def update_webhook(request: Request) -> JSONResponse:
     return JSONResponse({"message": "Webhook has been updated", "webhook": {"urls": urls}})
 
 
+@requires(DOMAIN)
 async def delete_webhook(request: Request) -> JSONResponse:
     domain = await _domain(request)
     urls = await run_in_threadpool(store.delete, runtime(request).db, domain,
@@ -61,12 +67,14 @@ async def delete_webhook(request: Request) -> JSONResponse:
     return JSONResponse({"message": "Webhook has been deleted", "webhook": {"urls": urls}})
 
 
+@requires(DOMAIN)
 async def get_signing_key(request: Request) -> JSONResponse:
     domain = await _domain(request)
     key = await run_in_threadpool(store.signing_key, runtime(request).db, domain)
     return JSONResponse({"http_signing_key": key})
 
 
+@requires(DOMAIN)
 async def rotate_signing_key(request: Request) -> JSONResponse:
     domain = await _domain(request)
     key = await run_in_threadpool(store.signing_key, runtime(request).db, domain, True)
@@ -74,6 +82,7 @@ async def rotate_signing_key(request: Request) -> JSONResponse:
                          "http_signing_key": key})
 
 
+@requires(DOMAIN)
 async def list_deliveries(request: Request) -> JSONResponse:
     domain = await _domain(request)
     limit = query_limit(request)
@@ -84,6 +93,7 @@ async def list_deliveries(request: Request) -> JSONResponse:
     return JSONResponse({"items": items, "counts": counts})
 
 
+@requires(DOMAIN)
 async def replay_all(request: Request) -> JSONResponse:
     domain = await _domain(request)
     count = await run_in_threadpool(deliveries.replay, runtime(request).db, domain)
@@ -92,6 +102,7 @@ async def replay_all(request: Request) -> JSONResponse:
                          "count": count})
 
 
+@requires(DOMAIN)
 async def replay_one(request: Request) -> JSONResponse:
     domain = await _domain(request)
     count = await run_in_threadpool(deliveries.replay, runtime(request).db, domain,
@@ -100,6 +111,7 @@ async def replay_one(request: Request) -> JSONResponse:
     return JSONResponse({"message": "The delivery will be sent again", "count": count})
 
 
+@requires(DOMAIN)
 async def test_webhook(request: Request) -> JSONResponse:
     """Post a sample event to a URL now and show the answer: its status and the start of
     its body, the body only where private addresses are allowed (else this would read

@@ -26,7 +26,8 @@ from mailbeacon.errors import BadRequest, NotFound, PayloadTooLarge
 from mailbeacon.runtime import Runtime
 
 from . import campaigns, contacts, login, messages, outbox, overview, settings, suppressions
-from .sessions import SESSION_COOKIE, LoginThrottle, SessionStore, Signer, cookie_key
+from .sessions import SESSION_COOKIE, SessionStore, Signer, cookie_key
+from .throttle import LoginThrottle
 from .web import HERE, PREFIX, Dashboard, make_templates, render
 
 # The pages' policy. Previews and charts send their own (see messages.py, charts.py).

@@ -1,13 +1,15 @@
 """Logging in and out.
 
 The login form has its own CSRF token (a signed cookie repeated in the form), since there
-is no session yet; failed logins are throttled per username and IP, and per IP.
+is no session yet. Every try is counted by the throttle (dashboard/throttle.py) before
+the password is hashed, in a thread: concurrent guesses cannot outrun the count.
 """
 
 from __future__ import annotations
 
 import math
 import secrets
+import time
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -52,7 +54,8 @@ async def login_submit(request: Request) -> Response:
         password = text_field(form, "password")
         next_url = safe_back(text_field(form, "next"))
     ip = _client_ip(request)
-    wait = dash.throttle.retry_after(username, ip)
+    began = time.monotonic()
+    wait = dash.throttle.begin(username, ip, began)
     if wait > 0:
         seconds = math.ceil(wait)
         return await in_thread(_login_page, request, 429,
@@ -60,10 +63,9 @@ async def login_submit(request: Request) -> Response:
                                username, {"Retry-After": str(seconds)})
     user = await in_thread(authenticate, dash.runtime.db, username, password)
     if user is None:
-        dash.throttle.failed(username, ip)
         return await in_thread(_login_page, request, 401,
                                "Wrong username or password.", username)
-    dash.throttle.succeeded(username, ip)
+    dash.throttle.succeeded(username, ip, began)
     token = await in_thread(dash.sessions.create, user.id)
     response = redirect(request, next_url)
     response.set_cookie(SESSION_COOKIE, dash.signer.sign(token), max_age=SESSION_SECONDS,

@@ -1,4 +1,4 @@
-"""Login sessions, signed cookies, CSRF tokens and the failed-login throttle.
+"""Login sessions, signed cookies and CSRF tokens.
 
 A session is a random token in a signed, HttpOnly, SameSite=Lax cookie; the server keeps
 a row per session (in `installation`, named by a hash of the token, so reading the
@@ -13,9 +13,7 @@ import hashlib
 import hmac
 import json
 import secrets
-import threading
 import time
-from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, select
@@ -141,55 +139,6 @@ class SessionStore:
         return [(r.name, r.value) for r in conn.execute(
             select(installation.c.name, installation.c.value).where(
                 installation.c.name.startswith(_ROW_PREFIX, autoescape=True)))]
-
-
-class LoginThrottle:
-    """Failed logins per (username, IP) and per IP within a sliding window, in memory.
-
-    Each process counts on its own: with N processes an attacker gets N times the rate,
-    still a few guesses a minute against scrypt hashes.
-    """
-
-    def __init__(self, per_user: int = 5, per_ip: int = 20, window: float = 60.0,
-                 max_keys: int = 10_000) -> None:
-        self.per_user = per_user
-        self.per_ip = per_ip
-        self.window = window
-        self.max_keys = max_keys
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def _keys(self, username: str, ip: str) -> list[tuple[str, int]]:
-        return [(f"u:{username.strip().lower()}|{ip}", self.per_user), (f"i:{ip}", self.per_ip)]
-
-    def retry_after(self, username: str, ip: str, now: float | None = None) -> float:
-        """Seconds to wait before another try is allowed; 0 when allowed now."""
-        now = time.monotonic() if now is None else now
-        wait = 0.0
-        with self._lock:
-            for key, limit in self._keys(username, ip):
-                times = self._failures.get(key)
-                if not times:
-                    continue
-                while times and times[0] <= now - self.window:
-                    times.popleft()
-                if len(times) >= limit:
-                    wait = max(wait, times[0] + self.window - now)
-        return wait
-
-    def failed(self, username: str, ip: str, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            for key, limit in self._keys(username, ip):
-                times = self._failures.setdefault(key, deque(maxlen=limit))
-                times.append(now)
-                self._failures.move_to_end(key)
-            while len(self._failures) > self.max_keys:
-                self._failures.popitem(last=False)  # the least recently failing key
-
-    def succeeded(self, username: str, ip: str) -> None:
-        with self._lock:
-            self._failures.pop(self._keys(username, ip)[0][0], None)
 
 
 def same_token(presented: str | None, expected: str) -> bool:

@@ -1,8 +1,9 @@
-"""A domain's settings: tracking, unsubscribe footer, bounces, DKIM and DNS records; and
-its webhooks: URLs per event, signing key, delivery log with replay.
+"""A domain's settings: tracking, unsubscribe footer, bounces, DKIM and DNS records, the
+API keys that can use it; and its webhooks: URLs per event, signing key, delivery log
+with replay.
 
-Changes go through mailbeacon.domains, mailbeacon.send.dkim and mailbeacon.webhooks, as
-the API's do.
+Changes go through mailbeacon.domains, mailbeacon.send.dkim, mailbeacon.apikeys and
+mailbeacon.webhooks, as the API's and the CLI's do.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from mailbeacon import apikeys
 from mailbeacon import domains as dom
 from mailbeacon.errors import BadRequest, NotFound
 from mailbeacon.send import dkim
@@ -37,6 +39,11 @@ LOG_SIZE = 50
 
 
 def settings_page(request: Request) -> Response:
+    return _settings(request)
+
+
+def _settings(request: Request, new_key: str | None = None) -> Response:
+    """The page; `new_key`: a key just made, shown this once (it is stored only hashed)."""
     domain = get_domain(request)
     runtime = dashboard(request).runtime
     records = dnscheck.records(domain, runtime.settings.base_url)
@@ -51,7 +58,9 @@ def settings_page(request: Request) -> Response:
     return render(request, "settings.html", domain=domain, nav="settings",
                   tracking=tracking, records=records, checked=checked,
                   dkim_record=dkim_record, server_url=runtime.settings.base_url,
-                  default_html=dom.DEFAULT_FOOTER_HTML, default_text=dom.DEFAULT_FOOTER_TEXT)
+                  default_html=dom.DEFAULT_FOOTER_HTML, default_text=dom.DEFAULT_FOOTER_TEXT,
+                  api_keys=apikeys.list_keys(runtime.db, domain=domain.name),
+                  new_key=new_key)
 
 
 def _back(domain: str, anchor: str) -> str:
@@ -118,6 +127,35 @@ async def new_dkim_key(request: Request, form: FormData) -> Response:
                     f"New DKIM key with selector {key.selector}: publish its TXT record.")
 
 
+@action()
+async def create_key(request: Request, form: FormData) -> Response:
+    domain = await in_thread(get_domain, request)
+    scope = text_field(form, "scope", "domain")
+    if scope not in ("domain", "all"):
+        raise BadRequest("Choose this domain or all domains.")
+    key = await in_thread(apikeys.create_key, dashboard(request).runtime.db,
+                          text_field(form, "description"),
+                          domain=domain.name if scope == "domain" else None,
+                          role=apikeys.parse_role(text_field(form, "role", "full")))
+    # Answered here, not redirected: the key is never stored (nor put in a cookie).
+    return await in_thread(_settings, request, key)
+
+
+def keys_anchor(request: Request) -> Response:
+    """GET of the page a key was made on (a reload, a relative link): the settings."""
+    return redirect(request, _back(request.path_params["domain"], "keys"))
+
+
+@action()
+async def revoke_key(request: Request, form: FormData) -> Response:
+    domain = await in_thread(get_domain, request)
+    # Through the process's checker: refused here at once, elsewhere within seconds.
+    key = await in_thread(dashboard(request).runtime.keys.revoke,
+                          request.path_params["key_id"])
+    return redirect(request, _back(domain.name, "keys"),
+                    f"Key {key.prefix or key.id} revoked; it no longer works.")
+
+
 # --- webhooks ----------------------------------------------------------------------------
 
 
@@ -182,6 +220,9 @@ routes = [
     Route("/{domain}/settings/unsubscribe", save_unsubscribe, methods=["POST"]),
     Route("/{domain}/settings/bounces", save_bounces, methods=["POST"]),
     Route("/{domain}/settings/dkim", new_dkim_key, methods=["POST"]),
+    Route("/{domain}/settings/keys", create_key, methods=["POST"]),
+    Route("/{domain}/settings/keys", keys_anchor, methods=["GET"]),
+    Route("/{domain}/settings/keys/{key_id}/revoke", revoke_key, methods=["POST"]),
     Route("/{domain}/webhooks", webhooks_page, methods=["GET"]),
     Route("/{domain}/webhooks/replay", replay, methods=["POST"]),
     Route("/{domain}/webhooks/rotate-key", rotate_key, methods=["POST"]),

@@ -27,7 +27,8 @@ from mailbeacon import domains as dom
 from mailbeacon.errors import BadRequest, NotFound
 from mailbeacon.runtime import Runtime
 
-from .sessions import FLASH_COOKIE, LoginThrottle, Session, SessionStore, Signer, same_token
+from .sessions import FLASH_COOKIE, Session, SessionStore, Signer, same_token
+from .throttle import LoginThrottle
 
 PREFIX = "/dashboard"
 HERE = Path(__file__).parent

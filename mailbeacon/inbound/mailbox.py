@@ -18,17 +18,21 @@ import inspect
 import logging
 import poplib
 import re
+import socket
 import ssl
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.policy import compat32
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import quote, unquote, urlsplit
 
 from mailbeacon.errors import ConfigError, MailbeaconError
+from mailbeacon.inbound.pollguard import PollGuard, PollLimits
 
-__all__ = ["DONE_KEYWORD", "MailboxConfig", "MailboxError", "PollResult", "poll_once"]
+__all__ = ["DONE_KEYWORD", "MailboxConfig", "MailboxError", "PollLimits", "PollResult",
+           "poll_once"]
 
 log = logging.getLogger("mailbeacon.mailbox")
 
@@ -134,11 +138,14 @@ class PollResult:
     fetched: int  # messages handed to the handler (or that could not be read)
     processed: int  # handler returned True and the message was deleted / flagged
     failed: int  # left in the mailbox for the next poll
+    oversized: int = 0  # larger than PollLimits.message_bytes: left on the server
+    deferred: int = 0  # not taken this poll (its byte budget or time was spent)
 
 
 def poll_once(config: MailboxConfig, handle: Handler, *, timeout: float = 30.0,
               ssl_context: ssl.SSLContext | None = None,
-              max_messages: int = 500) -> PollResult:
+              max_messages: int = 500, limits: PollLimits | None = None,
+              stop: threading.Event | None = None) -> PollResult:
     """Hand up to `max_messages` waiting messages to `handle`; remove the processed ones.
 
     `handle(raw)` gets one message as raw RFC 5322 bytes with CRLF line endings. It
@@ -151,14 +158,29 @@ def poll_once(config: MailboxConfig, handle: Handler, *, timeout: float = 30.0,
     since POP3 deletes only at QUIT (a connection lost before that deletes nothing)
     and an IMAP flag can fail to be stored.
 
+    `limits` bound what a poll reads and how long it runs: a message over
+    `message_bytes` stays on the server (counted in `oversized`, logged); once
+    `poll_bytes` or `seconds` are spent, the rest waits for the next poll (`deferred`).
+    Setting `stop` (at shutdown) cuts the session within a quarter of a second.
+
     Raises MailboxError when the server cannot be reached, refuses TLS or the login,
-    or the session breaks. Blocking: `await asyncio.to_thread(poll_once, config, handle)`.
+    answers nonsense, sends more than the limits allow, or the session breaks or runs
+    out of time; never another exception. Blocking:
+    `await asyncio.to_thread(poll_once, config, handle)`.
     """
     if max_messages < 1:
         raise ValueError("max_messages must be at least 1")
     context = ssl_context if ssl_context is not None else ssl.create_default_context()
     poll = _poll_pop3 if config.protocol == "pop3" else _poll_imap
-    return poll(config, handle, timeout, context, max_messages)
+    guard = PollGuard(limits or PollLimits(), timeout, stop)
+    try:
+        return poll(config, handle, timeout, context, max_messages, guard)
+    except MailboxError:
+        raise
+    except Exception as exc:  # a server's nonsense must not escape as anything else
+        raise MailboxError(f"{config.redacted()}: {_why(guard, exc, config)}") from exc
+    finally:
+        guard.close()
 
 
 # --- shared ----------------------------------------------------------------------------
@@ -204,11 +226,21 @@ def _is_refusal(exc: poplib.error_proto) -> bool:
     return bool(exc.args) and isinstance(exc.args[0], bytes)
 
 
+def _why(guard: PollGuard, exc: BaseException, config: MailboxConfig) -> str:
+    """What went wrong in a poll, for its MailboxError: the cut, a malformed answer, or
+    the library's error (scrubbed)."""
+    if guard.cut:
+        return f"the poll was cut off after {guard.limits.seconds:g} s, or stopped"
+    if isinstance(exc, (ValueError, LookupError)):
+        return f"malformed answer ({type(exc).__name__}: {_scrub(str(exc), config)[:200]})"
+    return _reason(exc, config)
+
+
 def _reason(exc: BaseException, config: MailboxConfig) -> str:
     """Readable text of a library error, with the password cut out should a server echo it."""
     arg = exc.args[0] if len(exc.args) == 1 else None
     text = arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(exc)
-    return _scrub(text or type(exc).__name__, config)
+    return _scrub(text or type(exc).__name__, config)[:300]  # a server's line may be huge
 
 
 def _reply(data: Sequence[object], config: MailboxConfig) -> str:
@@ -244,12 +276,21 @@ def _warn_plain(config: MailboxConfig, starttls: str) -> None:
 
 
 class _LongLines:
-    """poplib's line reader without its 2048-byte limit (see _POP3_MAX_LINE)."""
+    """poplib's line reader without its 2048-byte limit (see _POP3_MAX_LINE), counting
+    every byte against the poll's guard."""
 
     file: BinaryIO
+    guard: PollGuard
+    # poplib's own, absent from its type stubs (annotations only: no attribute is made)
+    host: str
+    sock: socket.socket
+    _tls_established: bool
+    _shortcmd: Callable[[str], bytes]
+    _longcmd: Callable[[str], tuple[bytes, list[bytes], int]]
 
     def _getline(self) -> tuple[bytes, int]:
         line: bytes = self.file.readline(_POP3_MAX_LINE + 1)
+        self.guard.line(len(line))
         if len(line) > _POP3_MAX_LINE:
             raise poplib.error_proto("line too long")
         if not line:
@@ -260,38 +301,63 @@ class _LongLines:
 
 
 class _Pop3(_LongLines, poplib.POP3):
-    pass
+    def __init__(self, guard: PollGuard, *args: Any, **kwargs: Any) -> None:
+        self.guard = guard
+        guard.client = self
+        super().__init__(*args, **kwargs)
 
 
 class _Pop3SSL(_LongLines, poplib.POP3_SSL):
-    pass
+    def __init__(self, guard: PollGuard, *args: Any, **kwargs: Any) -> None:
+        self.guard = guard
+        guard.client = self
+        super().__init__(*args, **kwargs)
 
 
-def _pop3_close(conn: poplib.POP3) -> None:
+_Pop3Conn = _Pop3 | _Pop3SSL
+
+
+def _pop3_close(conn: _Pop3Conn) -> None:
     # After a failed STLS handshake the socket is already detached: EBADF.
     with contextlib.suppress(OSError):
         conn.close()
 
 
-def _pop3_login(config: MailboxConfig, timeout: float, context: ssl.SSLContext) -> poplib.POP3:
+def _pop3_offers_stls(conn: _Pop3Conn) -> bool:
+    """CAPA, read as bytes: poplib's own decodes it as ASCII and fails on anything else."""
+    try:
+        _resp, lines, _octets = conn._longcmd("CAPA")
+    except poplib.error_proto as exc:
+        if not _is_refusal(exc):
+            raise
+        return False  # no CAPA command: an old server, without STLS
+    return any(line.split()[:1] == [b"STLS"] for line in lines)
+
+
+def _pop3_stls(conn: _Pop3Conn, context: ssl.SSLContext) -> None:
+    """poplib's stls() without its second CAPA."""
+    conn._shortcmd("STLS")
+    conn.sock = context.wrap_socket(conn.sock, server_hostname=conn.host)
+    conn.file = conn.sock.makefile("rb")
+    conn._tls_established = True
+
+
+def _pop3_login(config: MailboxConfig, timeout: float, context: ssl.SSLContext,
+                guard: PollGuard) -> _Pop3Conn:
     where = config.redacted()
-    conn: poplib.POP3
+    conn: _Pop3Conn
     try:
         if config.tls:
-            conn = _Pop3SSL(config.host, config.port, timeout=timeout, context=context)
+            conn = _Pop3SSL(guard, config.host, config.port, timeout=timeout, context=context)
         else:
-            conn = _Pop3(config.host, config.port, timeout=timeout)
+            conn = _Pop3(guard, config.host, config.port, timeout=timeout)
     except (OSError, poplib.error_proto) as exc:
-        raise MailboxError(f"{where}: cannot connect: {_reason(exc, config)}") from exc
+        raise MailboxError(f"{where}: cannot connect: {_why(guard, exc, config)}") from exc
     step = "STLS"
     try:
         if not config.tls:
-            try:
-                offered = "STLS" in conn.capa()
-            except poplib.error_proto:  # no CAPA command: an old server, without STLS
-                offered = False
-            if offered:
-                conn.stls(context)
+            if _pop3_offers_stls(conn):
+                _pop3_stls(conn, context)
             else:
                 _warn_plain(config, "STLS")
         step = "login"
@@ -300,23 +366,91 @@ def _pop3_login(config: MailboxConfig, timeout: float, context: ssl.SSLContext) 
     except poplib.error_proto as exc:
         _pop3_close(conn)
         # from None: the server's reply is in the message already, scrubbed.
+        if not _is_refusal(exc):
+            raise MailboxError(f"{where}: {step} failed: {_why(guard, exc, config)}") \
+                from None
         raise MailboxError(f"{where}: {step} refused: {_reason(exc, config)}") from None
-    except OSError as exc:
+    except Exception as exc:
         _pop3_close(conn)
-        raise MailboxError(f"{where}: {step} failed: {_reason(exc, config)}") from exc
+        raise MailboxError(f"{where}: {step} failed: {_why(guard, exc, config)}") from exc
     return conn
 
 
-def _poll_pop3(config: MailboxConfig, handle: Handler, timeout: float,
-               context: ssl.SSLContext, max_messages: int) -> PollResult:
-    """USER/PASS, RETR each, DELE the processed, QUIT (which is when deletions happen)."""
-    conn = _pop3_login(config, timeout, context)
-    processed = failed = 0
+_POP3_COUNTS = re.compile(rb"\+OK (\d{1,12}) (\d{1,15})(?: .*)?")
+
+
+def _pop3_numbers(conn: _Pop3Conn, command: str) -> tuple[int, int]:
+    """The two numbers of a STAT or LIST n answer; malformed ones break the session."""
+    resp = conn._shortcmd(command)
+    found = _POP3_COUNTS.fullmatch(resp)
+    if found is None:
+        raise poplib.error_proto(f"malformed {command.split()[0]} answer: {resp[:100]!r}")
+    return int(found[1]), int(found[2])
+
+
+def _pop3_retr(conn: _Pop3Conn, number: int, guard: PollGuard) -> tuple[bytes | None, int]:
+    """RETR, read line by line, and its size: None (the rest read and dropped) when the
+    message turns out larger than the limit, whatever LIST said."""
+    conn._shortcmd(f"RETR {number}")
+    lines: list[bytes] = []
+    size = 0
+    guard.in_message = True
     try:
-        count, _size = conn.stat()
-        for number in range(1, min(count, max_messages) + 1):
+        while True:
+            line, _octets = conn._getline()
+            if line == b".":
+                break
+            if line.startswith(b".."):
+                line = line[1:]
+            size += len(line) + 2
+            if size <= guard.limits.message_bytes:
+                lines.append(line)
+            else:
+                lines.clear()
+    finally:
+        guard.in_message = False
+    if size > guard.limits.message_bytes:
+        return None, size
+    return b"".join(line + b"\r\n" for line in lines), size
+
+
+def _too_big(config: MailboxConfig, where: str, size: int, limits: PollLimits) -> None:
+    log.warning("%s: message %s has %d bytes, over the %d-byte limit: left on the server "
+                "(fetch it by hand)", config.redacted(), where, size, limits.message_bytes)
+
+
+def _deferred(config: MailboxConfig, guard: PollGuard, left: int) -> None:
+    spent = "time" if guard.late else f"{guard.limits.poll_bytes}-byte budget"
+    log.warning("%s: the poll's %s is spent: %d message(s) wait for the next poll",
+                config.redacted(), spent, left)
+
+
+def _poll_pop3(config: MailboxConfig, handle: Handler, timeout: float,
+               context: ssl.SSLContext, max_messages: int, guard: PollGuard) -> PollResult:
+    """USER/PASS, RETR each, DELE the processed, QUIT (which is when deletions happen)."""
+    conn = _pop3_login(config, timeout, context, guard)
+    processed = failed = oversized = deferred = 0
+    limits = guard.limits
+    try:
+        count, _size = _pop3_numbers(conn, "STAT")
+        numbers = range(1, min(count, max_messages) + 1)
+        for number in numbers:
             try:
-                _resp, lines, _octets = conn.retr(number)
+                _number, size = _pop3_numbers(conn, f"LIST {number}")
+            except poplib.error_proto as exc:
+                if not _is_refusal(exc):
+                    raise
+                size = 0  # gone meanwhile: RETR says so
+            if size > limits.message_bytes:
+                _too_big(config, f"#{number}", size, limits)
+                oversized += 1
+                continue
+            if guard.late or guard.messages + size > limits.poll_bytes:
+                deferred = numbers.stop - number
+                _deferred(config, guard, deferred)
+                break
+            try:
+                raw, size = _pop3_retr(conn, number, guard)
             except poplib.error_proto as exc:
                 if not _is_refusal(exc):
                     raise
@@ -324,7 +458,10 @@ def _poll_pop3(config: MailboxConfig, handle: Handler, timeout: float,
                             _reason(exc, config))
                 failed += 1
                 continue
-            raw = b"".join(line + b"\r\n" for line in lines)
+            if raw is None:
+                _too_big(config, f"#{number}", size, limits)
+                oversized += 1
+                continue
             if not _offer(config, handle, raw, f"#{number}"):
                 failed += 1
                 continue
@@ -339,16 +476,16 @@ def _poll_pop3(config: MailboxConfig, handle: Handler, timeout: float,
                 continue
             processed += 1
         conn.quit()
-    except (OSError, poplib.error_proto) as exc:
+    except Exception as exc:
         _pop3_close(conn)
         raise MailboxError(
-            f"{config.redacted()}: POP3 session broke ({_reason(exc, config)}); nothing was "
-            "deleted, handled messages will be offered again"
+            f"{config.redacted()}: POP3 session broke ({_why(guard, exc, config)}); "
+            "nothing was deleted, handled messages will be offered again"
         ) from exc
     except BaseException:  # e.g. KeyboardInterrupt in the handler: no QUIT, so no deletions
         _pop3_close(conn)
         raise
-    return PollResult(processed + failed, processed, failed)
+    return PollResult(processed + failed, processed, failed, oversized, deferred)
 
 
 # --- IMAP ------------------------------------------------------------------------------
@@ -380,23 +517,48 @@ def _imap_utf7(name: str) -> str:
     return "".join(out)
 
 
+class _CountedImap(imaplib.IMAP4):
+    """Every line and literal counted against the poll's guard: endless untagged lines
+    or a huge literal end the session instead of filling memory."""
+
+    guard: PollGuard
+
+    def __init__(self, guard: PollGuard, *args: Any, **kwargs: Any) -> None:
+        self.guard = guard
+        guard.client = self
+        super().__init__(*args, **kwargs)
+
+    def readline(self) -> bytes:
+        line = super().readline()
+        self.guard.line(len(line))
+        return line
+
+    def read(self, size: int) -> bytes:
+        self.guard.literal(size)  # before reading: a 300 MB literal is never read
+        return super().read(size)
+
+
+class _CountedImapSSL(_CountedImap, imaplib.IMAP4_SSL):
+    pass
+
+
 def _imap_close(conn: imaplib.IMAP4) -> None:
     with contextlib.suppress(OSError):
         conn.shutdown()
 
 
-def _imap_login(config: MailboxConfig, timeout: float,
-                context: ssl.SSLContext) -> imaplib.IMAP4:
+def _imap_login(config: MailboxConfig, timeout: float, context: ssl.SSLContext,
+                guard: PollGuard) -> imaplib.IMAP4:
     where = config.redacted()
     conn: imaplib.IMAP4
     try:
         if config.tls:
-            conn = imaplib.IMAP4_SSL(config.host, config.port, ssl_context=context,
-                                     timeout=timeout)
+            conn = _CountedImapSSL(guard, config.host, config.port, ssl_context=context,
+                                   timeout=timeout)
         else:
-            conn = imaplib.IMAP4(config.host, config.port, timeout=timeout)
-    except (OSError, imaplib.IMAP4.error) as exc:
-        raise MailboxError(f"{where}: cannot connect: {_reason(exc, config)}") from exc
+            conn = _CountedImap(guard, config.host, config.port, timeout=timeout)
+    except Exception as exc:
+        raise MailboxError(f"{where}: cannot connect: {_why(guard, exc, config)}") from exc
     step = "STARTTLS"
     try:
         if not config.tls:
@@ -408,13 +570,13 @@ def _imap_login(config: MailboxConfig, timeout: float,
         _imap_authenticate(conn, config.username, config.password)
     except imaplib.IMAP4.abort as exc:
         _imap_close(conn)
-        raise MailboxError(f"{where}: {step} failed: {_reason(exc, config)}") from None
+        raise MailboxError(f"{where}: {step} failed: {_why(guard, exc, config)}") from None
     except imaplib.IMAP4.error as exc:
         _imap_close(conn)
         raise MailboxError(f"{where}: {step} refused: {_reason(exc, config)}") from None
-    except OSError as exc:
+    except Exception as exc:
         _imap_close(conn)
-        raise MailboxError(f"{where}: {step} failed: {_reason(exc, config)}") from exc
+        raise MailboxError(f"{where}: {step} failed: {_why(guard, exc, config)}") from exc
     return conn
 
 
@@ -433,9 +595,25 @@ def _imap_authenticate(conn: imaplib.IMAP4, user: str, password: str) -> None:
 
 
 def _uids(data: Sequence[object]) -> list[str]:
-    """UIDs of SEARCH responses, oldest first."""
+    """UIDs of SEARCH responses, oldest first; anything that is not a UID is skipped."""
     found = b" ".join(item for item in data if isinstance(item, bytes)).split()
-    return [uid.decode("ascii") for uid in sorted(set(found), key=int)]
+    uids = {int(uid) for uid in found if uid.isdigit() and len(uid) <= 10}
+    if len(uids) < len(set(found)):
+        log.warning("SEARCH answer held %d words that are not UIDs: skipped",
+                    len(set(found)) - len(uids))
+    return [str(uid) for uid in sorted(uids)]
+
+
+def _imap_size(conn: imaplib.IMAP4, uid: str) -> int | None:
+    """RFC822.SIZE of a message, None when the server does not say."""
+    typ, data = conn.uid("FETCH", uid, "(RFC822.SIZE)")
+    for item in data if typ == "OK" else []:
+        text = item[0] if isinstance(item, tuple) else item
+        if isinstance(text, bytes):
+            found = re.search(rb"RFC822\.SIZE (\d{1,15})", text, re.IGNORECASE)
+            if found:
+                return int(found[1])
+    return None
 
 
 def _imap_pending(conn: imaplib.IMAP4, config: MailboxConfig) -> list[str]:
@@ -481,11 +659,12 @@ def _imap_body(data: Sequence[object]) -> bytes | None:
 
 
 def _poll_imap(config: MailboxConfig, handle: Handler, timeout: float,
-               context: ssl.SSLContext, max_messages: int) -> PollResult:
+               context: ssl.SSLContext, max_messages: int, guard: PollGuard) -> PollResult:
     """SELECT, UID SEARCH the unflagged, FETCH each with PEEK, flag the processed, LOGOUT."""
-    conn = _imap_login(config, timeout, context)
+    conn = _imap_login(config, timeout, context, guard)
     where = config.redacted()
-    processed = failed = 0
+    limits = guard.limits
+    processed = failed = oversized = deferred = 0
     try:
         try:
             typ, data = conn.select(_imap_quote(_imap_utf7(config.folder)))
@@ -495,7 +674,17 @@ def _poll_imap(config: MailboxConfig, handle: Handler, timeout: float,
         if typ != "OK":
             raise MailboxError(f"{where}: cannot select folder {config.folder!r}: "
                                f"{_reply(data, config)}")
-        for uid in _imap_pending(conn, config)[:max_messages]:
+        pending = _imap_pending(conn, config)[:max_messages]
+        for index, uid in enumerate(pending):
+            size = _imap_size(conn, uid) or 0
+            if size > limits.message_bytes:
+                _too_big(config, f"UID {uid}", size, limits)
+                oversized += 1
+                continue
+            if guard.late or guard.messages + size > limits.poll_bytes:
+                deferred = len(pending) - index
+                _deferred(config, guard, deferred)
+                break
             # PEEK: a message we leave alone must not turn \Seen.
             typ, data = conn.uid("FETCH", uid, "(BODY.PEEK[])")
             raw = _imap_body(data) if typ == "OK" else None
@@ -520,18 +709,18 @@ def _poll_imap(config: MailboxConfig, handle: Handler, timeout: float,
     except MailboxError:
         _imap_close(conn)
         raise
-    except (OSError, imaplib.IMAP4.error) as exc:
+    except Exception as exc:
         _imap_close(conn)
         raise MailboxError(
-            f"{where}: IMAP session broke ({_reason(exc, config)}); handled messages not "
-            "yet flagged will be offered again"
+            f"{where}: IMAP session broke ({_why(guard, exc, config)}); handled messages "
+            "not yet flagged will be offered again"
         ) from exc
     except BaseException:
         _imap_close(conn)
         raise
     try:
         conn.logout()
-    except (OSError, imaplib.IMAP4.error):
+    except Exception:
         # The flags are stored already: a failed goodbye changes nothing.
         _imap_close(conn)
-    return PollResult(processed + failed, processed, failed)
+    return PollResult(processed + failed, processed, failed, oversized, deferred)

@@ -1,10 +1,12 @@
 """The SMTP server (aiosmtpd): submission for apps, and the door for returning mail.
 
 - Submission: AUTH PLAIN or LOGIN with user `api` and an API key, then any recipients.
-  The sending domain is the envelope sender's; the message is handled exactly like an
-  HTTP send, steered by `X-Mailgun-*` control headers, which are removed.
+  The sending domain is the envelope sender's, and must be in the key's scope; the
+  message is handled exactly like an HTTP send, steered by `X-Mailgun-*` control
+  headers, which are removed.
 - Returning mail (no AUTH): anything addressed to a bounce domain (bounces, complaints,
   mailto unsubscribes). Anything else without AUTH is refused: no open relay.
+- Limits per client address (sessions, recipients, AUTH failures): send/smtp_limits.py.
 
 STARTTLS is offered when a certificate is configured, and AUTH then needs TLS.
 """
@@ -18,16 +20,23 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from mailbeacon.apikeys import KeyChecker
+from mailbeacon.apikeys import KeyChecker, SessionKey
 from mailbeacon.domains import get_domain
 from mailbeacon.errors import BadRequest, NotFound
 from mailbeacon.inbound.receiver import InboundReceiver
 from mailbeacon.send.controls import controls_from_headers
 from mailbeacon.send.intake import accept_mime
+from mailbeacon.send.smtp_limits import (
+    RETURNING_MAIL_RECIPIENTS,
+    Guards,
+    LimitedSMTP,
+    SmtpLimits,
+)
 from mailbeacon.send.submission import MAX_RECIPIENTS
 from mailbeacon.storage.db import Database
 
 log = logging.getLogger("mailbeacon.smtp")
+DEFAULT_LIMITS = SmtpLimits()
 
 
 class SmtpHandler:
@@ -41,10 +50,11 @@ class SmtpHandler:
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
-        if session.authenticated:
-            if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
-                return f"452 4.5.3 Too many recipients (at most {MAX_RECIPIENTS})"
-        elif not await asyncio.to_thread(self._inbound.accepts, address):
+        limit = MAX_RECIPIENTS if session.authenticated else RETURNING_MAIL_RECIPIENTS
+        if len(envelope.rcpt_tos) >= limit:  # RFC 5321 4.5.3.1.10: the rest in a new one
+            return f"452 4.5.3 Too many recipients (at most {limit} per transaction)"
+        if not session.authenticated and not await asyncio.to_thread(
+                self._inbound.accepts, address):
             return "550 5.7.1 Relaying denied: authenticate to send"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
@@ -60,10 +70,19 @@ class SmtpHandler:
                 log.exception("could not process returning mail")
                 return "451 4.3.0 Could not process the message now; try again later"
             return f"250 2.0.0 OK: {status}"
-        return await self._submit(envelope.mail_from or "", envelope.rcpt_tos, data)
+        return await self._submit(envelope.mail_from or "", envelope.rcpt_tos, data,
+                                  session.auth_data)
 
-    async def _submit(self, sender: str, recipients: list[str], data: bytes) -> str:
+    async def _submit(self, sender: str, recipients: list[str], data: bytes,
+                      key: SessionKey | None) -> str:
         domain_name = sender.rpartition("@")[2].lower()
+        # Checked again per message: a key revoked during the session stops here.
+        grant = await asyncio.to_thread(key.grant) if key is not None else None
+        if grant is None:
+            return "550 5.7.8 The API key of this session is no longer valid"
+        if not grant.may_use(domain_name):
+            return (f"550 5.7.1 This API key may only send from {grant.domain}, "
+                    f"not {domain_name!r}")
         try:
             domain = await asyncio.to_thread(get_domain, self._db, domain_name)
             controls = controls_from_headers(data)
@@ -88,24 +107,30 @@ class _Authenticator:
         if not isinstance(auth_data, LoginPassword) or auth_data.login != b"api":
             return AuthResult(success=False, handled=False)
         try:
-            valid = self._keys.is_valid(auth_data.password.decode("utf-8"))
+            secret = auth_data.password.decode("utf-8")
         except UnicodeDecodeError:
-            valid = False
-        return AuthResult(success=valid, handled=False)
+            return AuthResult(success=False, handled=False)
+        valid = self._keys.is_valid(secret)
+        # The session keeps the key, so each message is checked against its scope.
+        return AuthResult(success=valid, handled=False,
+                          auth_data=SessionKey(self._keys, secret) if valid else None)
 
 
 async def start_smtp_server(host: str, port: int, handler: SmtpHandler, keys: KeyChecker,
                             max_bytes: int, tls: ssl.SSLContext | None,
-                            hostname: str | None = None) -> asyncio.Server:
-    """Listen on host:port in the running event loop."""
+                            hostname: str | None = None,
+                            limits: SmtpLimits = DEFAULT_LIMITS) -> asyncio.Server:
+    """Listen on host:port in the running event loop, with per-address `limits`
+    (send/smtp_limits.py)."""
     loop = asyncio.get_running_loop()
+    guards = Guards(limits)
 
     def protocol() -> SMTP:
-        return SMTP(handler, data_size_limit=max_bytes, enable_SMTPUTF8=True,
-                    hostname=hostname, ident="mailbeacon ESMTP", tls_context=tls,
-                    auth_required=False, auth_require_tls=tls is not None,
-                    authenticator=_Authenticator(keys), auth_exclude_mechanism=[],
-                    timeout=300)
+        return LimitedSMTP(handler, guards, data_size_limit=max_bytes, enable_SMTPUTF8=True,
+                           hostname=hostname, ident="mailbeacon ESMTP", tls_context=tls,
+                           auth_required=False, auth_require_tls=tls is not None,
+                           authenticator=_Authenticator(keys), auth_exclude_mechanism=[],
+                           timeout=300)
 
     return await loop.create_server(protocol, host, port)
 

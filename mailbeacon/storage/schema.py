@@ -50,6 +50,13 @@ api_keys = Table(
     Column("key_hash", String(64), nullable=False, unique=True),  # sha256 hex of the key
     Column("description", Text, nullable=False, default=""),
     Column("created_at", BigInteger, nullable=False),
+    # The first characters of the key, shown in lists to tell keys apart ("" for keys
+    # made before prefixes were kept).
+    Column("prefix", String(16), nullable=False, server_default=""),
+    Column("domain", String(253)),  # NULL: every domain; else the one domain it may use
+    Column("role", String(8), nullable=False, server_default="full"),  # full | send
+    Column("revoked_at", BigInteger),
+    Column("last_used_at", BigInteger),  # written at most once a minute per process
 )
 
 domains = Table(

@@ -9,6 +9,11 @@ an upgrade, anything malformed) the connection goes to uvicorn's own protocol wi
 byte not yet answered, the way uvicorn hands a connection to its WebSocket protocol, and
 stays there. Answers go out in request order, pipelined or not.
 
+Every connection starts here, so the connection bound is kept here (connections.py): at
+it, the connection waiting longest for a request makes room, or the newcomer gets 503.
+A request head has `Limits.head_timeout` to arrive, counted from its first byte, here
+and on after the hand-off.
+
 Measured on 2 cores (docs/benchmarks.md): the ASGI route under uvicorn topped out near
 12,000 pixels a second; this front serves several times that, journal and all.
 """
@@ -28,9 +33,9 @@ from urllib.parse import unquote
 import httptools
 from uvicorn.config import Config
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from mailbeacon.connections import GuardedHttp, Limits, make_room, refusal, refuse
 from mailbeacon.forwarded import client_address
 from mailbeacon.track.endpoints import NOT_FOUND_ANSWER, PIXEL_ANSWER, Answer, answer
 from mailbeacon.track.recorder import Recorder
@@ -91,7 +96,7 @@ class TrackingFront(asyncio.Protocol):
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None, *, codec: TokenCodec,
-                 recorder: Recorder, clock: _Clock, trusted: Any) -> None:
+                 recorder: Recorder, clock: _Clock, trusted: Any, limits: Limits) -> None:
         self._config = config
         self._server_state = server_state
         self._app_state = app_state
@@ -100,6 +105,8 @@ class TrackingFront(asyncio.Protocol):
         self._recorder = recorder
         self._clock = clock
         self._trusted = trusted  # uvicorn's trusted proxies; None: X-Forwarded-For ignored
+        self._limits = limits
+        self._head_started: float | None = None  # loop time of the unanswered head's start
         self._transport: asyncio.Transport | None = None
         self._peer = ""
         self._buffer = b""
@@ -120,7 +127,15 @@ class TrackingFront(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self._server_state.connections.add(self)  # type: ignore[arg-type]
+        connections = self._server_state.connections
+        if len(connections) >= self._limits.max_connections and not make_room(
+                connections, self._limits, self._loop.time()):
+            _refused_log(len(connections))
+            self._closing = True
+            self._transport.write(_BUSY)
+            self._transport.close()
+            return
+        connections.add(self)  # type: ignore[arg-type]
         peer = self._transport.get_extra_info("peername")
         self._peer = str(peer[0]) if isinstance(peer, tuple) else ""
         self._touch()
@@ -133,6 +148,10 @@ class TrackingFront(asyncio.Protocol):
             self._idle_timer.cancel()
 
     def data_received(self, data: bytes) -> None:
+        if self._closing and not self._waiting:
+            return  # refused, or closing once answered: what follows is never read
+        if not self._buffer:
+            self._head_started = self._loop.time()
         self._buffer += data
         self._touch()
         self._serve()
@@ -148,6 +167,21 @@ class TrackingFront(asyncio.Protocol):
         """uvicorn's graceful shutdown: finish the answers under way, then close."""
         self._closing = True
         self._drain()
+
+    # the connection bound (connections.make_room)
+
+    def waiting_since(self) -> float | None:
+        """Since when this connection waits for a request; None while answers wait."""
+        if self._waiting or self._handing_off:
+            return None
+        return self._head_started if self._head_started is not None else self._last_active
+
+    def closing(self) -> bool:
+        return self._transport is None or self._transport.is_closing()
+
+    def evict(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
     # the requests
 
@@ -168,15 +202,16 @@ class TrackingFront(asyncio.Protocol):
                 self._handing_off = True
                 break
             end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buffer) > MAX_HEAD:
-                    self._handing_off = True
+            if end < 0 or end + 4 > self._limits.max_head_bytes:
+                if end >= 0 or len(buffer) > MAX_HEAD:
+                    self._handing_off = True  # too long: uvicorn's (431 past the cap)
                 break
             head = buffer[:end + 4]
             if not self._parse(head):  # a body, an upgrade, a bad request: uvicorn's
                 self._handing_off = True
                 break
             buffer = buffer[end + 4:]
+            self._head_started = self._loop.time() if buffer else None
             self._answer()
         self._buffer = buffer
         self._drain()
@@ -257,8 +292,8 @@ class TrackingFront(asyncio.Protocol):
         self._server_state.connections.discard(self)
         if self._idle_timer is not None:
             self._idle_timer.cancel()
-        inner = HttpToolsProtocol(config=self._config, server_state=self._server_state,
-                                  app_state=self._app_state, _loop=self._loop)
+        inner = GuardedHttp(self._config, self._server_state, self._app_state, self._loop,
+                            limits=self._limits, head_started=self._head_started)
         if self._reading_paused:
             transport.resume_reading()
         inner.connection_made(transport)
@@ -286,17 +321,43 @@ class TrackingFront(asyncio.Protocol):
                                                      self._idle_check)
 
     def _idle_check(self) -> None:
-        """Close a keep-alive connection quiet for uvicorn's keep-alive timeout. One timer
-        per connection, moved on when it fires, instead of one per request."""
+        """Close a keep-alive connection quiet for uvicorn's keep-alive timeout, or one
+        whose request head is not all there `head_timeout` after it began (a trickle
+        of bytes keeps it from being quiet). One timer per connection, moved on when it
+        fires, instead of one per request."""
         self._idle_timer = None
-        if self._transport is None or self._transport.is_closing() or self._handing_off:
+        transport = self._transport
+        if transport is None or transport.is_closing() or self._handing_off:
             return
-        quiet = self._loop.time() - self._last_active
-        if quiet >= self._config.timeout_keep_alive and not self._waiting:
-            self._transport.close()
+        now = self._loop.time()
+        keep_alive = self._config.timeout_keep_alive
+        quiet = now - self._last_active
+        late = self._head_started is not None and \
+            now - self._head_started >= self._limits.head_timeout
+        if late and not self._waiting:
+            self._closing = True  # what still comes is dropped
+            refuse(transport, self._loop, 408, "request head not received within "
+                   f"{self._limits.head_timeout:g} seconds")
+        elif quiet >= keep_alive and not self._waiting:
+            transport.close()
         else:
-            self._idle_timer = self._loop.call_later(
-                max(self._config.timeout_keep_alive - quiet, 0.05), self._idle_check)
+            wait = max(keep_alive - quiet, 0.05)
+            if self._head_started is not None:
+                wait = min(wait, max(self._head_started + self._limits.head_timeout - now,
+                                     0.05))
+            self._idle_timer = self._loop.call_later(wait, self._idle_check)
+
+
+_BUSY = refusal(503, "too many connections; try again")
+_refusals = {"last": 0.0}
+
+
+def _refused_log(count: int) -> None:
+    """A warning a minute at most, however many connections are refused."""
+    now = time.monotonic()
+    if now - _refusals["last"] >= 60:
+        _refusals["last"] = now
+        log.warning("connection refused with 503: all %d connections are busy", count)
 
 
 _CONSTANT: dict[tuple[int, bool, bool], bytes] = {}
@@ -327,9 +388,11 @@ async def _no_app(scope: Any, receive: Any, send: Any) -> None:
     """ProxyHeadersMiddleware needs an app; only its trusted-hosts rules are used."""
 
 
-def protocol_factory(codec: TokenCodec, recorder: Recorder) -> Callable[..., TrackingFront]:
+def protocol_factory(codec: TokenCodec, recorder: Recorder,
+                     limits: Limits | None = None) -> Callable[..., TrackingFront]:
     """What uvicorn's `http` setting takes: it calls this with its protocol arguments.
     One factory per server."""
+    limits = limits or Limits()
     clock = _Clock()
     trusted: list[Any] = []  # the server's trusted proxies, parsed on its first connection
 
@@ -339,6 +402,7 @@ def protocol_factory(codec: TokenCodec, recorder: Recorder) -> Callable[..., Tra
             trusted.append(ProxyHeadersMiddleware(_no_app, config.forwarded_allow_ips)
                            .trusted_hosts if config.proxy_headers else None)
         return TrackingFront(config, server_state, app_state, _loop, codec=codec,
-                             recorder=recorder, clock=clock, trusted=trusted[0])
+                             recorder=recorder, clock=clock, trusted=trusted[0],
+                             limits=limits)
 
     return build

@@ -56,6 +56,11 @@ class Recorder:
         self.hits = 0
         self.spooled = 0  # hits written to the spool while the database was away
         self.replayed = 0
+        # Journal mode, the journal could not be written: committed to the database
+        # directly instead (`fallen_back`); if that failed too, answered unrecorded.
+        self.fallen_back = 0
+        self.unrecorded = 0  # answered but stored nowhere (journal and database failed)
+        self._fallbacks: set[asyncio.Task[None]] = set()
 
     @property
     def loads_elsewhere(self) -> bool:
@@ -73,7 +78,7 @@ class Recorder:
     async def stop(self) -> None:
         """Commit what is waiting, then stop."""
         if self._task is not None:
-            while self._pending:
+            while self._pending or self._fallbacks:
                 await asyncio.sleep(0.01)
             if self.journal and not self._load_in_process and self.spool is not None:
                 self.spool.close_if_older(0)  # the loader takes it from here
@@ -135,7 +140,9 @@ class Recorder:
                     log.warning("database unavailable (%s): %d hits spooled", exc, len(hits))
                     self.spooled += len(hits)
                 except Exception as failure:
-                    log.error("could not record %d hits: %s", len(hits), failure)
+                    self.unrecorded += len(hits)
+                    log.error("could not record %d hits (database: %s; spool: %s): "
+                              "answered, not stored", len(hits), exc, failure)
                     _settle(batch, failure)
                     continue
                 _settle(batch)
@@ -154,20 +161,48 @@ class Recorder:
         try:
             self.spool.append(hits)
         except Exception as failure:
-            log.error("could not journal %d hits: %s", len(hits), failure)
-            _settle(batch, failure)
+            # Not journaled, so not acknowledged yet: they go to the database directly.
+            log.error("could not journal %d hits (%s): committing them to the database "
+                      "instead", len(hits), failure)
+            task = asyncio.get_running_loop().create_task(self._fall_back(hits, batch))
+            self._fallbacks.add(task)
+            task.add_done_callback(self._fallbacks.discard)
             return
         self.spooled += len(hits)
         self.batches += 1
         self.hits += len(hits)
         _settle(batch)
 
+    async def _fall_back(self, hits: list[Hit], batch: asyncio.Future[None]) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self.commit, hits)
+        except Exception as failure:
+            self.unrecorded += len(hits)
+            log.error("could not record %d hits (journal and database failed: %s): "
+                      "answered, not stored", len(hits), failure)
+            _settle(batch, failure)
+            return
+        self.fallen_back += len(hits)
+        self.batches += 1
+        self.hits += len(hits)
+        _settle(batch)
+
     async def _close_files(self) -> None:
-        """With a loader process: close journal files every 50 ms so it can load them."""
+        """With a loader process: close journal files every 50 ms so it can load them.
+        A failure (the spool folder removed, a full disk) is logged and tried again: the
+        file stays open meanwhile and nothing in it is lost."""
         assert self.spool is not None
+        failing = False
         while True:
             await asyncio.sleep(0.05)
-            self.spool.close_if_older(0.05)
+            try:
+                self.spool.close_if_older(0.05)
+            except Exception:
+                if not failing:
+                    log.exception("cannot close the journal file; trying again")
+                failing = True
+            else:
+                failing = False
 
     async def _replay_loop(self) -> None:
         """Put spooled hits into the database: continuously in journal mode, else every
@@ -182,6 +217,9 @@ class Recorder:
                 replayed = await loop.run_in_executor(
                     self._executor, self.spool.replay, self._writer.store, self._db.write)
                 self.replayed += replayed
+            except OSError as exc:  # the spool folder, not the database: commits go on
+                log.warning("spool replay postponed: %s", exc)
+                await asyncio.sleep(1.0)
             except Exception as exc:
                 self._down_until = loop.time() + 2.0
                 log.warning("spool replay postponed: %s", exc)

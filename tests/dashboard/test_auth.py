@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
+import threading
+import time
+
 import httpx
 import pytest
 from click.testing import CliRunner
 
 from mailbeacon.dashboard.commands import users as users_command
-from mailbeacon.dashboard.sessions import LoginThrottle, Signer
+from mailbeacon.dashboard.sessions import Signer
+from mailbeacon.dashboard.throttle import LoginThrottle
 from mailbeacon.dashboard.users import check_password, hash_password, list_users
 from mailbeacon.dashboard.web import safe_back
+from mailbeacon.throttle import Limit
+from tests.conftest import serving
 from tests.dashboard.conftest import PASSWORD, USERNAME, Dash, csrf_of
 
 PAGES = ["/dashboard/", "/dashboard/example.com/", "/dashboard/example.com/messages",
@@ -25,6 +33,8 @@ ACTIONS = ["/dashboard/domains", "/dashboard/logout",
            "/dashboard/example.com/settings/tracking",
            "/dashboard/example.com/settings/unsubscribe",
            "/dashboard/example.com/settings/bounces", "/dashboard/example.com/settings/dkim",
+           "/dashboard/example.com/settings/keys",
+           "/dashboard/example.com/settings/keys/00000000000000000000000000/revoke",
            "/dashboard/example.com/webhooks/delivered",
            "/dashboard/example.com/webhooks/rotate-key", "/dashboard/example.com/webhooks/replay",
            "/dashboard/example.com/contacts/a@example.org/consent",
@@ -150,19 +160,40 @@ async def test_failed_logins_are_throttled(anonymous: Dash) -> None:
 
 
 def test_throttle_window_and_limits() -> None:
-    throttle = LoginThrottle(per_user=3, per_ip=5, window=60)
+    throttle = LoginThrottle((Limit("ui", 3, 60), Limit("i", 5, 60), Limit("u", 100, 60)))
     for i in range(3):
-        assert throttle.retry_after("bob", "1.2.3.4", now=i) == 0
-        throttle.failed("bob", "1.2.3.4", now=i)
-    assert throttle.retry_after("bob", "1.2.3.4", now=3) == pytest.approx(57)
-    assert throttle.retry_after("Bob", "1.2.3.4", now=3) > 0  # names are case-insensitive
-    assert throttle.retry_after("bob", "5.6.7.8", now=3) == 0  # per IP
-    assert throttle.retry_after("bob", "1.2.3.4", now=61) == 0  # the window slid
-    spray = LoginThrottle(per_user=3, per_ip=5, window=60)
+        assert throttle.begin("bob", "1.2.3.4", now=i) == 0
+    assert throttle.begin("bob", "1.2.3.4", now=3) == pytest.approx(57)
+    assert throttle.begin("Bob", "1.2.3.4", now=3) > 0  # names are case-insensitive
+    assert throttle.begin("bob", "5.6.7.8", now=3) == 0  # per IP
+    assert throttle.begin("bob", "1.2.3.4", now=61) == 0  # the window slid
+    spray = LoginThrottle((Limit("ui", 3, 60), Limit("i", 5, 60), Limit("u", 100, 60)))
     for i in range(5):
-        spray.failed(f"user{i}", "1.2.3.4", now=10)
-    assert spray.retry_after("carol", "1.2.3.4", now=11) > 0  # 5 from this IP
-    throttle.succeeded("bob", "9.9.9.9")
+        spray.begin(f"user{i}", "1.2.3.4", now=10)
+    assert spray.begin("carol", "1.2.3.4", now=11) > 0  # 5 from this IP
+    assert spray.begin("carol", "1.2.3.5", now=11) == 0
+    spray.succeeded("carol", "1.2.3.5", 11)  # a success is not a failure
+
+
+def test_per_user_limit_across_addresses_grows() -> None:
+    """The default per-user limit: 10 tries from anywhere, then 1 s, 2 s, 4 s... up to 60 s
+    between tries, at most 30 in 15 minutes."""
+    throttle = LoginThrottle()
+    for i in range(10):
+        assert throttle.begin("admin", f"203.0.113.{i}", now=i) == 0
+    assert throttle.begin("admin", "198.51.100.1", now=9.5) == pytest.approx(0.5)
+    now, waits = 9.0, []
+    for i in range(8):
+        waits.append(throttle.begin("admin", f"198.51.100.{i}", now=now))
+        now += waits[-1]
+        assert throttle.begin("admin", f"198.51.100.{i}", now=now) == 0
+    assert waits == [1, 2, 4, 8, 16, 32, 60, 60]
+    assert throttle.begin("other", "198.51.100.1", now=now) == 0  # another user is free
+    # A success takes back its own try, not the others: the delay stays.
+    assert throttle.begin("admin", "192.0.2.1", now=now + 60) == 0
+    throttle.succeeded("admin", "192.0.2.1", now + 60)
+    assert throttle.begin("admin", "192.0.2.2", now=now + 61) == 0
+    assert throttle.begin("admin", "192.0.2.3", now=now + 62) == pytest.approx(59)
 
 
 def test_password_hashes() -> None:
@@ -217,3 +248,59 @@ def test_users_command(database_url: str) -> None:
         assert [u.username for u in list_users(db)] == ["bob"]
     finally:
         db.dispose()
+
+
+async def _concurrent_guesses(dash: Dash, monkeypatch: pytest.MonkeyPatch, guesses: int,
+                              forwarded: bool) -> tuple[list[int], int, float]:
+    """`guesses` wrong passwords for one user at once, over real sockets to uvicorn (which
+    trusts X-Forwarded-For from 127.0.0.1); each from its own address when `forwarded`.
+    Returns the answers, how many passwords were hashed (each on a worker thread) and
+    how long the guessing took."""
+    from mailbeacon.dashboard import users
+
+    hashed: list[int] = []
+    loop_thread = threading.get_ident()
+    real_check = users.check_password
+
+    def counted_check(stored: str, password: str) -> bool:
+        hashed.append(threading.get_ident())
+        return real_check(stored, password)
+
+    monkeypatch.setattr(users, "check_password", counted_check)
+    async with serving(dash.service.app,
+                       forwarded_allow_ips="127.0.0.1") as http, \
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{http.config.port}",
+                              trust_env=False, timeout=120,
+                              limits=httpx.Limits(max_connections=guesses,
+                                                  max_keepalive_connections=0)) as client:
+        token = csrf_of((await client.get("/dashboard/login")).text)
+
+        async def guess(number: int) -> int:
+            headers = {"X-Forwarded-For": f"198.51.100.{number}"} if forwarded else {}
+            r = await client.post("/dashboard/login", headers=headers, data={
+                "csrf": token, "username": USERNAME, "password": f"guess {number}"})
+            return r.status_code
+
+        started = time.monotonic()
+        answers = await asyncio.gather(*(guess(n) for n in range(guesses)))
+        elapsed = time.monotonic() - started
+    assert loop_thread not in hashed  # hashing never ran on the event loop
+    return answers, len(hashed), elapsed
+
+
+async def test_concurrent_guesses_are_counted_before_hashing(
+        anonymous: Dash, monkeypatch: pytest.MonkeyPatch) -> None:
+    answers, hashed, _ = await _concurrent_guesses(anonymous, monkeypatch, 60, forwarded=False)
+    assert sorted(answers) == [401] * 5 + [429] * 55  # 5 a minute per user and address
+    assert hashed == 5
+
+
+async def test_rotating_forwarded_addresses_meet_the_per_user_limit(
+        anonymous: Dash, monkeypatch: pytest.MonkeyPatch) -> None:
+    answers, hashed, elapsed = await _concurrent_guesses(anonymous, monkeypatch, 60,
+                                                         forwarded=True)
+    # 10 tries, then one 1 s after the 10th, one 2 s after that, 4 s...: on a slow machine
+    # the later guesses of the burst may come after the first delays have passed.
+    delayed = int(math.log2(elapsed + 1))
+    assert answers.count(401) == hashed <= 10 + delayed
+    assert answers.count(429) == 60 - hashed >= 50 - delayed

@@ -241,3 +241,57 @@ def test_the_newcomer_path(server: Server) -> None:
         page.screenshot(path=str(SCREENSHOTS / "login-390.png"))
         browser.close()
     assert not problems, problems  # e.g. anything the Content-Security-Policy blocked
+
+
+def test_api_keys_in_settings(server: Server) -> None:
+    """Make a send-only key for the domain (shown once), send with it, revoke it."""
+    sync_playwright = _playwright()
+    problems: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
+        page = browser.new_context(user_agent=USER_AGENT).new_page()
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        questions: list[str] = []
+        page.on("dialog", lambda dialog: (questions.append(dialog.message), dialog.accept()))
+        base = server.base + "/dashboard"
+        page.goto(base + "/example.com/settings")
+        page.get_by_label("Username").fill(USERNAME)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(base + "/example.com/settings")
+
+        keys = page.locator("#keys")
+        keys.get_by_label("Description").fill("shop app")
+        keys.get_by_label("Scope").select_option("domain")
+        keys.get_by_label("Role").select_option("send")
+        keys.get_by_role("button", name="Create key").click()
+        key = page.locator("#new-key").inner_text().strip()
+        assert key.startswith("key-")
+        mail = {"from": "shop@example.com", "to": "a@example.org", "subject": "Hi",
+                "text": "Hi"}
+        sent = httpx.post(f"{server.base}/v3/example.com/messages", data=mail,
+                          auth=("api", key), timeout=10)
+        assert sent.status_code == 200, sent.text
+        read = httpx.get(f"{server.base}/v3/example.com/events", auth=("api", key), timeout=10)
+        assert read.status_code == 403
+
+        page.goto(base + "/example.com/settings#keys")
+        assert page.locator("#new-key").count() == 0 and key not in page.content()
+        row = keys.locator("tr", has_text="shop app")
+        assert key[:12] in row.inner_text() and "send" in row.inner_text()
+        for width, height in WIDTHS.items():
+            page.set_viewport_size({"width": width, "height": height})
+            SCREENSHOTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(SCREENSHOTS / f"settings-keys-{width}.png"),
+                            full_page=True)
+            overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 1, f"settings with keys is {overflow}px too wide at {width}px"
+        row.get_by_role("button", name=f"Revoke key {key[:12]}").click()
+        page.get_by_role("status").get_by_text(f"Key {key[:12]} revoked").wait_for()
+        assert questions and "Revoke this key" in questions[0]
+        assert keys.locator("tr", has_text="shop app").count() == 0
+        refused = httpx.post(f"{server.base}/v3/example.com/messages", data=mail,
+                             auth=("api", key), timeout=10)
+        assert refused.status_code == 401
+        browser.close()
+    assert not problems, problems

@@ -17,7 +17,7 @@ import socketserver
 import ssl
 import sys
 import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -196,13 +196,18 @@ class Pop3Server(_Server):
 
     Deletions apply at QUIT only, as the RFC says. With `drop_after_retr=n` the server
     hangs up right after the n-th RETR of a session; RETR of a message number in
-    `refuse_retr` gets -ERR.
+    `refuse_retr` gets -ERR. `hostile` maps a command (CAPA, STAT, LIST...) to a
+    function that may answer it instead, as a broken or hostile server would: it gets
+    the connection and the argument and returns True when it answered.
     """
 
     def __init__(self, *, username: str = "bounces", password: str = "s3cret",
                  tls: ssl.SSLContext | None = None, starttls: ssl.SSLContext | None = None,
-                 drop_after_retr: int | None = None, refuse_retr: Collection[int] = ()) -> None:
+                 drop_after_retr: int | None = None, refuse_retr: Collection[int] = (),
+                 hostile: Mapping[str, Callable[[_Connection, str], bool]] | None = None
+                 ) -> None:
         super().__init__(tls, starttls)
+        self.hostile = dict(hostile or {})
         self.refuse_retr = refuse_retr
         self.username = username
         self.password = password
@@ -219,6 +224,8 @@ class Pop3Server(_Server):
             verb, _, arg = line.rstrip(b"\r\n").decode("utf-8", "replace").partition(" ")
             verb = verb.upper()
             self.record(verb)
+            if verb in self.hostile and self.hostile[verb](conn, arg):
+                continue
             if verb == "CAPA":
                 stls = ["STLS"] if self.starttls and not conn.tls and maildrop is None else []
                 conn.send("+OK capabilities follow", "USER", "UIDL", *stls, ".")
@@ -344,13 +351,18 @@ class ImapServer(_Server):
 
     Folder names are kept as they go over the wire (modified UTF-7). With
     `keyword_search=False` SEARCH answers BAD to KEYWORD, like some servers do.
-    `auth_plain` offers AUTHENTICATE PLAIN (UTF-8 credentials).
+    `auth_plain` offers AUTHENTICATE PLAIN (UTF-8 credentials). `hostile` maps a command
+    (SELECT, UID SEARCH...) to a function that may answer it instead: it gets the
+    connection, the tag and the arguments and returns True when it answered.
     """
 
     def __init__(self, *, username: str = "bounces", password: str = "s3cret",
                  tls: ssl.SSLContext | None = None, starttls: ssl.SSLContext | None = None,
-                 keyword_search: bool = True, auth_plain: bool = False) -> None:
+                 keyword_search: bool = True, auth_plain: bool = False,
+                 hostile: Mapping[str, Callable[[_Connection, str, list[str]], bool]] | None
+                 = None) -> None:
         super().__init__(tls, starttls)
+        self.hostile = dict(hostile or {})
         self.username = username
         self.password = password
         self.keyword_search = keyword_search
@@ -377,6 +389,8 @@ class ImapServer(_Server):
             if verb == "UID" and args:
                 verb = "UID " + args.pop(0).upper()
             self.record(verb)
+            if verb in self.hostile and self.hostile[verb](conn, tag, args):
+                continue
             ok = f"{tag} OK {verb} completed"
             if verb == "CAPABILITY":
                 caps = ["IMAP4rev1"]
@@ -467,6 +481,8 @@ class ImapServer(_Server):
                 head = f"* {seq} FETCH (UID {message.uid}"
                 if "FLAGS" in items:
                     head += f" FLAGS ({' '.join(sorted(message.flags))})"
+                if "RFC822.SIZE" in items:
+                    head += f" RFC822.SIZE {len(message.data)}"
                 if "BODY.PEEK[]" in items or "BODY[]" in items:
                     if "BODY[]" in items:
                         message.flags.add("\\Seen")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import socket
 import ssl
+import time
 import traceback
+import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +22,7 @@ from mailbeacon.inbound.mailbox import (
     DONE_KEYWORD,
     MailboxConfig,
     MailboxError,
+    PollLimits,
     PollResult,
     poll_once,
 )
@@ -26,6 +30,7 @@ from tests.inbound.mailservers import (
     Certificate,
     ImapServer,
     Pop3Server,
+    _Connection,
     dot_stuffed,
     make_certificate,
 )
@@ -444,3 +449,175 @@ def test_max_messages_must_be_positive() -> None:
     with pytest.raises(ValueError):
         poll_once(MailboxConfig.from_url("pop3://u:p@127.0.0.1"), lambda raw: True,
                   max_messages=0)
+
+
+# --- broken and hostile servers (every poll ends in a result or a MailboxError) ---------
+
+
+def _answer(*lines: bytes) -> Callable[..., bool]:
+    """A hostile answer: these lines, whatever was asked."""
+
+    def send(conn: _Connection, *_: Any) -> bool:
+        conn.send(*lines)
+        return True
+
+    return send
+
+
+def _flood(line: bytes, first: bytes = b"", total: int = 64 * 2**20) -> Callable[..., bool]:
+    """`first`, then endless (well, `total` bytes of) the same line, until the client
+    hangs up."""
+
+    def send(conn: _Connection, *args: Any) -> bool:
+        chunk = line * (65536 // len(line))
+        with contextlib.suppress(OSError):
+            conn.sock.sendall(first)
+            for _ in range(total // len(chunk)):
+                conn.sock.sendall(chunk)
+        return True
+
+    return send
+
+
+@pytest.mark.parametrize("stat", [b"+OK lots many", b"+OK 3", b"+OK", b"+OK 1 2 \xff\xfe x"])
+def test_malformed_pop3_stat_is_a_mailbox_error(mailbox_factory: Callable[..., Mailbox],
+                                                stat: bytes) -> None:
+    mailbox = mailbox_factory("pop3s", hostile={"STAT": _answer(stat)})
+    mailbox.add(message(1))
+    if stat.startswith(b"+OK 1 2"):  # trailing words after the numbers are allowed
+        assert mailbox.poll(Recorder()).processed == 1
+        return
+    with pytest.raises(MailboxError, match="malformed STAT answer") as caught:
+        mailbox.poll(Recorder())
+    assert secrets_in(str(caught.value), PASSWORD) == []
+    assert mailbox.waiting() == [message(1)]
+
+
+def test_non_ascii_pop3_capa_is_read_as_bytes(mailbox_factory: Callable[..., Mailbox],
+                                              certificate: Certificate) -> None:
+    mailbox = mailbox_factory("pop3+stls")
+    stls = mailbox.server.hostile
+    stls["CAPA"] = _answer(b"+OK caps", b"USER", b"X-NAME \xc3\x28 \xff", b"STLS", b".")
+    mailbox.add(message(1))
+    assert mailbox.poll(Recorder()).processed == 1
+    assert mailbox.server.logins == [True]  # STLS was still found and used
+
+
+def test_imap_search_words_that_are_not_uids_are_skipped(
+        mailbox_factory: Callable[..., Mailbox], caplog: pytest.LogCaptureFixture) -> None:
+    mailbox = mailbox_factory("imap", hostile={
+        "UID SEARCH": lambda conn, tag, args: _answer(
+            b"* SEARCH 1 abc 99999999999999999999", tag.encode() + b" OK done")(conn)})
+    mailbox.add(message(1))
+    assert mailbox.poll(Recorder()).processed == 1
+    assert "not UIDs" in caplog.text
+
+
+@pytest.mark.parametrize("variant", ["pop3", "imap"])
+def test_endless_lines_end_the_poll_within_the_limit(mailbox_factory: Callable[..., Mailbox],
+                                                     variant: str) -> None:
+    """A server that answers with endless lines (1.2 GB in 32 s before): the poll stops
+    once the protocol-line budget is read, with memory to match."""
+    line = b"* OK " + b"x" * 1000 + b"\r\n"
+    hostile = {"CAPA": _flood(line, b"+OK capabilities\r\n")} if variant == "pop3" \
+        else {"SELECT": _flood(line)}
+    mailbox = mailbox_factory(variant, hostile=hostile)
+    limits = PollLimits(chatter_bytes=2**20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(MailboxError, match="bytes of protocol lines"):
+            mailbox.poll(Recorder(), limits=limits)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20, peak
+
+
+def test_a_huge_imap_literal_is_never_read(mailbox_factory: Callable[..., Mailbox]) -> None:
+    """A server announcing a 300 MB literal (its size said small): refused unread."""
+
+    def fetch(conn: _Connection, tag: str, args: list[str]) -> bool:
+        if "RFC822.SIZE" in args[-1].upper():
+            return False  # answered honestly: 100 bytes or so
+        conn.sock.sendall(b"* 1 FETCH (UID 1 BODY[] {300000000}\r\n" + b"x" * 65536)
+        return True
+
+    mailbox = mailbox_factory("imap", hostile={"UID FETCH": fetch})
+    mailbox.add(message(1))
+    tracemalloc.start()
+    try:
+        with pytest.raises(MailboxError, match="300000000-byte literal"):
+            mailbox.poll(Recorder(), limits=PollLimits(message_bytes=2**20))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20, peak
+
+
+@pytest.mark.parametrize("variant", ["pop3", "imaps"])
+def test_oversized_messages_stay_on_the_server(mailbox_factory: Callable[..., Mailbox],
+                                               variant: str,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    mailbox = mailbox_factory(variant)
+    big = message(2, b"x" * 200 + b"\r\n" * 100_000)
+    mailbox.add(message(1), big, message(3))
+    handler = Recorder()
+    result = mailbox.poll(handler, limits=PollLimits(message_bytes=100_000))
+    assert (result.processed, result.oversized) == (2, 1)
+    assert mailbox.waiting() == [big] and len(handler.seen) == 2
+    assert f"has {len(big)} bytes, over the 100000-byte limit: left on the server" in caplog.text
+
+
+def test_a_pop3_server_lying_about_a_size_gets_no_further(
+        mailbox_factory: Callable[..., Mailbox]) -> None:
+    """LIST says 10 bytes, RETR sends 300 KB: read and dropped, left on the server."""
+    mailbox = mailbox_factory("pop3", hostile={
+        "LIST": lambda conn, arg: arg == "2" and _answer(b"+OK 2 10")(conn)})
+    big = message(2, b"y" * 70 + b"\r\n" * 100_000)
+    mailbox.add(message(1), big, message(3))
+    result = mailbox.poll(Recorder(), limits=PollLimits(message_bytes=100_000))
+    assert (result.processed, result.oversized) == (2, 1)
+    assert mailbox.waiting() == [big]
+
+
+@pytest.mark.parametrize("variant", ["pop3", "imap"])
+def test_the_poll_byte_budget_leaves_the_rest_for_the_next_poll(
+        mailbox_factory: Callable[..., Mailbox], variant: str) -> None:
+    mailbox = mailbox_factory(variant)
+    messages = [message(n, (b"z" * 78 + b"\r\n") * 500) for n in range(5)]  # ~41 KB each
+    mailbox.add(*messages)
+    limits = PollLimits(poll_bytes=100_000)
+    first = mailbox.poll(Recorder(), limits=limits)
+    assert (first.processed, first.deferred) == (2, 3)
+    second = mailbox.poll(Recorder(), limits=limits)
+    assert (second.processed, second.deferred) == (2, 1)
+    assert mailbox.waiting() == messages[4:]
+
+
+@pytest.mark.parametrize("variant", ["pop3s", "imap"])
+def test_a_trickling_server_is_cut_off_at_the_deadline(
+        mailbox_factory: Callable[..., Mailbox], variant: str) -> None:
+    """A byte every 0.2 s never trips the 5 s read timeout; the poll's deadline cuts it."""
+
+    def trickle(conn: _Connection, *args: Any) -> bool:
+        with contextlib.suppress(OSError):
+            for _ in range(300):
+                conn.sock.sendall(b"+" if variant == "pop3s" else b"*")
+                time.sleep(0.2)
+        return True
+
+    mailbox = mailbox_factory(variant, hostile={"STAT": trickle, "SELECT": trickle})
+    start = time.monotonic()
+    with pytest.raises(MailboxError, match="cut off after 1 s"):
+        mailbox.poll(Recorder(), limits=PollLimits(seconds=1))
+    assert time.monotonic() - start < 30  # 1 s, then the 5 s grace; never 60 s
+
+
+def test_poll_once_raises_nothing_but_mailbox_error(
+        mailbox_factory: Callable[..., Mailbox]) -> None:
+    """A non-ASCII capability list, which imaplib cannot decode."""
+    mailbox = mailbox_factory("imap", hostile={
+        "CAPABILITY": lambda conn, tag, args: _answer(
+            b"* CAPABILITY IMAP4rev1 \xff\xfe", tag.encode() + b" OK")(conn)})
+    with pytest.raises(MailboxError):
+        mailbox.poll(Recorder())

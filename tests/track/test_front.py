@@ -9,6 +9,7 @@ import base64
 import contextlib
 import json
 import re
+import resource
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from mailbeacon.connections import FD_RESERVE, Limits, fit_descriptors
 from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import events
 from mailbeacon.track.endpoints import PIXEL
@@ -677,3 +679,165 @@ async def test_connection_handed_off_once(service: Service, smtp_relay: SmtpRela
             with contextlib.suppress(asyncio.CancelledError):
                 await task
     assert _count(service, "opened") == 2
+
+
+# --- connection limits (connections.py) --------------------------------------------------
+
+
+async def _refused(client: Wire, status: int, within: float) -> Reply:
+    """The connection is answered `status` and closed, within `within` seconds."""
+    client.timeout = within
+    r = await client.reply()
+    assert r.status == status and r.header("connection") == "close", r
+    assert "message" in json.loads(r.body)
+    assert await client.closed(within)
+    return r
+
+
+async def test_half_open_connections_beyond_the_bound_lock_nobody_out(
+        service: Service, smtp_relay: SmtpRelay) -> None:
+    """More half-open connections than the bound (half in the front, half handed to
+    uvicorn), held open: pixels, clicks and the API still answer, on new connections,
+    because the connections waiting longest make room; the server never holds more than
+    its bound. Before, each was held for ever (1,010 of them took the server down)."""
+    click, pixel = await _sent(service, smtp_relay)
+    bound = 50
+    async with serving(_app(service), limits=Limits(max_connections=bound)) as http:
+        port = http.config.port
+        held = [await Wire.open(port) for _ in range(2 * bound)]
+        try:
+            for number, client in enumerate(held):
+                target = "/v3/domains" if number % 2 else f"/o/{pixel}"
+                client.send(f"GET {target} HTTP/1.1\r\nHost: x\r\n".encode())  # no end
+                await asyncio.sleep(0)
+            await _until(lambda: len(http.server_state.connections) <= bound, True)
+            for _ in range(10):
+                async with wire(port) as client:
+                    assert (await client.ask(request(f"/o/{pixel}"))).status == 200
+                    assert (await client.ask(request(f"/c/{click}"))).status == 302
+                    r = await client.ask(request("/v3/domains", headers=(("Authorization", AUTH),)))
+                    assert r.status == 200
+            assert len(http.server_state.connections) <= bound
+            evicted = 0
+            for client in held:
+                with contextlib.suppress(TimeoutError):
+                    evicted += await client.closed(0.05)
+            assert evicted >= bound  # the oldest made room, for the others and for us
+        finally:
+            for client in held:
+                client.close()
+    assert _counts(service) == (10, 10)
+
+
+async def test_when_every_connection_is_busy_a_newcomer_gets_503(
+        service: Service, smtp_relay: SmtpRelay) -> None:
+    """16 connections each waiting for its pixel's commit: the 17th is refused with 503
+    at once; the 16 are answered and stored once the database lets go."""
+    _, pixel = await _sent(service, smtp_relay)
+    async with serving(_app(service), limits=Limits(max_connections=16)) as http:
+        port = http.config.port
+        busy = [await Wire.open(port) for _ in range(16)]
+        try:
+            with _database_held(service.runtime.db) as release:
+                for client in busy:
+                    client.send(request(f"/o/{pixel}"))
+                await _until(lambda: len(http.server_state.connections), 16)
+                await asyncio.sleep(0.2)  # each has its request in
+                async with wire(port) as newcomer:
+                    r = await _refused(newcomer, 503, 5)
+                    assert r.header("retry-after") == "1"
+                release.set()
+            assert [(await c.reply()).status for c in busy] == [200] * 16
+        finally:
+            for client in busy:
+                client.close()
+    assert _count(service, "opened") == 16
+
+
+@SQLITE_ONLY
+async def test_a_request_head_has_a_deadline_before_and_after_the_hand_off(
+        service: Service, smtp_relay: SmtpRelay) -> None:
+    """Half a head, or a head trickled a byte at a time (never quiet for the keep-alive
+    timeout), to the front or to uvicorn: 408 and closed once the head deadline passes,
+    counted from the head's first byte."""
+    _, pixel = await _sent(service, smtp_relay)
+    limits = Limits(head_timeout=1.0)
+    async with serving(_app(service), limits=limits, timeout_keep_alive=3) as http:
+        port = http.config.port
+        for target in (f"/o/{pixel}", "/v3/domains"):
+            async with wire(port) as client:
+                start = time.monotonic()
+                client.send(f"GET {target} HTTP/1.1\r\nHost: x\r\n".encode())
+                await _refused(client, 408, 5)
+                assert time.monotonic() - start < 5
+            async with wire(port) as client:  # a byte every 0.2 s: 8 s for this head
+                head = f"GET {target} HTTP/1.1\r\nHost: x\r\nX-Slow: {'a' * 10}\r\n\r\n"
+
+                async def trickle(client: Wire = client, head: str = head) -> None:
+                    with contextlib.suppress(ConnectionError):
+                        for char in head:
+                            client.send(char.encode())
+                            await client.writer.drain()
+                            await asyncio.sleep(0.2)
+
+                sender = asyncio.create_task(trickle())
+                try:
+                    await _refused(client, 408, 5)
+                finally:
+                    sender.cancel()
+        async with wire(port) as client:  # the deadline is per head: a slow client is fine
+            for _ in range(3):
+                client.send(b"GET /o/" + pixel.encode())
+                await asyncio.sleep(0.6)
+                assert (await client.ask(b" HTTP/1.1\r\nHost: x\r\n\r\n")).status == 200
+
+
+@SQLITE_ONLY
+async def test_a_request_body_has_a_deadline(service: Service, smtp_relay: SmtpRelay) -> None:
+    async with serving(_app(service), limits=Limits(body_timeout=1.0)) as http, \
+            wire(http.config.port) as client:
+        client.send(b"POST /v3/domains HTTP/1.1\r\nHost: x\r\nAuthorization: " + AUTH.encode()
+                    + b"\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                    b"Content-Length: 1000\r\n\r\nname=")
+        client.timeout = 5
+        r = await client.reply()
+        assert r.status in (400, 408), r  # the app may answer the truncated form itself
+        assert await client.closed(5)
+
+
+@SQLITE_ONLY
+async def test_request_heads_are_capped(service: Service, smtp_relay: SmtpRelay) -> None:
+    """A 100 KB header, whole or never finished (100 MB values took 100 MB of memory
+    each): 431, before the rest is read; a 20 KB one is still served."""
+    _, pixel = await _sent(service, smtp_relay)
+    async with serving(_app(service)) as http:
+        port = http.config.port
+        for target in (f"/o/{pixel}", "/v3/domains"):
+            async with wire(port) as client:
+                client.send(request(target, headers=(("X-Big", "b" * 100_000),)))
+                r = await _refused(client, 431, 5)
+                assert "65536" in json.loads(r.body)["message"]
+            async with wire(port) as client:
+                client.send(f"GET {target} HTTP/1.1\r\nX-Big: ".encode())
+                with contextlib.suppress(ConnectionError):
+                    for _ in range(200):  # up to 10 MB, while it reads
+                        client.send(b"c" * 50_000)
+                        await client.writer.drain()
+                await _refused(client, 431, 5)
+            async with wire(port) as client:
+                r = await client.ask(request(target, headers=(
+                    ("X-Padding", "p" * 20_000), ("Authorization", AUTH))))
+                assert r.status == 200
+
+
+def test_the_descriptor_limit_is_raised_to_fit_the_bound() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))
+        assert fit_descriptors(Limits(max_connections=600)).max_connections == 600
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 600 + FD_RESERVE
+        if hard != resource.RLIM_INFINITY:  # more than the hard limit allows: the bound fits
+            assert fit_descriptors(Limits(max_connections=hard)).max_connections == \
+                hard - FD_RESERVE
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
