@@ -83,3 +83,12 @@ def test_cli_export_is_safe_and_round_trips(database_url: str, tmp_path: Path) -
                  sl.iter_entries(db, "a.example.com", kind)]
     finally:
         db.dispose()
+
+
+def test_every_csv_goes_through_the_one_writer() -> None:
+    """A new export with its own csv.writer would miss the escaping."""
+    package = Path(spreadsheet.__file__).parent
+    others = [str(path.relative_to(package)) for path in package.rglob("*.py")
+              if path.name != "spreadsheet.py"
+              and ("csv.writer" in path.read_text() or "DictWriter" in path.read_text())]
+    assert others == []
