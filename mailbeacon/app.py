@@ -37,6 +37,9 @@ from mailbeacon.settings import Settings
 from mailbeacon.track.endpoints import TrackingEndpoints
 from mailbeacon.track.unsubscribe import UnsubscribeEndpoint
 
+_OPENAPI_METHODS = JSONResponse({"message": "Method not allowed: /openapi.json is GET only"},
+                                405, headers={"Allow": "GET, HEAD"})
+
 
 class MailbeaconApp:
     """Sends /o/ and /c/ straight to the lean tracking endpoints, the rest to the API."""
@@ -52,7 +55,8 @@ class MailbeaconApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         prefix = scope["path"][:3] if scope["type"] == "http" else ""
         if prefix == "/op" and scope["path"] == "/openapi.json":  # public: no secrets in it
-            await self.openapi(scope, receive, send)
+            read_only = scope["method"] in ("GET", "HEAD")
+            await (self.openapi if read_only else _OPENAPI_METHODS)(scope, receive, send)
             return
         if prefix in ("/o/", "/c/"):
             await self.tracking(scope, receive, send)

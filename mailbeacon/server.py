@@ -10,6 +10,7 @@ import uvicorn
 
 from mailbeacon.app import MailbeaconApp
 from mailbeacon.connections import Limits, fit_descriptors
+from mailbeacon.forwarded import check_forwarded
 from mailbeacon.track.front import protocol_factory
 
 BACKLOG = 2048  # uvicorn's default
@@ -27,7 +28,7 @@ def server(app: MailbeaconApp, host: str, port: int, limits: Limits | None = Non
         app, host=host, port=port, log_level="warning", access_log=False,
         http=protocol_factory(runtime.codec, runtime.recorder, limits),  # type: ignore[arg-type]
         **options)
-    return uvicorn.Server(config)
+    return uvicorn.Server(check_forwarded(config))
 
 
 def listening_socket(host: str, port: int, shared: bool) -> socket.socket:

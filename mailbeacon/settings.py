@@ -68,7 +68,8 @@ SETTINGS: tuple[Setting, ...] = (
             low=16, high=100_000),
     Setting("public_url", str, "",
             "Base URL recipients reach this server at, used in tracking links when a domain "
-            "has no tracking URL of its own. Default: http://HOST:PORT of --http."),
+            "has no tracking URL of its own, and in the API's paging URLs. Default: "
+            "http://HOST:PORT of --http."),
     Setting("relay", str, "",
             "Upstream SMTP relay: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), "
             "smtps://... (TLS from the start), or smtp+plain://... (never TLS). Empty: "
@@ -129,7 +130,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Days after which an open, click or reply counts half in a contact's "
             "engagement score.", low=0.1, high=3650),
     Setting("webhook_timeout", float, 5.0,
-            "Seconds a webhook endpoint has to answer; a slower one is retried later.",
+            "Seconds a webhook post may take in all (resolving, connecting, sending, "
+            "reading the answer); a slower one is retried later.",
             low=0.1, high=300),
     Setting("webhook_forbid_private", bool, False,
             "yes: refuse webhook URLs whose host resolves to a private, loopback or "

@@ -52,7 +52,6 @@ message x recipient, under the country, device, ... of that first hit. Non-hit e
 from __future__ import annotations
 
 import calendar
-import csv
 import io
 import re
 import time
@@ -65,6 +64,7 @@ from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, Connection, func, select
 
+from mailbeacon import spreadsheet
 from mailbeacon.errors import BadRequest, NotFound
 from mailbeacon.events import UNIQUE_CLICKED, UNIQUE_OPENED
 from mailbeacon.failures import (
@@ -554,19 +554,19 @@ class CampaignReport:
         clicked).
         """
         out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\r\n")
+        writer = spreadsheet.writer(out)  # tags, URLs and client names come from outside
         writer.writerow(["section", "item", "metric", "value"])
-        writer.writerow(["campaign", _cell(self.tag), "start", _iso_day(self.first)])
-        writer.writerow(["campaign", _cell(self.tag), "end", _iso_day(self.last)])
-        writer.writerow(["campaign", _cell(self.tag), "human", "yes" if self.human else "no"])
+        writer.writerow(["campaign", self.tag, "start", _iso_day(self.first)])
+        writer.writerow(["campaign", self.tag, "end", _iso_day(self.last)])
+        writer.writerow(["campaign", self.tag, "human", "yes" if self.human else "no"])
         writer.writerows(["summary", "", k, v] for k, v in self.counts.items())
         writer.writerows(["rate", "", k, f"{v:.6f}"] for k, v in self.rates.items())
         for link in self.top_links:
-            writer.writerow(["link", _cell(link.url), "clicks", link.clicks])
-            writer.writerow(["link", _cell(link.url), "unique_clicks", link.unique_clicks])
+            writer.writerow(["link", link.url, "clicks", link.clicks])
+            writer.writerow(["link", link.url, "unique_clicks", link.unique_clicks])
         for section, values in self.breakdowns.items():
             for item, counts in values.items():
-                writer.writerows([section, _cell(item), k, v] for k, v in counts.items())
+                writer.writerows([section, item, k, v] for k, v in counts.items())
         for category, counts in self.failures.items():
             writer.writerow(["failures", category, "permanent", counts["permanent"]])
             writer.writerow(["failures", category, "temporary", counts["temporary"]])
@@ -578,12 +578,6 @@ class CampaignReport:
 
 def _iso_day(ts: int) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
-
-
-def _cell(text: str) -> str:
-    # Spreadsheets run cells starting with these as formulas (CSV injection); tags, URLs
-    # and user-agent-derived names come from outside.
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def campaign_report(conn: Connection, domain: str, tag: str, start: int | None = None,

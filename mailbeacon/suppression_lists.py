@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 from sqlalchemy import Connection, delete, select
 
+from mailbeacon import spreadsheet
 from mailbeacon import suppressions as suppression_rows
 from mailbeacon.addresses import check_address
 from mailbeacon.errors import BadRequest, NotFound
@@ -254,7 +255,8 @@ def read_csv(kind: SuppressionKind, data: bytes, max_rows: int | None = None) ->
                     raise BadRequest(f"{len(row)} fields but the header has {len(columns)} "
                                      "(quote values that contain commas)")
                 # Empty cells take the defaults, as absent fields do.
-                cells = {c: row[i] for c, i in wanted.items() if i < len(row) and row[i]}
+                cells = {c: spreadsheet.unescape(row[i]) for c, i in wanted.items()
+                         if i < len(row) and row[i]}
                 found.append(parse_entry(kind, cells))
             except BadRequest as exc:
                 errors.append(f"line {reader.line_num}: {exc.message}")
@@ -282,7 +284,7 @@ def csv_rows(kind: SuppressionKind, entry: Entry) -> list[list[str]]:
 
 def write_csv(kind: SuppressionKind, entries: Iterable[Entry], out: TextIO) -> int:
     """Write a header row and the entries; the number of entries written."""
-    writer = csv.writer(out, lineterminator="\n")
+    writer = spreadsheet.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS[kind])
     count = 0
     for entry in entries:

@@ -29,7 +29,7 @@ from mailbeacon import domains as dom
 from mailbeacon import engagement, retention
 from mailbeacon.api.access import DOMAIN, DOMAIN_SETTINGS, requires
 from mailbeacon.api.forms import query_limit, read_form, runtime, text_field
-from mailbeacon.api.paging import page_links
+from mailbeacon.api.paging import api_url, page_links
 from mailbeacon.api.suppressions import _page as parse_page
 from mailbeacon.errors import BadRequest
 from mailbeacon.storage.db import now_us
@@ -97,7 +97,7 @@ async def list_contacts(request: Request) -> JSONResponse:
     # Every filter travels in the paging URLs, so the pages belong to one list.
     kept = {k: v for k in ("sort", "order", "min_score", "max_score", "active_since",
                            "consent") if (v := params.get(k))}
-    base = str(request.base_url).rstrip("/") + f"/v3/{domain.name}/contacts?"
+    base = api_url(request, f"/v3/{domain.name}/contacts?")
 
     paging = page_links(
         base, "pivot", page, pivot.encode() if pivot else None,
@@ -137,7 +137,7 @@ async def contact_timeline(request: Request) -> JSONResponse:
             return fetch_page(conn, domain.name, query)
 
     page = await run_in_threadpool(fetch)
-    base = (str(request.base_url).rstrip("/") + f"/v3/{domain.name}/contacts/"
+    base = (api_url(request, f"/v3/{domain.name}/contacts/")
             + quote(address, safe="@") + "/timeline?page=")
     return JSONResponse({
         "items": page.items,
@@ -192,7 +192,7 @@ async def message_recipients(request: Request) -> JSONResponse:
     after = _delivery_pivot(request)
     found = await run_in_threadpool(ct.message_recipients, db, domain.name, message_id,
                                     limit, after)
-    base = (str(request.base_url).rstrip("/") + f"/v3/{domain.name}/messages/"
+    base = (api_url(request, f"/v3/{domain.name}/messages/")
             + quote(message_id.strip().removeprefix("<").removesuffix(">"), safe="@")
             + "/recipients?")
     return JSONResponse({"items": [ct.status_json(s) for s in found],
@@ -208,7 +208,7 @@ async def recipient_messages(request: Request) -> JSONResponse:
     before = _delivery_pivot(request)
     found = await run_in_threadpool(ct.recipient_messages, db, domain.name, address, limit,
                                     before)
-    base = (str(request.base_url).rstrip("/") + f"/v3/{domain.name}/recipients/"
+    base = (api_url(request, f"/v3/{domain.name}/recipients/")
             + quote(address, safe="@") + "/messages?")
     return JSONResponse({"items": [ct.status_json(s, with_message=True) for s in found],
                          "paging": _delivery_paging(base, limit, found, before)})

@@ -10,6 +10,7 @@ from starlette.routing import Route
 from mailbeacon import domains as dom
 from mailbeacon.api.access import DOMAIN, requires
 from mailbeacon.api.forms import runtime
+from mailbeacon.api.paging import api_url
 from mailbeacon.storage.eventlog import (
     EventQuery,
     Page,
@@ -39,7 +40,7 @@ async def _page(request: Request, query: EventQuery) -> JSONResponse:
             return fetch_page(conn, domain.name, query)
 
     page = await run_in_threadpool(fetch)
-    base = str(request.base_url).rstrip("/") + f"/v3/{domain.name}/events/"
+    base = api_url(request, f"/v3/{domain.name}/events/")
     return JSONResponse({
         "items": page.items,
         "paging": {

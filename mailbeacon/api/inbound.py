@@ -16,6 +16,7 @@ from starlette.routing import Route
 from mailbeacon import domains as dom
 from mailbeacon.api.access import DOMAIN, requires
 from mailbeacon.api.forms import query_limit, runtime
+from mailbeacon.api.paging import api_url
 from mailbeacon.inbound.reports import list_reports
 
 
@@ -27,7 +28,7 @@ async def list_inbound(request: Request) -> JSONResponse:
     db = runtime(request).db
     domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
     page = await run_in_threadpool(list_reports, db, domain, matched, limit, before)
-    base = str(request.base_url).rstrip("/") + f"/v3/{domain.name}/inbound?"
+    base = api_url(request, f"/v3/{domain.name}/inbound?")
     query = {"limit": str(limit), **({"matched": matched} if matched else {})}
     paging = {"first": base + urlencode(query)}
     if len(page.items) == limit:

@@ -5,6 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import quote, urlencode
 
+from starlette.requests import Request
+
+from mailbeacon.api.forms import runtime
+
+
+def api_url(request: Request, path: str) -> str:
+    """`path` under the server's public URL (MAILBEACON_PUBLIC_URL, else the --http
+    address), never under the request's Host header, which any client can set."""
+    return runtime(request).settings.base_url + path
+
 
 def page_links(base: str, key: str, page: str, pivot: str | None, first: str | None,
                last: str | None, limit: int, kept: Mapping[str, str]) -> dict[str, str]:

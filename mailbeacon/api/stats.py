@@ -30,7 +30,7 @@ from mailbeacon import stats
 from mailbeacon import tags as tg
 from mailbeacon.api.access import DOMAIN, requires
 from mailbeacon.api.forms import query_limit, runtime
-from mailbeacon.api.paging import page_links
+from mailbeacon.api.paging import api_url, page_links
 from mailbeacon.api.tags import path_tag, tag_json
 from mailbeacon.errors import BadRequest
 
@@ -151,7 +151,7 @@ async def list_campaigns(request: Request) -> JSONResponse:
 
     counts = await run_in_threadpool(totals) if found else {}
     kept = {k: v for k, v in params.items() if k in ("prefix", "start", "end", "human")}
-    base = str(request.base_url).rstrip("/") + f"/v3/{domain.name}/campaigns?"
+    base = api_url(request, f"/v3/{domain.name}/campaigns?")
 
     paging = page_links(base, "tag", page, pivot, found[0].tag if found else None,
                         found[-1].tag if found else None, limit, kept)

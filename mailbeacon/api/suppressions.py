@@ -21,7 +21,7 @@ from mailbeacon import domains as dom
 from mailbeacon import suppression_lists as sl
 from mailbeacon.api.access import DOMAIN, requires
 from mailbeacon.api.forms import query_limit, read_form, runtime, text_field, text_fields
-from mailbeacon.api.paging import page_links
+from mailbeacon.api.paging import api_url, page_links
 from mailbeacon.errors import BadRequest
 from mailbeacon.suppressions import SuppressionKind
 from mailbeacon.tags import PAGES, Page
@@ -56,7 +56,7 @@ async def list_entries(request: Request, kind: Kind) -> JSONResponse:
     found = await run_in_threadpool(sl.list_entries, db, domain.name, kind, limit, page,
                                     pivot or "", term)
 
-    base = str(request.base_url).rstrip("/") + f"/v3/{domain.name}/{sl.NAMES[kind]}?"
+    base = api_url(request, f"/v3/{domain.name}/{sl.NAMES[kind]}?")
 
     paging = page_links(base, "address", page, pivot,
                         found[0].address if found else None,

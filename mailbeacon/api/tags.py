@@ -14,7 +14,7 @@ from mailbeacon import domains as dom
 from mailbeacon import tags as tg
 from mailbeacon.api.access import DOMAIN, requires
 from mailbeacon.api.forms import query_limit, read_form, runtime, text_field
-from mailbeacon.api.paging import page_links
+from mailbeacon.api.paging import api_url, page_links
 from mailbeacon.errors import BadRequest
 from mailbeacon.send.submission import check_tags, normalize_tags
 
@@ -35,7 +35,7 @@ async def list_tags(request: Request) -> JSONResponse:
     found = await run_in_threadpool(tg.list_tags, db, domain.name, limit, page, pivot or "",
                                     prefix)
 
-    base = str(request.base_url).rstrip("/") + f"/v3/{domain.name}/tags?"
+    base = api_url(request, f"/v3/{domain.name}/tags?")
 
     paging = page_links(base, "tag", page, pivot, found[0].tag if found else None,
                         found[-1].tag if found else None, limit,

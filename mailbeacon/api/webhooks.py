@@ -113,16 +113,26 @@ async def replay_one(request: Request) -> JSONResponse:
 
 @requires(DOMAIN)
 async def test_webhook(request: Request) -> JSONResponse:
-    """Post a sample event to a URL now and show the answer."""
+    """Post a sample event to a URL now and show the answer: its status and the start of
+    its body, the body only where private addresses are allowed (else this would read
+    internal services for anyone with an API key)."""
     domain = await _domain(request)
     form = await read_form(request)
     url = text_field(form, "url") or ""
     event = text_field(form, "event") or "delivered"
     if event not in store.WEBHOOK_IDS:
         raise BadRequest(f"'event' must be one of {', '.join(store.WEBHOOK_IDS)}")
-    answer = await deliveries.send_test(runtime(request).db, domain, url, event)
-    return JSONResponse({"code": answer.code, "outcome": answer.outcome,
-                         "body": answer.error})
+    settings = runtime(request).settings
+    answer = await deliveries.send_test(
+        runtime(request).db, domain, url, event, timeout=settings.webhook_timeout,
+        forbid_private=settings.webhook_forbid_private)
+    found: dict[str, object] = {"code": answer.code, "outcome": answer.outcome, "body": None}
+    if answer.code is None:
+        found["message"] = answer.error  # refused, timed out, connection refused ...
+    elif not settings.webhook_forbid_private:
+        found["body"] = answer.error
+        found["body-truncated"] = answer.truncated
+    return JSONResponse(found)
 
 
 _BASE = "/v3/domains/{domain}/webhooks"

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -45,6 +45,7 @@ CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src '
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-src 'self'; "
        "frame-ancestors 'none'")
 _PUBLIC = (PREFIX + "/login", PREFIX + "/static/")
+FORM_BYTES = 64 * 1024  # the largest dashboard form body but for CSV imports
 
 
 class Guard:
@@ -102,6 +103,18 @@ def _with_security_headers(send: Send, static: bool) -> Send:
     return wrapped
 
 
+class FormLimit(LimitBody):
+    """Dashboard forms are small: a body over FORM_BYTES is refused before it is read
+    (the login form included, before its CSRF check), except for a CSV import (paths
+    ending in /import), which takes files up to MAILBEACON_MAX_REQUEST_BYTES."""
+
+    def limit(self, scope: Scope) -> int:
+        return self.max_bytes if scope["path"].endswith("/import") else FORM_BYTES
+
+    def too_large(self, message: str) -> Response:
+        return HTMLResponse(f"<!doctype html><title>Too large</title><p>{message}.</p>", 413)
+
+
 def _error_page(request: Request, status: int, title: str, message: str) -> Response:
     return render(request, "error.html", status_code=status, title=title, message=message)
 
@@ -152,7 +165,7 @@ def build_dashboard(runtime: Runtime) -> ASGIApp:
     app = Starlette(
         routes=[Mount(PREFIX, routes=routes)],
         middleware=[Middleware(Guard, dashboard=dash),
-                    Middleware(LimitBody, max_bytes=runtime.settings.max_request_bytes)],
+                    Middleware(FormLimit, max_bytes=runtime.settings.max_request_bytes)],
         exception_handlers={
             NotFound: _not_found,
             BadRequest: _bad_request,

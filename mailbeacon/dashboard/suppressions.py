@@ -4,7 +4,6 @@ accepts exactly what the API and the CLI accept."""
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Iterator
 from urllib.parse import urlencode
@@ -14,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from mailbeacon import spreadsheet
 from mailbeacon import suppression_lists as sl
 from mailbeacon.errors import BadRequest, NotFound
 from mailbeacon.suppressions import SuppressionKind
@@ -121,7 +121,7 @@ def export_csv(request: Request) -> Response:
     def lines() -> Iterator[str]:
         # A page of entries at a time: a list may hold millions of addresses.
         out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")  # as sl.write_csv writes
+        writer = spreadsheet.writer(out, lineterminator="\n")  # as sl.write_csv writes
         writer.writerow(sl.CSV_COLUMNS[kind])
         for count, entry in enumerate(sl.iter_entries(db, domain.name, kind), 1):
             writer.writerows(sl.csv_rows(kind, entry))

@@ -36,6 +36,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.server import ServerState
 
 from mailbeacon.connections import GuardedHttp, Limits, make_room, refusal, refuse
+from mailbeacon.forwarded import client_address
 from mailbeacon.track.endpoints import NOT_FOUND_ANSWER, PIXEL_ANSWER, Answer, answer
 from mailbeacon.track.recorder import Recorder
 from mailbeacon.track.tokens import TokenCodec
@@ -252,11 +253,7 @@ class TrackingFront(asyncio.Protocol):
     def _client_ip(self, forwarded: str) -> str:
         """The peer, or behind a trusted proxy the client it names (uvicorn's rules, so
         both ways to the endpoints see one address)."""
-        if forwarded and self._trusted is not None and self._peer in self._trusted:
-            host, _ = self._trusted.get_trusted_client_address(forwarded)
-            if host:
-                return str(host)
-        return self._peer
+        return client_address(self._trusted, self._peer, forwarded)
 
     def _durable(self, future: asyncio.Future[None]) -> None:
         if not future.cancelled() and future.exception() is not None:

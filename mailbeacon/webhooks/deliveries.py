@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -12,7 +13,7 @@ from mailbeacon.errors import BadRequest, NotFound
 from mailbeacon.ids import new_id
 from mailbeacon.storage.db import Database, now_us
 from mailbeacon.storage.schema import webhook_deliveries
-from mailbeacon.webhooks.sender import Answer, post
+from mailbeacon.webhooks.outgoing import Answer, post
 from mailbeacon.webhooks.store import check_url, redact, signing_key
 
 STATUSES = ("pending", "sending", "done", "rejected", "failed")
@@ -75,10 +76,12 @@ def sample_event(domain: str, event: str) -> dict[str, Any]:
             "flags": {"is-test-mode": True}}
 
 
-async def send_test(db: Database, domain: str, url: str, event: str) -> Answer:
+async def send_test(db: Database, domain: str, url: str, event: str, *, timeout: float,
+                    forbid_private: bool) -> Answer:
+    """Post a sample event to `url` now, under the rules stored webhooks follow."""
     check_url(url)
-    key = signing_key(db, domain)
-    async with httpx.AsyncClient(timeout=5.0, follow_redirects=False,
+    key = await asyncio.to_thread(signing_key, db, domain)
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False,
                                  trust_env=False) as client:
         return await post(client, url, json.loads(json.dumps(sample_event(domain, event))),
-                          key)
+                          key, timeout=timeout, forbid_private=forbid_private)

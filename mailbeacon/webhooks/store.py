@@ -140,19 +140,21 @@ def delete(db: Database, domain: str, webhook: str) -> list[str]:
 
 
 def signing_key(db: Database, domain: str, rotate: bool = False) -> str:
-    """The domain's webhook signing key, made on first use (or anew with `rotate`)."""
+    """The domain's webhook signing key, made on first use (or anew with `rotate`).
+    Two first uses at once agree on one key: only a key-less row takes a new one."""
     if not rotate:
         with db.read() as conn:
             key = conn.execute(select(domains.c.webhook_signing_key)
                                .where(domains.c.name == domain)).scalar()
         if key:
             return str(key)
+    key = new_signing_key()
     with db.write() as conn:
-        key = conn.execute(select(domains.c.webhook_signing_key)
-                           .where(domains.c.name == domain)).scalar()
-        if key and not rotate:
-            return str(key)
-        key = new_signing_key()
-        conn.execute(domains.update().where(domains.c.name == domain)
-                     .values(webhook_signing_key=key))
-    return key
+        change = domains.update().where(domains.c.name == domain)
+        if not rotate:
+            change = change.where(domains.c.webhook_signing_key.is_(None)
+                                  | (domains.c.webhook_signing_key == ""))
+        conn.execute(change.values(webhook_signing_key=key))
+        stored = conn.execute(select(domains.c.webhook_signing_key)
+                              .where(domains.c.name == domain)).scalar()
+    return str(stored) if stored else key

@@ -131,3 +131,19 @@ async def test_unknown_parameters_are_400_naming_them(service: Service) -> None:
     assert "'tags' is given more than once" in r.json()["message"]
     r = await service.client.get("/v3/example.com/events", params={"pretty": "yes"})
     assert r.status_code == 200
+
+
+async def test_paging_urls_come_from_the_public_url(service_factory: Any) -> None:
+    """Not from the Host header, which any client sets (issue 12.5)."""
+    async with service_factory(public_url="https://mail.example.com/mb/") as service:
+        await service.add_domain("example.com")
+        await service.send(to="a@example.org", subject="s", text="t")
+        for path in ("/v3/example.com/events", "/v3/example.com/bounces",
+                     "/v3/example.com/tags", "/v3/example.com/contacts",
+                     "/v3/example.com/campaigns", "/v3/example.com/inbound"):
+            r = await service.client.get(path, headers={"Host": "evil.test"})
+            assert r.status_code == 200, r.text
+            urls = list(r.json()["paging"].values())
+            assert urls and all(u.startswith(f"https://mail.example.com/mb{path}")
+                                for u in urls), urls
+            assert "evil.test" not in r.text

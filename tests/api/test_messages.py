@@ -29,7 +29,7 @@ async def test_send_relays_one_transaction_per_recipient(service: Service,
         to=["alice@example.org", "Bob <bob@example.org>"], cc="carol@example.org",
         bcc="dave@example.org", subject="Hello", text=TEXT, html=HTML,
         **{"o:tag": ["November", "news"], "h:X-Campaign": "nov-1", "v:customer": "42"})
-    assert re.fullmatch(r"<[0-9a-v]{26}@example\.com>", message_id)
+    assert re.fullmatch(r"<[0-9a-v]{34}@example\.com>", message_id)
     received = await smtp_relay.wait_for(4)
     assert sorted(r.recipients[0] for r in received) == [
         "alice@example.org", "bob@example.org", "carol@example.org", "dave@example.org"]

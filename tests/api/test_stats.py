@@ -20,7 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import Table
 
-from mailbeacon import suppressions
+from mailbeacon import spreadsheet, suppressions
 from mailbeacon.storage.db import now_us
 from mailbeacon.storage.schema import dimension_stats, link_stats, stats_buckets
 from mailbeacon.suppressions import SuppressionKind
@@ -470,6 +470,7 @@ async def test_campaign_csv(service: Service, client: httpx.AsyncClient) -> None
     assert r.headers["content-disposition"] == 'attachment; filename="campaign-promo.csv"'
     rows = list(csv.reader(io.StringIO(r.text)))
     assert rows[0] == ["section", "item", "metric", "value"]
+    assert not [v for row in rows for v in row if v.startswith(spreadsheet.FORMULA_STARTS)]
     report = await get(client, "/v3/example.com/campaigns/promo")
     sections = [row[0] for row in rows[1:]]
     # In blocks, in this order.

@@ -16,7 +16,7 @@ from tests.conftest import Service, SmtpRelay
 
 D1 = "Fri, 21 Oct 2011 11:02:55 GMT"
 D1_US = 1319194975 * 1_000_000
-BASE = "http://testserver/v3/example.com"
+BASE = "http://127.0.0.1:8080/v3/example.com"  # the public URL (--http by default)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from mailbeacon.tags import touch_tags
 from tests.conftest import Service
 
 T0 = 1_700_000_000 * 1_000_000  # µs: Tue, 14 Nov 2023 22:13:20 GMT
-BASE = "http://testserver/v3/example.com/tags"
+BASE = "http://127.0.0.1:8080/v3/example.com/tags"  # the public URL (--http by default)
 
 
 @pytest.fixture
