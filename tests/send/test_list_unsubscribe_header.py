@@ -118,8 +118,7 @@ async def test_submitted_list_unsubscribe_is_replaced_only_where_we_set_ours(
         return (await smtp_relay.wait_for(before + 1))[before]
 
     ours = (await submit()).message
-    assert ours.get_all("List-Unsubscribe") is not None
-    assert len(ours.get_all("List-Unsubscribe")) == 1
+    assert len(ours.get_all("List-Unsubscribe") or []) == 1
     assert "/u/" in str(ours["List-Unsubscribe"])
     await _domain(service, list_unsubscribe=False)
     theirs = (await submit()).message
