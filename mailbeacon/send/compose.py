@@ -137,10 +137,6 @@ class Tracking:
         pixel_top = domain.pixel_top if options.pixel_top is None else options.pixel_top
         return cls(opens, clicks, pixel_top, domain.tracking_base(default_base))
 
-    @property
-    def active(self) -> bool:
-        return self.opens or self.clicks != "no"
-
 
 @dataclass(frozen=True)
 class Composed:

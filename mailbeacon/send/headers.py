@@ -148,7 +148,7 @@ def header_names(data: bytes) -> list[str]:
         name, colon, _ = line.partition(b":")
         if not colon:
             raise HeaderInjection(f"a header line has no field name: {line[:40]!r}")
-        names.append(name.decode("ascii", "replace").strip().lower())
+        names.append(name.decode("ascii", "surrogateescape").strip().lower())
     return names
 
 
