@@ -266,9 +266,13 @@ class Composer:
 def _has_utf8_address(msg: EmailMessage) -> bool:
     """Whether an address header has a non-ASCII local part (RFC 6532: UTF-8 headers)."""
     for name in ("From", "To", "Cc", "Reply-To", "Sender"):
-        for header in msg.get_all(name) or ():
-            if any(not a.username.isascii() for a in getattr(header, "addresses", ())):
+        try:
+            headers = msg.get_all(name) or ()
+            if any(not a.username.isascii() for header in headers
+                   for a in getattr(header, "addresses", ())):
                 return True
+        except Exception:  # noqa: BLE001 - unparsable: written out as it came, in ASCII
+            continue
     return False
 
 

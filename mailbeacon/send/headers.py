@@ -25,7 +25,8 @@ import contextlib
 import re
 from collections.abc import Iterator, Sequence
 from email.errors import HeaderParseError
-from email.policy import EmailPolicy, default
+from email.header import decode_header, make_header
+from email.policy import EmailPolicy, Policy, default
 from typing import Any
 
 from mailbeacon.errors import BadRequest, MailbeaconError
@@ -80,19 +81,34 @@ def check_value(field: str, name: str, value: str, where: str = "") -> None:
     """Refuse `value` for header `name` if it, or what it decodes to, holds a control
     character (BadRequest naming `field`, and `where`: e.g. " for bob@example.org")."""
     check_text(field, value, where)
-    for decoded in decoded_parts(name, value):
-        check_text(field, decoded, f"{where} once decoded")
+    try:
+        for decoded in decoded_parts(name, value):
+            check_text(field, decoded, f"{where} once decoded")
+    except BadRequest:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the email package raises all sorts here
+        # e.g. "address parts cannot contain CR or LF" after decoding a display name, or
+        # an IndexError for a decoded display name that reads as a group
+        raise BadRequest(f"{field} is not a valid {name} header{where} once decoded "
+                         f"({type(exc).__name__}: {exc})") from exc
+
+
+def check_written(field: str, name: str, header: Any, policy: Policy) -> None:
+    """`check_value` on a header as `policy` writes it (what a receiver reads): the email
+    package re-encodes display names, and some read back differently, or not at all."""
+    folded = policy.fold_binary(name, header).decode("utf-8", "surrogateescape")
+    check_value(field, name, re.sub(r"\r?\n(?=[ \t])", "", folded.partition(":")[2]).strip())
 
 
 def decoded_parts(name: str, value: str) -> Iterator[str]:
     """What the email package makes of a header value, as generation will decode it: the
-    text, the display names and addresses of address headers, the MIME parameters."""
-    try:
-        header = default.header_factory(name, value)
-    except (ValueError, HeaderParseError, IndexError, TypeError) as exc:
-        # e.g. "address parts cannot contain CR or LF" after decoding a display name
-        yield f"\n({exc})"
-        return
+    text, the display names and addresses of address headers, the MIME parameters; and
+    every encoded word decoded wherever it stands (the structured parser folds some
+    controls into white space, and a receiver may decode them where it does not)."""
+    if "=?" in value:
+        with contextlib.suppress(ValueError, HeaderParseError, LookupError):
+            yield str(make_header(decode_header(value)))
+    header = default.header_factory(name, value)
     yield str(header)
     for address in getattr(header, "addresses", ()):
         yield from (address.display_name, address.username, address.domain)

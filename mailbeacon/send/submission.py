@@ -15,7 +15,7 @@ from typing import Any
 
 from mailbeacon.addresses import format_mailboxes, needs_smtputf8
 from mailbeacon.errors import BadRequest
-from mailbeacon.send.headers import check_text, check_value, refuse_owned
+from mailbeacon.send.headers import check_text, check_value, check_written, refuse_owned
 
 MAX_TAGS = 3
 MAX_TAG_LENGTH = 128
@@ -167,6 +167,9 @@ def build_mime(sub: Submission, message_id: str, now: float) -> EmailMessage:
             maintype, _, subtype = att.content_type.partition("/")
             msg.add_attachment(att.data, maintype=maintype, subtype=subtype,
                                filename=att.filename)
+    for param, name in (("from", "From"), ("to", "To"), ("cc", "Cc")):
+        if name in msg:  # as written, then read by a receiver
+            check_written(f"'{param}' parameter", name, msg[name], msg.policy)
     for part in msg.iter_attachments():  # a file name must decode to a file name
         for name in ("Content-Disposition", "Content-Type"):
             check_value("attachment file name", name, str(part.get(name, "")))
