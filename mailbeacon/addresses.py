@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from email.headerregistry import Address
 from email.utils import formataddr, getaddresses
 
+import idna
 from email_validator import EmailNotValidError, validate_email
 
 from mailbeacon.errors import BadRequest
@@ -40,4 +42,38 @@ def parse_mailboxes(values: Iterable[str], field: str) -> list[tuple[str, str]]:
 
 
 def format_mailboxes(pairs: Iterable[tuple[str, str]]) -> str:
-    return ", ".join(formataddr(pair) for pair in pairs)
+    """A header value: domains in IDNA (ASCII); a non-ASCII local part stays UTF-8, and
+    the message then needs SMTPUTF8 (RFC 6532 headers, see `needs_smtputf8`).
+
+    >>> format_mailboxes([("Bob", "bob@例子.广告")])
+    'Bob <bob@xn--fsqu00a.xn--4rr70v>'
+    """
+    formatted = []
+    for name, address in pairs:
+        local, _, domain = ascii_domain(address).rpartition("@")
+        if local.isascii():
+            formatted.append(formataddr((name, f"{local}@{domain}")))
+        else:
+            formatted.append(str(Address(name, local, domain)))
+    return ", ".join(formatted)
+
+
+def ascii_domain(address: str) -> str:
+    """The address with its domain in IDNA A-labels (unchanged if it cannot be).
+
+    >>> ascii_domain("用户@例子.广告")
+    '用户@xn--fsqu00a.xn--4rr70v'
+    """
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii():
+        return address
+    try:
+        return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+    except idna.IDNAError:
+        return address
+
+
+def needs_smtputf8(address: str) -> bool:
+    """Whether an address can only travel with SMTPUTF8 (RFC 6531): a non-ASCII local
+    part (a non-ASCII domain is written in IDNA instead)."""
+    return not address.rpartition("@")[0].isascii()

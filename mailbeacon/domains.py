@@ -41,13 +41,15 @@ class Domain:
     footer_html: str | None = None
     footer_text: str | None = None
     soft_bounce_limit: int = 5
+    list_unsubscribe: bool = True  # one-click headers on every message (not only scoped)
 
     @classmethod
     def from_row(cls, row: Any) -> Domain:
         return cls(row.name, row.id, row.created_at, bool(row.track_opens), row.track_clicks,
                    bool(row.pixel_top), row.tracking_url, row.bounce_domain,
                    row.dkim_selector, row.dkim_private_key, bool(row.unsubscribe_footer),
-                   row.footer_html, row.footer_text, row.soft_bounce_limit)
+                   row.footer_html, row.footer_text, row.soft_bounce_limit,
+                   bool(row.list_unsubscribe))
 
     def tracking_base(self, default: str) -> str:
         return (self.tracking_url or default).rstrip("/")
@@ -183,7 +185,7 @@ def update_domain(db: Database, name: str, **changes: Any) -> Domain:
     """Change settings: tracking, bounce domain, DKIM key, unsubscribe footer, limits."""
     allowed = {"track_opens", "track_clicks", "pixel_top", "tracking_url", "bounce_domain",
                "dkim_selector", "dkim_private_key", "unsubscribe_footer", "footer_html",
-               "footer_text", "soft_bounce_limit", "bot_thresholds"}
+               "footer_text", "soft_bounce_limit", "bot_thresholds", "list_unsubscribe"}
     unknown = set(changes) - allowed
     if unknown:
         raise ValueError(f"unknown domain settings: {sorted(unknown)}")
@@ -222,6 +224,7 @@ def tracking_json(domain: Domain) -> dict[str, Any]:
         "open": {"active": domain.track_opens, "place_at_the_top": domain.pixel_top},
         "click": clicks,
         "unsubscribe": {"active": domain.unsubscribe_footer,
+                        "list_unsubscribe": domain.list_unsubscribe,
                         "html_footer": domain.footer_html or DEFAULT_FOOTER_HTML,
                         "text_footer": domain.footer_text or DEFAULT_FOOTER_TEXT},
     }

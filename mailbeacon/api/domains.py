@@ -116,10 +116,15 @@ async def update_click_tracking(request: Request) -> JSONResponse:
 
 @requires(DOMAIN_SETTINGS)
 async def update_unsubscribe_tracking(request: Request) -> JSONResponse:
-    """Mailgun's unsubscribe tracking: the footer added when a body has no placeholder."""
+    """Mailgun's unsubscribe tracking: the footer added when a body has no placeholder;
+    `list_unsubscribe`: the one-click headers on every message (not only those with a
+    footer or a placeholder)."""
     form = await read_form(request)
     changes: dict[str, object] = {"unsubscribe_footer": dom.parse_bool(
         required(form, "active"), "active")}
+    one_click = text_field(form, "list_unsubscribe")
+    if one_click is not None:
+        changes["list_unsubscribe"] = dom.parse_bool(one_click, "list_unsubscribe")
     for field, column in (("html_footer", "footer_html"), ("text_footer", "footer_text")):
         value = text_field(form, field)
         if value is not None:

@@ -19,6 +19,7 @@ from mailbeacon.api.access import SEND, requires
 from mailbeacon.api.forms import read_form, required, runtime, text_field, text_fields
 from mailbeacon.errors import BadRequest
 from mailbeacon.send.controls import controls_from_headers, parse_delivery_time, parse_variable
+from mailbeacon.send.headers import safe_filename
 from mailbeacon.send.intake import accept, accept_mime
 from mailbeacon.send.submission import (
     Attachment,
@@ -149,7 +150,7 @@ async def _attachments(form: FormData) -> list[Attachment]:
         for item in form.getlist(field):
             if not isinstance(item, UploadFile):
                 raise BadRequest(f"'{field}' must be a file (multipart/form-data)")
-            filename = (item.filename or "attachment").replace("\r", "").replace("\n", "")
+            filename = safe_filename(item.filename or "")
             content_type = (item.content_type or "").lower().split(";")[0].strip()
             if not _CONTENT_TYPE.match(content_type) or content_type.startswith("multipart/"):
                 content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"

@@ -22,7 +22,7 @@ FORMS: dict[tuple[str, str], list[str]] = {
     ("PUT", "/v3/domains/{name}/tracking/open"): _TRACKING,
     ("PUT", "/v3/domains/{name}/tracking/click"): ["active"],
     ("PUT", "/v3/domains/{name}/tracking/unsubscribe"): ["active", "html_footer",
-                                                         "text_footer"],
+                                                         "text_footer", "list_unsubscribe"],
     ("PUT", "/v3/domains/{name}/bots"): ["click_after_delivery_seconds", "burst_links",
                                          "burst_seconds"],
     ("PUT", "/v3/domains/{name}/privacy"): ["track_activities", "truncate_ips",

@@ -88,6 +88,7 @@ async def save_unsubscribe(request: Request, form: FormData) -> Response:
     domain = await in_thread(get_domain, request)
     changes = {
         "unsubscribe_footer": checkbox(form, "unsubscribe_footer"),
+        "list_unsubscribe": checkbox(form, "list_unsubscribe"),
         # Empty: the built-in template.
         "footer_html": text_field(form, "footer_html").strip() or None,
         "footer_text": text_field(form, "footer_text").strip("\r\n ") or None,

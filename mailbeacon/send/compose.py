@@ -22,12 +22,14 @@ from email import message_from_bytes
 from email.headerregistry import BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
 from email.policy import SMTP, Policy
-from email.utils import formataddr, getaddresses
+from email.utils import getaddresses
 from functools import partial
 from typing import Any
 
+from mailbeacon.addresses import format_mailboxes, needs_smtputf8
 from mailbeacon.domains import DEFAULT_FOOTER_HTML, DEFAULT_FOOTER_TEXT, Domain
 from mailbeacon.send import dkim
+from mailbeacon.send.headers import VerifyingPolicy, verify_generated
 from mailbeacon.send.submission import TrackingOptions
 from mailbeacon.track.hits import HONEYPOT_INDEX
 from mailbeacon.track.rewrite import Link, plan_html, plan_text
@@ -110,8 +112,11 @@ def _header_registry() -> _HeaderCache:
     return registry
 
 
-# SMTP's policy (CRLF, 7-bit headers), with the caching header registry.
-POLICY = SMTP.clone(header_factory=_header_registry())
+# SMTP's policy (CRLF, 7-bit headers), with the caching header registry; generating a
+# message with it fails (HeaderInjection) where a header would not stay one field.
+POLICY = VerifyingPolicy(linesep=SMTP.linesep, header_factory=_header_registry())
+# For messages with a non-ASCII local part in an address header (RFC 6532).
+UTF8_POLICY = POLICY.clone(utf8=True)
 
 
 @dataclass(frozen=True)
@@ -134,10 +139,6 @@ class Tracking:
             clicks = options.clicks
         pixel_top = domain.pixel_top if options.pixel_top is None else options.pixel_top
         return cls(opens, clicks, pixel_top, domain.tracking_base(default_base))
-
-    @property
-    def active(self) -> bool:
-        return self.opens or self.clicks != "no"
 
 
 @dataclass(frozen=True)
@@ -173,10 +174,10 @@ class Composer:
         self._msg = msg
         self._subject = str(msg.get("Subject", ""))
         # Batch sending shows each recipient only their own entry of the To header.
-        self._to_entries = {address.lower(): formataddr((name, address)) for name, address
-                            in getaddresses([str(msg.get("To", ""))])} if recipient_variables \
-            else {}
-        self._user_list_unsubscribe = "List-Unsubscribe" in msg
+        self._to_entries = {address.lower(): format_mailboxes([(name, address)])
+                            for name, address in getaddresses([str(msg.get("To", ""))])} \
+            if recipient_variables else {}
+        self._utf8 = _has_utf8_address(msg)
         self._parts: list[_Part] = []
         for part in msg.walk():
             if part.is_multipart() or part.get_content_disposition() == "attachment":
@@ -186,6 +187,10 @@ class Composer:
                 self._parts.append(_Part(part, part.get_content_type() == "text/html"))
         self._has_placeholder = any(_UNSUBSCRIBE_PLACEHOLDER.search(p.source)
                                     for p in self._parts)
+        # RFC 8058 one-click unsubscribe whenever the message can unsubscribe anyone,
+        # tracking or not; it replaces a List-Unsubscribe the sender's MIME brought.
+        self._list_unsubscribe = (domain.list_unsubscribe or domain.unsubscribe_footer
+                                  or self._has_placeholder)
         self._key = (dkim.DkimKey(domain.dkim_selector, domain.dkim_private_key)
                      if domain.dkim_selector and domain.dkim_private_key else None)
         # Each part analysed once for all recipients; only plain text with recipient
@@ -211,7 +216,8 @@ class Composer:
         if t.opens:
             pixel = f"{t.base_url}/o/{self._codec.encode(Token(Kind.OPEN, delivery_id))}"
         fill = self._placeholders(delivery_id)
-        substitute = None if variables is None else partial(_substitute, variables=variables)
+        substitute = (None if variables is None
+                      else partial(substitute_variables, variables=variables))
         for i, part in enumerate(self._parts):
             plan = self._plans[i]
             if substitute is not None and not part.html:
@@ -232,14 +238,20 @@ class Composer:
         msg = self._msg
         if variables is not None:
             # Batch sending: each recipient sees only their own address and variables.
-            _replace(msg, "To", self._to_entries.get(recipient.lower(), recipient))
-            _replace(msg, "Subject", _substitute(self._subject, variables))
-        if t.active and not self._user_list_unsubscribe:
+            _replace(msg, "To", self._to_entries.get(recipient.lower())
+                     or format_mailboxes([("", recipient)]))
+            _replace(msg, "Subject", substitute_variables(self._subject, variables))
+        if self._list_unsubscribe:
             _replace(msg, "List-Unsubscribe",
                      f"<{fill('%unsubscribe_url%')}>, <mailto:{fill('%unsubscribe_email%')}>")
             _replace(msg, "List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
         _replace(msg, DELIVERY_HEADER, delivery_id)
-        data = msg.as_bytes()
+        utf8 = self._utf8 or (variables is not None and needs_smtputf8(recipient))
+        # POLICY refuses a header that would not stay one field (HeaderInjection), and
+        # the header names parsed back must be the ones meant: a mismatch fails this
+        # delivery, never relays it.
+        data = msg.as_bytes(policy=UTF8_POLICY if utf8 else POLICY)
+        verify_generated(data, msg.keys())
         if self._key is not None:
             data = dkim.sign(data, self._domain.name, self._key)
         bounce = self._codec.encode(Token(Kind.BOUNCE, delivery_id))
@@ -258,6 +270,19 @@ class Composer:
         return lambda text: _UNSUBSCRIBE_PLACEHOLDER.sub(replace, text)
 
 
+def _has_utf8_address(msg: EmailMessage) -> bool:
+    """Whether an address header has a non-ASCII local part (RFC 6532: UTF-8 headers)."""
+    for name in ("From", "To", "Cc", "Reply-To", "Sender"):
+        try:
+            headers = msg.get_all(name) or ()
+            if any(not a.username.isascii() for header in headers
+                   for a in getattr(header, "addresses", ())):
+                return True
+        except Exception:  # noqa: BLE001 - unparsable: written out as it came, in ASCII
+            continue
+    return False
+
+
 def _with_honeypot(html: str, url: str) -> str:
     """A link no person can see or reach: whatever follows it is a scanner (bots.py)."""
     link = (f'<a href="{url}" aria-hidden="true" tabindex="-1" style="display:none;'
@@ -266,8 +291,12 @@ def _with_honeypot(html: str, url: str) -> str:
     return html[:end] + link + html[end:] if end >= 0 else html + link
 
 
-def _substitute(text: str, variables: dict[str, Any]) -> str:
-    """%recipient.NAME% -> the recipient's value; unknown names become empty."""
+def substitute_variables(text: str, variables: dict[str, Any]) -> str:
+    """%recipient.NAME% -> the recipient's value; unknown names become empty.
+
+    >>> substitute_variables("Hi %recipient.first%%recipient.x%", {"first": "Al"})
+    'Hi Al'
+    """
     def value(match: re.Match[str]) -> str:
         found = variables.get(match.group(1), "")
         return found if isinstance(found, str) else str(found)

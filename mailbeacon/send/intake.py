@@ -10,6 +10,7 @@ transaction has committed.
 
 from __future__ import annotations
 
+import codecs
 import copy
 import json
 import logging
@@ -32,7 +33,8 @@ from mailbeacon.domains import Domain
 from mailbeacon.errors import BadRequest
 from mailbeacon.events import EventRecord, EventType, MessageInfo, build_event
 from mailbeacon.ids import message_id_local, new_id
-from mailbeacon.send.compose import POLICY
+from mailbeacon.send.compose import POLICY, substitute_variables
+from mailbeacon.send.headers import MAX_MIME_DEPTH, UNTRUSTED_IN_MIME, check_value, mime_depth
 from mailbeacon.send.submission import (
     MAX_RECIPIENTS,
     DeliveryOptions,
@@ -49,6 +51,7 @@ from mailbeacon.storage.schema import contacts, deliveries, messages
 from mailbeacon.tags import touch_tags
 
 _MESSAGE_ID = re.compile(r"^<([^<>@\s]+@[^<>@\s]+)>$")
+_FOLD = re.compile(r"\r?\n(?=[ \t])")  # a folded header's line breaks
 # A batch holds whole messages up to this many recipients (at least one message).
 MAX_BATCH_ROWS = 2000
 log = logging.getLogger("mailbeacon.intake")
@@ -57,6 +60,8 @@ log = logging.getLogger("mailbeacon.intake")
 def accept(db: Database, domain: Domain, sub: Submission, method: str = "http") -> str:
     """Queue a message given as fields; returns its Message-ID (without <>)."""
     check_submission(sub)
+    check_recipient_variables(str(POLICY.header_factory("Subject", sub.subject)),
+                              sub.delivery.recipient_variables, sub.recipients())
     now = time.time()
     message_id = f"{message_id_local(int(now * 1_000_000))}@{domain.name}"
     mime = build_mime(sub, message_id, now)
@@ -69,10 +74,7 @@ def accept_mime(db: Database, domain: Domain, raw: bytes, sender: str | None,
                 options: TrackingOptions, delivery: DeliveryOptions,
                 method: str = "http") -> str:
     """Queue a message given as raw MIME (messages.mime, SMTP submission)."""
-    msg = message_from_bytes(raw, _class=EmailMessage, policy=POLICY)
-    assert isinstance(msg, EmailMessage)
-    if msg.defects and not msg.keys():
-        raise BadRequest("'message' is not a MIME message")
+    msg = parse_submitted(raw)
     if not recipients:
         raise BadRequest("'to' parameter is missing")
     if len(recipients) > MAX_RECIPIENTS:
@@ -84,6 +86,8 @@ def accept_mime(db: Database, domain: Domain, raw: bytes, sender: str | None,
     if "@" not in sender:
         raise BadRequest("the message has no usable From address")
     del msg["Bcc"]  # recipients come from the envelope; a Bcc header must not travel
+    check_recipient_variables(str(msg.get("Subject", "")), delivery.recipient_variables,
+                              list(recipients))
     now = time.time()
     found = _MESSAGE_ID.match(str(msg.get("Message-ID", "")).strip())
     if found:
@@ -96,6 +100,52 @@ def accept_mime(db: Database, domain: Domain, raw: bytes, sender: str | None,
         msg["Date"] = formatdate(now)
     return store_message(db, domain, msg, message_id, sender, list(recipients), list(tags),
                          variables, options, delivery, method)
+
+
+def parse_submitted(raw: bytes) -> EmailMessage:
+    """Submitted MIME, checked as every message we relay must be: BadRequest for MIME
+    nested deeper than MAX_MIME_DEPTH, a part in a charset Python does not know, or a
+    header holding control characters (after decoding). Trust headers of the sender's
+    (DKIM-Signature, ARC-*, Authentication-Results, Return-Path) are dropped."""
+    try:
+        msg = message_from_bytes(raw, _class=EmailMessage, policy=POLICY)
+    except RecursionError as exc:
+        raise BadRequest(f"'message' nests MIME parts deeper than {MAX_MIME_DEPTH} "
+                         "levels") from exc
+    assert isinstance(msg, EmailMessage)
+    if msg.defects and not msg.keys():
+        raise BadRequest("'message' is not a MIME message")
+    if mime_depth(msg) > MAX_MIME_DEPTH:
+        raise BadRequest(f"'message' nests MIME parts deeper than {MAX_MIME_DEPTH} levels")
+    for name in {n.lower() for n in msg}:
+        if name in UNTRUSTED_IN_MIME or name.startswith("arc-"):
+            del msg[name]
+    for number, part in enumerate(msg.walk()):
+        where = "" if number == 0 else f" of MIME part {number}"
+        for name, value in part.raw_items():
+            unfolded = _FOLD.sub("", str(value))
+            check_value(f"header '{name}'{where}", name, unfolded)
+        charset = part.get_content_charset()
+        if charset:
+            try:
+                codecs.lookup(charset)
+            except LookupError as exc:
+                raise BadRequest(f"MIME part {number} ({part.get_content_type()}) has an "
+                                 f"unknown charset {charset!r}") from exc
+    return msg
+
+
+def check_recipient_variables(subject: str, variables: dict[str, dict[str, Any]] | None,
+                              recipients: Sequence[str]) -> None:
+    """Each recipient's subject, their values substituted, must be a valid header value
+    (values reach headers only through %recipient.NAME% in the subject)."""
+    if not variables or "%recipient." not in subject:
+        return
+    for rcpt in recipients:
+        own = variables.get(rcpt.lower())
+        if own:
+            check_value("'recipient-variables' (in the subject)", "Subject",
+                        substitute_variables(subject, own), f" for {rcpt}")
 
 
 def store_message(db: Database, domain: Domain, mime: EmailMessage, message_id: str,

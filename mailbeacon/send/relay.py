@@ -2,6 +2,9 @@
 
 `Relay.send` turns every outcome into an `Outcome`: a 2xx is delivered, a 5xx a
 permanent failure, and a 4xx, timeout or connection failure a temporary one.
+
+International addresses: domains go out in IDNA; a non-ASCII local part needs the
+relay's SMTPUTF8 (RFC 6531), and without it the delivery fails permanently (553 5.6.7).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
 
+from mailbeacon.addresses import ascii_domain, needs_smtputf8
 from mailbeacon.errors import ConfigError
 
 _LINE_END = re.compile(rb"\r\n|\n|\r(?!\n)")
@@ -32,6 +36,12 @@ class Outcome:
     @property
     def permanent(self) -> bool:
         return 500 <= self.code < 600
+
+
+# Our own answer, as RFC 6531 (3.7.4.1) words it, when the relay cannot take the address.
+NO_SMTPUTF8 = Outcome(553, "5.6.7 Non-ASCII address, and the relay does not offer SMTPUTF8",
+                      "the recipient's address has a non-ASCII local part, which needs "
+                      "SMTPUTF8 (RFC 6531); the relay does not support it")
 
 
 @dataclass(frozen=True)
@@ -71,10 +81,18 @@ class Relay:
             password=self.password, use_tls=self.tls == "tls",
             start_tls=False if self.tls == "plain" else None, timeout=self.timeout,
         )
+        sender, recipient = ascii_domain(sender), ascii_domain(recipient)
+        utf8 = needs_smtputf8(sender) or needs_smtputf8(recipient)
+        encoding, options = ("utf-8", ["SMTPUTF8"]) if utf8 else ("ascii", [])
         try:
             async with client:
-                await client.mail(sender)
-                await client.rcpt(recipient)
+                if utf8:
+                    if client.is_ehlo_or_helo_needed:
+                        await client.ehlo()
+                    if not client.supports_extension("smtputf8"):
+                        return NO_SMTPUTF8
+                await client.mail(sender, options=options, encoding=encoding)
+                await client.rcpt(recipient, encoding=encoding)
                 reply = await (client.data(message) if wire is None
                                else _send_data(client, wire))
         except aiosmtplib.SMTPAuthenticationError as exc:

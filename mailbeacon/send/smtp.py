@@ -94,6 +94,9 @@ class SmtpHandler:
             return f"550 5.7.1 Sender domain {domain_name!r} is not a mailbeacon domain"
         except BadRequest as exc:
             return f"550 5.6.0 {exc.message}"
+        except Exception:  # e.g. the database is away: the client will try again
+            log.exception("could not queue a submitted message")
+            return "451 4.3.0 Could not queue the message now; try again later"
         self._queued()
         return f"250 2.0.0 Queued as <{message_id}>"
 

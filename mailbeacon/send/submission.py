@@ -13,18 +13,19 @@ from email.policy import SMTP
 from email.utils import formatdate
 from typing import Any
 
-from mailbeacon.addresses import format_mailboxes
+from mailbeacon.addresses import format_mailboxes, needs_smtputf8
 from mailbeacon.errors import BadRequest
+from mailbeacon.send.headers import check_text, check_value, check_written, refuse_owned
 
 MAX_TAGS = 3
 MAX_TAG_LENGTH = 128
 MAX_RECIPIENTS = 1000
 _HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # printable ASCII except ':'
-# Headers mailbeacon writes itself; a sender sets them through the matching field.
-_MANAGED_HEADERS = {
-    "from", "to", "cc", "bcc", "subject", "date", "message-id", "mime-version",
-    "content-type", "content-transfer-encoding", "return-path", "dkim-signature",
-    "x-mailgun-variables", "x-mailbeacon-delivery",
+# Headers made from fields; a sender sets them through the matching field. (Headers
+# nobody may set are in headers.OWNED.)
+_FIELD_HEADERS = {
+    "from", "to", "cc", "bcc", "subject", "date", "message-id", "x-mailgun-variables",
+    "x-mailbeacon-delivery",
 }
 
 
@@ -97,16 +98,23 @@ def check_submission(sub: Submission) -> None:
         raise BadRequest("Need at least one of 'text' or 'html' parameters specified")
     if len(sub.recipients()) > MAX_RECIPIENTS:
         raise BadRequest(f"Too many recipients: at most {MAX_RECIPIENTS} per message")
-    if "\r" in sub.subject or "\n" in sub.subject:
-        raise BadRequest("'subject' parameter must not contain line breaks")
     check_tags(sub.tags)
+    check_value("'subject' parameter", "Subject", sub.subject)
+    for param, pairs, name in (("from", [sub.sender], "From"), ("to", sub.to, "To"),
+                               ("cc", sub.cc, "Cc")):
+        for display_name, address in pairs:
+            check_text(f"'{param}' parameter", display_name + address)
+        if pairs:
+            check_value(f"'{param}' parameter", name, format_mailboxes(pairs))
     for name, value in sub.headers:
         if not _HEADER_NAME.match(name):
             raise BadRequest(f"'h:{name}' is not a valid header name")
-        if name.lower() in _MANAGED_HEADERS:
+        if name.lower() in _FIELD_HEADERS:
             raise BadRequest(f"'h:{name}' cannot be set; use the matching parameter")
-        if "\r" in value or "\n" in value:
-            raise BadRequest(f"'h:{name}' must not contain line breaks")
+        refuse_owned(f"'h:{name}'", name)
+        check_value(f"'h:{name}'", name, value)
+    for att in sub.attachments:
+        check_text("attachment file name", att.filename)
 
 
 def check_tags(tags: list[str]) -> None:
@@ -127,7 +135,9 @@ def normalize_tags(tags: list[str]) -> list[str]:
 
 def build_mime(sub: Submission, message_id: str, now: float) -> EmailMessage:
     """The message as every recipient gets it, before per-recipient tracking."""
-    msg = EmailMessage(policy=SMTP)
+    # RFC 6532: a non-ASCII local part is written in UTF-8 (the relay needs SMTPUTF8).
+    utf8 = any(needs_smtputf8(address) for _, address in (sub.sender, *sub.to, *sub.cc))
+    msg = EmailMessage(policy=SMTP.clone(utf8=True) if utf8 else SMTP)
     msg["From"] = format_mailboxes([sub.sender])
     msg["To"] = format_mailboxes(sub.to)
     if sub.cc:
@@ -157,6 +167,12 @@ def build_mime(sub: Submission, message_id: str, now: float) -> EmailMessage:
             maintype, _, subtype = att.content_type.partition("/")
             msg.add_attachment(att.data, maintype=maintype, subtype=subtype,
                                filename=att.filename)
+    for param, name in (("from", "From"), ("to", "To"), ("cc", "Cc")):
+        if name in msg:  # as written, then read by a receiver
+            check_written(f"'{param}' parameter", name, msg[name], msg.policy)
+    for part in msg.iter_attachments():  # a file name must decode to a file name
+        for name in ("Content-Disposition", "Content-Type"):
+            check_value("attachment file name", name, str(part.get(name, "")))
     return msg
 
 

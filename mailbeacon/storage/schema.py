@@ -82,6 +82,9 @@ domains = Table(
     Column("truncate_ips", Boolean, nullable=False, server_default="0"),
     Column("retention_days", Integer, nullable=False, server_default="30"),
     Column("bot_thresholds", Text, nullable=True),  # JSON, see track/bots.Thresholds
+    # List-Unsubscribe and List-Unsubscribe-Post (RFC 8058) on every message; off: only
+    # on messages with a footer or an unsubscribe placeholder.
+    Column("list_unsubscribe", Boolean, nullable=False, server_default="1"),
 )
 
 messages = Table(

@@ -247,6 +247,9 @@ async def test_other_settings(dash: Dash) -> None:
                                                 "footer_text": ""})
     domain = dom.get_domain(dash.db, "example.com")
     assert domain.unsubscribe_footer and domain.footer_html == "<p>%unsubscribe_url%</p>"
+    assert not domain.list_unsubscribe  # its box was not ticked
+    await dash.post(f"{base}/unsubscribe", {"list_unsubscribe": "on", "footer_text": ""})
+    assert dom.get_domain(dash.db, "example.com").list_unsubscribe
     r = await dash.post(f"{base}/unsubscribe", {"footer_text": "no placeholder"})
     assert "must contain" in (await dash.client.get(r.headers["location"])).text
     r = await dash.post(f"{base}/bounces", {"soft_bounce_limit": "3",

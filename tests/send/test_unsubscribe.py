@@ -36,13 +36,7 @@ async def test_list_unsubscribe_headers(service: Service, smtp_relay: SmtpRelay)
     assert re.fullmatch(r"http://[^/]+/u/[a-z2-7]+", https)
     local, _, host = mailto.partition("@")
     assert host == "example.com" and local.startswith("unsub+") and len(local) <= 64
-    # No tracking at all: no List-Unsubscribe either.
-    received = await _one(service, smtp_relay, text="hi", **{"o:tracking": "no"})
-    assert "List-Unsubscribe" not in received.message
-    # A sender's own List-Unsubscribe is kept as it is.
-    received = await _one(service, smtp_relay, text="hi",
-                          **{"h:List-Unsubscribe": "<mailto:leave@example.com>"})
-    assert received.message["List-Unsubscribe"] == "<mailto:leave@example.com>"
+    # Without tracking too, and h: cannot set them (tests/send/test_list_unsubscribe_header.py).
 
 
 async def test_get_never_unsubscribes(service: Service, smtp_relay: SmtpRelay) -> None:
