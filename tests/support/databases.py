@@ -3,8 +3,8 @@ per test: migrating took 0.12 s on SQLite and 0.4 s on PostgreSQL, most of each 
 setup.
 
 - SQLite: one migrated template file, copied for each test that wants a migrated database.
-- PostgreSQL: one migrated schema per worker, emptied before each test that uses it (one
-  TRUNCATE of every table but alembic_version); tests that want an empty database get a
+- PostgreSQL: one migrated schema per worker, emptied before each test that uses it
+  (every table but alembic_version; no migration seeds rows); tests that want an empty database get a
   fresh schema of their own, dropped afterwards.
 """
 
@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import sqlite3
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,7 +80,7 @@ class Postgres:
     def __init__(self) -> None:
         self._admin: sa.Engine | None = None
         self._schema = ""
-        self._tables = ""
+        self._emptying = ""
 
     def admin(self) -> sa.Engine:
         """The admin engine; skips (fails in CI) the test where PostgreSQL is away."""
@@ -118,7 +119,7 @@ class Postgres:
                     # A connection a test left in a transaction must not stall the run:
                     # then the schema is dropped and made anew.
                     conn.execute(sa.text("SET LOCAL lock_timeout = '5s'"))
-                    conn.execute(sa.text(f"TRUNCATE {self._tables} RESTART IDENTITY CASCADE"))
+                    conn.execute(sa.text(self._emptying))
                 return schema_url(self._schema)
             except sa.exc.DBAPIError:
                 self._drop(self._schema)
@@ -131,13 +132,8 @@ class Postgres:
             migrate(database)
         finally:
             database.dispose()
-        with admin.connect() as conn:
-            names = conn.execute(sa.text(
-                "SELECT tablename FROM pg_tables WHERE schemaname = :schema"
-                " AND tablename <> 'alembic_version' ORDER BY tablename"),
-                {"schema": schema}).scalars().all()
+        self._emptying = _emptying(admin, schema)
         self._schema = schema
-        self._tables = ", ".join(f"{schema}.{name}" for name in names)
         return schema_url(schema)
 
     def close(self) -> None:
@@ -149,3 +145,21 @@ class Postgres:
     def _drop(self, schema: str) -> None:
         with self.admin().begin() as conn:
             conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+
+
+def _emptying(admin: sa.Engine, schema: str) -> str:
+    """SQL that empties every table of `schema` but alembic_version and restarts its
+    sequences. DELETE, children first, not TRUNCATE: on tables this small TRUNCATE took
+    0.35 s (it makes new files for every table), DELETE 2 ms."""
+    metadata = sa.MetaData()
+    with warnings.catch_warnings(), admin.connect() as conn:
+        warnings.simplefilter("ignore")  # expression indexes are not reflected: not needed
+        metadata.reflect(conn, schema=schema)
+        sequences = conn.execute(sa.text(
+            "SELECT sequencename FROM pg_sequences WHERE schemaname = :schema"),
+            {"schema": schema}).scalars().all()
+    statements = [f"DELETE FROM {schema}.{table.name}"
+                  for table in reversed(metadata.sorted_tables)
+                  if table.name != "alembic_version"]
+    statements += [f"ALTER SEQUENCE {schema}.{name} RESTART" for name in sequences]
+    return "; ".join(statements)

@@ -1,0 +1,59 @@
+"""The test helpers themselves: the service's HTTP server starts once, the databases the
+fixtures give are migrated or empty as promised, and emptied between tests."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+import mailbeacon.server
+from mailbeacon.storage.db import Database
+from mailbeacon.storage.schema import domains
+from tests.conftest import Service
+
+
+async def test_concurrent_hits_start_one_server(service: Service,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hits gathered at once, before the server runs, start it once (not once per hit,
+    leaving all servers but the last running)."""
+    started: list[Any] = []
+    make_server = mailbeacon.server.server
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        started.append(make_server(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(mailbeacon.server, "server", counted)
+    answers = await asyncio.gather(*[service.hit("/no-such-page") for _ in range(20)])
+    assert {answer.status_code for answer in answers} == {401}  # no API key
+    assert len(started) == 1
+    assert started[0] is service.http
+
+
+def _tables(url: str) -> set[str]:
+    database = Database(url)
+    try:
+        with database.read() as conn:
+            return set(sa.inspect(conn).get_table_names())
+    finally:
+        database.dispose()
+
+
+def test_database_url_alone_is_empty(database_url: str) -> None:
+    assert _tables(database_url) == set()
+
+
+def test_db_is_migrated_and_database_url_is_it(db: Database, database_url: str) -> None:
+    assert db.url == database_url
+    assert {"alembic_version", "domains", "events", "messages"} <= _tables(database_url)
+
+
+@pytest.mark.parametrize("turn", [1, 2])
+def test_each_test_gets_its_database_empty(db: Database, turn: int) -> None:
+    """Two tests in turn on the same worker's database: neither sees the other's row."""
+    with db.write() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(domains)).scalar_one() == 0
+        conn.execute(domains.insert().values(name="example.com", id="d" * 26, created_at=1))
