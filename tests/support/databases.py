@@ -4,8 +4,8 @@ setup.
 
 - SQLite: one migrated template file, copied for each test that wants a migrated database.
 - PostgreSQL: one migrated schema per worker, emptied before each test that uses it
-  (every table but alembic_version; no migration seeds rows); tests that want an empty database get a
-  fresh schema of their own, dropped afterwards.
+  (every table but alembic_version; no migration seeds rows); tests that want an empty
+  database get a fresh schema of their own, dropped afterwards.
 """
 
 from __future__ import annotations
