@@ -5,7 +5,6 @@ tests import from here are re-exported."""
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,11 @@ from tests.support import (
     Received,
     Service,
     SmtpRelay,
+    corpus_file,
     free_port,
     running_relay,
     serving,
+    shared_folder,
     start_server,
     target,
 )
@@ -139,21 +140,3 @@ async def service(service_factory: Callable[..., Any],
     async with service_factory(relay=smtp_relay.url) as svc:
         await svc.add_domain("example.com")
         yield svc
-
-
-# --- the shared corpus -----------------------------------------------------------------
-
-
-def shared_folder() -> Path:
-    """../shared (or MAILBEACON_SHARED): skipped with a reason where absent, failed in CI."""
-    folder = Path(os.environ.get("MAILBEACON_SHARED",
-                                 Path(__file__).resolve().parent.parent.parent / "shared"))
-    if not (folder / "corpora").is_dir():
-        if REQUIRE_POSTGRES:  # CI=1: the shared corpus must be there
-            pytest.fail(f"the shared folder with corpora/ is missing at {folder}")
-        pytest.skip(f"the shared folder with corpora/ is absent at {folder}")
-    return folder
-
-
-def corpus_file(name: str) -> bytes:
-    return (shared_folder() / "corpora" / "bounces" / "sisimai" / name).read_bytes()

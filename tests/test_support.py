@@ -4,6 +4,9 @@ fixtures give are migrated or empty as promised, and emptied between tests."""
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +15,8 @@ import sqlalchemy as sa
 import mailbeacon.server
 from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import domains
-from tests.conftest import Service
+from tests.conftest import Service, free_port
+from tests.support import ports
 
 
 async def test_concurrent_hits_start_one_server(service: Service,
@@ -57,3 +61,17 @@ def test_each_test_gets_its_database_empty(db: Database, turn: int) -> None:
     with db.write() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(domains)).scalar_one() == 0
         conn.execute(domains.insert().values(name="example.com", id="d" * 26, created_at=1))
+
+
+def test_free_ports_are_the_workers_own() -> None:
+    """Not ephemeral ports (any client connection may take one), and never another
+    worker's: a port picked is still free when the server binds it."""
+    ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    blocks = [ports.block(f"gw{n}") for n in range(20)]
+    assert max(block.stop for block in blocks) <= ephemeral
+    for first, second in itertools.combinations(blocks, 2):
+        assert not set(first) & set(second)
+    mine = ports.block(os.environ.get("PYTEST_XDIST_WORKER", ""))
+    picked = [free_port() for _ in range(3)]
+    assert all(port in mine and ports.bindable(port) for port in picked)
+    assert len(set(picked)) == 3

@@ -16,14 +16,15 @@ _FIRST = 20000
 _BLOCK = 600  # ports per worker: workers gw0..gw19 fit below 32768
 
 
-def _worker_number() -> int:
-    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")  # set by pytest-xdist
-    digits = name.removeprefix("gw")
-    return int(digits) % 20 if digits.isdigit() else 0
+def block(worker: str) -> range:
+    """The ports of the pytest-xdist worker `worker` (gw0, gw1, ...; "" without xdist)."""
+    digits = worker.removeprefix("gw")
+    number = int(digits) % 20 if digits.isdigit() else 0
+    return range(_FIRST + number * _BLOCK, _FIRST + (number + 1) * _BLOCK)
 
 
-_start = _FIRST + _worker_number() * _BLOCK
-_candidates = itertools.cycle(range(_start, _start + _BLOCK))
+_mine = block(os.environ.get("PYTEST_XDIST_WORKER", ""))  # set by pytest-xdist
+_candidates = itertools.cycle(_mine)
 
 
 def bindable(port: int) -> bool:
@@ -41,4 +42,4 @@ def free_port() -> int:
         port = next(_candidates)
         if bindable(port):
             return port
-    raise AssertionError(f"no free port in {_start}-{_start + _BLOCK - 1}")
+    raise AssertionError(f"no free port in {_mine.start}-{_mine.stop - 1}")
