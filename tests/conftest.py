@@ -96,8 +96,7 @@ def smtp_relay() -> Iterator[SmtpRelay]:
 
 
 @pytest.fixture
-def service_factory(request: pytest.FixtureRequest, database_url: str,
-                    tmp_path: Path) -> Iterator[Callable[..., Any]]:
+def service_factory(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Any]]:
     import httpx
 
     from mailbeacon.app import MailbeaconApp
@@ -110,12 +109,7 @@ def service_factory(request: pytest.FixtureRequest, database_url: str,
         settings.setdefault("spool_dir", str(tmp_path / "spool"))
         settings.setdefault("database_url", database_url)
         run_worker = settings.pop("run_worker", True)  # False: tests drive workers by hand
-        # `database_url` is migrated already: no need to check again at each start.
-        migrated = (request.node.stash.get(_MIGRATED, False)
-                    and settings["database_url"] == database_url)
-        run_migrations = settings.pop("run_migrations", not migrated)
-        runtime = Runtime(Settings(**settings), run_worker=run_worker,
-                          run_migrations=run_migrations)
+        runtime = Runtime(Settings(**settings), run_worker=run_worker)
         await runtime.start()
         app = MailbeaconApp(runtime)
         try:
