@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import domains
 from tests.conftest import Service, free_port
 from tests.support import ports
+from tests.support.databases import Postgres, snapshot
 
 
 async def test_concurrent_hits_start_one_server(service: Service,
@@ -75,3 +77,38 @@ def test_free_ports_are_the_workers_own() -> None:
     picked = [free_port() for _ in range(3)]
     assert all(port in mine and ports.bindable(port) for port in picked)
     assert len(set(picked)) == 3
+
+
+def test_postgres_schema_goes_back_to_its_migrated_state() -> None:
+    """Between tests the worker's schema loses what a test wrote, keeps what the migration
+    seeded, and its sequences start again where the migration left them."""
+    server = Postgres()
+    admin = server.admin()
+    schema = f"t_snapshot_{secrets.token_hex(4)}"
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+            conn.execute(sa.text(f"CREATE TABLE {schema}.parent (id serial PRIMARY KEY, "
+                                 "name text)"))
+            conn.execute(sa.text(f"CREATE TABLE {schema}.child (parent int REFERENCES "
+                                 f"{schema}.parent)"))
+            conn.execute(sa.text(f"INSERT INTO {schema}.parent (name) VALUES ('seeded')"))
+        back = snapshot(admin, schema)
+        for _ in range(2):  # a test writes; the next one finds the migrated state
+            with admin.begin() as conn:
+                conn.execute(sa.text(f"INSERT INTO {schema}.parent (name) VALUES ('test')"))
+                conn.execute(sa.text(f"INSERT INTO {schema}.child VALUES (1), (2)"))
+            with admin.begin() as conn:
+                conn.execute(sa.text(back))
+            with admin.begin() as conn:
+                assert conn.execute(sa.text(f"SELECT id, name FROM {schema}.parent")).all() \
+                    == [(1, "seeded")]
+                assert conn.execute(sa.text(f"SELECT * FROM {schema}.child")).all() == []
+                assert conn.execute(sa.text(f"SELECT nextval('{schema}.parent_id_seq')"
+                                            )).scalar() == 2
+                conn.execute(sa.text(back))
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+            conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema}_seed CASCADE"))
+        server.close()
