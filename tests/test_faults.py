@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import http.client
-import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,29 +15,14 @@ import sqlalchemy as sa
 
 from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import events
-from tests.conftest import API_KEY, SmtpRelay, free_port
-from tests.webhooks.test_webhook_crash import _api
+from tests.conftest import SmtpRelay, free_port
+from tests.support import api as _api
+from tests.support import serve
 
 
 def _serve(port: int, url: str, relay: str, cwd: Path,
            recording: str = "commit") -> subprocess.Popen[bytes]:
-    cwd.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "MAILBEACON_API_KEY": API_KEY, "MAILBEACON_DATABASE_URL": url,
-           "MAILBEACON_RECORDING": recording}
-    proc = subprocess.Popen([sys.executable, "-m", "mailbeacon", "serve", "--http",
-                             f"127.0.0.1:{port}", "--relay", relay], env=env, cwd=cwd,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/")
-            conn.getresponse()
-            conn.close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("serve did not start")
+    return serve(port, url, cwd, "--relay", relay, env={"MAILBEACON_RECORDING": recording})
 
 
 @pytest.mark.parametrize("recording", ["commit", "journal"])

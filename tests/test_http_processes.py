@@ -4,7 +4,6 @@ tracking load, and never outlive serve."""
 from __future__ import annotations
 
 import http.client
-import os
 import re
 import signal
 import socket
@@ -20,31 +19,17 @@ import sqlalchemy as sa
 
 from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import events, installation
-from tests.conftest import API_KEY, SmtpRelay, free_port
-from tests.webhooks.test_webhook_crash import _api
+from tests.conftest import SmtpRelay, free_port
+from tests.support import api as _api
+from tests.support import serve
 
 
 def _start(port: int, url: str, relay: str, cwd: Path, processes: int,
            recording: str = "journal") -> subprocess.Popen[bytes]:
-    env = {**os.environ, "MAILBEACON_API_KEY": API_KEY, "MAILBEACON_DATABASE_URL": url,
-           "MAILBEACON_RECORDING": recording, "MAILBEACON_HTTP_PROCESSES": str(processes)}
-    proc = subprocess.Popen([sys.executable, "-m", "mailbeacon", "serve", "--http",
-                             f"127.0.0.1:{port}", "--relay", relay], env=env, cwd=cwd,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        if _listeners(port) == processes:
-            return proc
-        time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("serve did not start its processes")
-
-
-def _listeners(port: int) -> int:
-    """Sockets listening on `port` (each process binds its own with SO_REUSEPORT)."""
-    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
-    return sum(1 for line in lines
-               if line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A")
+    return serve(port, url, cwd, "--relay", relay, processes=processes,
+                 env={"MAILBEACON_RECORDING": recording,
+                      "MAILBEACON_HTTP_PROCESSES": str(processes)},
+                 stderr=subprocess.PIPE)
 
 
 def _children(pid: int) -> list[int]:

@@ -67,11 +67,13 @@ def _playwright() -> Any:
 class Server:
     """mailbeacon with the dashboard on 127.0.0.1, uvicorn in a thread, no relay."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, spool_dir: Path) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        # Its own spool: not ./mailbeacon-spool, shared with tests on other workers.
         self.runtime = Runtime(Settings(database_url=database_url, api_key=API_KEY,
-                                        http=f"127.0.0.1:{self.port}"))
+                                        http=f"127.0.0.1:{self.port}",
+                                        spool_dir=str(spool_dir)))
         config = uvicorn.Config(with_dashboard(self.runtime), host="127.0.0.1",
                                 port=self.port, lifespan="on", log_level="warning")
         self.server = uvicorn.Server(config)
@@ -109,7 +111,7 @@ class Server:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     _playwright()
-    with Server(f"sqlite:///{tmp_path / 'mailbeacon.db'}") as running:
+    with Server(f"sqlite:///{tmp_path / 'mailbeacon.db'}", tmp_path / "spool") as running:
         running.api("/v3/domains", name="example.com")
         # People click a link seconds after delivery at the earliest; the test at once.
         dom.update_domain(running.runtime.db, "example.com",

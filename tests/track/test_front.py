@@ -12,7 +12,7 @@ import re
 import resource
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,10 +20,9 @@ import pytest
 import sqlalchemy as sa
 
 from mailbeacon.connections import FD_RESERVE, Limits, fit_descriptors
-from mailbeacon.storage.db import Database
-from mailbeacon.storage.schema import events
 from mailbeacon.track.endpoints import PIXEL
 from tests.conftest import API_KEY, Service, SmtpRelay, serving, start_server
+from tests.support import count_events, database_held
 
 HTML = '<html><body><a href="https://shop.example.net/a?x=1&amp;y=2">a</a></body></html>'
 LOCATION = "https://shop.example.net/a?x=1&y=2"
@@ -172,9 +171,7 @@ async def _sent(service: Service, relay: SmtpRelay) -> tuple[str, str]:
 
 
 def _count(service: Service, event: str) -> int:
-    with service.runtime.db.read() as conn:
-        return int(conn.execute(sa.select(sa.func.count()).select_from(events)
-                                .where(events.c.event == event)).scalar_one())
+    return count_events(service.runtime.db, event)
 
 
 def _counts(service: Service) -> tuple[int, int]:
@@ -193,30 +190,6 @@ async def _until(value: Any, wanted: Any, timeout: float = 10.0) -> None:
 def _app(service: Service) -> Any:
     """The MailbeaconApp the service's server runs (for further servers on it)."""
     return service.app
-
-
-@contextlib.contextmanager
-def _database_held(db: Database) -> Iterator[threading.Event]:
-    """Another writer holds the database until the event is set (or the block ends):
-    hits wait for their commit meanwhile."""
-    release, locked = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with db.write() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(sa.text("LOCK TABLE events IN EXCLUSIVE MODE"))
-            conn.execute(sa.text("SELECT 1"))
-            locked.set()
-            release.wait(30)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert locked.wait(5)
-        yield release
-    finally:
-        release.set()
-        holder.join()
 
 
 # --- the front answers what the ASGI route answers ---------------------------------------
@@ -496,7 +469,7 @@ async def test_keep_alive_counts_from_the_answer(service: Service,
     _, pixel = await _sent(service, smtp_relay)
     async with serving(_app(service), timeout_keep_alive=1) as http, \
             wire(http.config.port) as client:
-        with _database_held(service.runtime.db) as release:
+        with database_held(service.runtime.db) as release:
             client.send(request(f"/o/{pixel}"))
             await asyncio.sleep(1.5)
             release.set()
@@ -626,7 +599,7 @@ async def test_graceful_shutdown_answers_hits_in_flight(service: Service,
     http, task = await start_server(_app(service))
     try:
         wires = [await Wire.open(http.config.port) for _ in range(5)]
-        with _database_held(service.runtime.db) as release:
+        with database_held(service.runtime.db) as release:
             for client in wires:
                 client.send(request(f"/o/{pixel}") * 3 + request(f"/c/{click}"))
             await asyncio.sleep(0.3)  # all received, all waiting for their commit
@@ -738,7 +711,7 @@ async def test_when_every_connection_is_busy_a_newcomer_gets_503(
         port = http.config.port
         busy = [await Wire.open(port) for _ in range(16)]
         try:
-            with _database_held(service.runtime.db) as release:
+            with database_held(service.runtime.db) as release:
                 for client in busy:
                     client.send(request(f"/o/{pixel}"))
                 await _until(lambda: len(http.server_state.connections), 16)

@@ -11,14 +11,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from mailbeacon.storage.schema import events
 from tests.conftest import POSTGRES_URL, Service, SmtpRelay, free_port
+from tests.support import count_events
 
 
 def _count(service: Service, event: str) -> int:
-    with service.runtime.db.read() as conn:
-        return int(conn.execute(sa.select(sa.func.count()).select_from(events)
-                                .where(events.c.event == event)).scalar_one())
+    return count_events(service.runtime.db, event)
 
 
 async def _links(service: Service, relay: SmtpRelay) -> tuple[str, str]:

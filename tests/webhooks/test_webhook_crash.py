@@ -2,50 +2,24 @@
 
 from __future__ import annotations
 
-import base64
-import json
-import os
 import signal
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
-from urllib.parse import urlencode
 
 import sqlalchemy as sa
 
 from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import events
 from mailbeacon.webhooks.store import signing_key
-from tests.conftest import API_KEY, free_port
+from tests.conftest import free_port
+from tests.support import api as _api
+from tests.support import serve
 from tests.webhooks.receiver import Receiver
 
 
-def _api(port: int, path: str, fields: list[tuple[str, str]]) -> dict[str, object]:
-    auth = base64.b64encode(f"api:{API_KEY}".encode()).decode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", data=urlencode(fields).encode(),
-        headers={"authorization": f"Basic {auth}"}, method="POST")
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        return dict(json.loads(answer.read()))
-
-
 def _serve(port: int, url: str, cwd: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "MAILBEACON_API_KEY": API_KEY, "MAILBEACON_DATABASE_URL": url,
-           "MAILBEACON_WEBHOOK_TIMEOUT": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", "mailbeacon", "serve", "--http",
-                             f"127.0.0.1:{port}"], env=env, cwd=cwd,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
-        except urllib.error.HTTPError:
-            return proc  # answering (401): up
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("serve did not start")
+    return serve(port, url, cwd, env={"MAILBEACON_WEBHOOK_TIMEOUT": "2"})
 
 
 def test_kill_9_during_deliveries(tmp_path: Path, database_url: str) -> None:
