@@ -19,9 +19,8 @@ import sqlalchemy as sa
 
 from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import events, installation
-from tests.conftest import SmtpRelay, free_port
+from tests.support import SmtpRelay, free_port, serve
 from tests.support import api as _api
-from tests.support import serve
 
 
 def _start(port: int, url: str, relay: str, cwd: Path, processes: int,

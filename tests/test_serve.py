@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import API_KEY, SmtpRelay, free_port
+from tests.support import API_KEY, SmtpRelay, free_port
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):

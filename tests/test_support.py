@@ -16,8 +16,7 @@ import sqlalchemy as sa
 import mailbeacon.server
 from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import domains
-from tests.conftest import Service, free_port
-from tests.support import ports
+from tests.support import Service, free_port, ports
 from tests.support.databases import Postgres, snapshot
 
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import events, stats_buckets
 from mailbeacon.webhooks.store import signing_key
-from tests.conftest import SmtpRelay, free_port
+from tests.support import SmtpRelay, free_port
 from tests.test_faults import _serve
 from tests.webhooks.receiver import Receiver
 from tests.webhooks.test_webhook_crash import _api

@@ -34,7 +34,7 @@ from mailbeacon.storage.schema import (
     suppressions,
     webhook_deliveries,
 )
-from tests.conftest import Service, SmtpRelay
+from tests.support import Service, SmtpRelay
 
 DAY = 86_400 * 1_000_000
 DOMAIN = "example.com"

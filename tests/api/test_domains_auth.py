@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from mailbeacon.apikeys import create_key
-from tests.conftest import Service
+from tests.support import Service
 
 
 @pytest.mark.parametrize("auth", [

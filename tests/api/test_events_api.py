@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.conftest import Service, SmtpRelay
+from tests.support import Service, SmtpRelay
 
 
 async def _walk(service: Service, url: str) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from mailbeacon.apikeys import Role, create_key
 from mailbeacon.app import merge_routes
-from tests.conftest import Service
+from tests.support import Service
 
 OWN, OTHER = "example.com", "other.example"
 SENDING = {("POST", "/v3/{domain}/messages"), ("POST", "/v3/{domain}/messages.mime")}

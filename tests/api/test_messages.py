@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from mailbeacon.track.tokens import Kind
-from tests.conftest import Service, SmtpRelay
+from tests.support import Service, SmtpRelay
 
 HTML = ('<html><body><p>Hello <a href="https://shop.example.net/p?a=1&amp;b=2">shop</a> '
         '<a href="mailto:help@example.com">help</a></p></body></html>')
@@ -96,7 +96,7 @@ async def test_relay_refusal_is_a_failed_event(service: Service, smtp_relay: Smt
 
 
 async def test_unreachable_relay_is_a_temporary_failure(service_factory: Any) -> None:
-    from tests.conftest import free_port
+    from tests.support import free_port
 
     async with service_factory(relay=f"smtp+plain://127.0.0.1:{free_port()}",
                                relay_timeout=2.0) as svc:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import Service
+from tests.support import Service
 
 
 async def test_openapi_is_get_only(service: Service) -> None:

@@ -25,7 +25,7 @@ from mailbeacon.storage.db import now_us
 from mailbeacon.storage.schema import dimension_stats, link_stats, stats_buckets
 from mailbeacon.suppressions import SuppressionKind
 from mailbeacon.tags import touch_tags
-from tests.conftest import Service, SmtpRelay
+from tests.support import Service, SmtpRelay
 
 H = 3600
 DAY = 86400

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from mailbeacon.storage.db import now_us
 from mailbeacon.storage.schema import soft_bounces, suppressions
-from tests.conftest import Service, SmtpRelay
+from tests.support import Service, SmtpRelay
 
 D1 = "Fri, 21 Oct 2011 11:02:55 GMT"
 D1_US = 1319194975 * 1_000_000

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from mailbeacon.storage.schema import stats_buckets
 from mailbeacon.storage.schema import tags as tags_table
 from mailbeacon.tags import touch_tags
-from tests.conftest import Service
+from tests.support import Service
 
 T0 = 1_700_000_000 * 1_000_000  # µs: Tue, 14 Nov 2023 22:13:20 GMT
 BASE = "http://127.0.0.1:8080/v3/example.com/tags"  # the public URL (--http by default)

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from mailbeacon.storage.schema import recipient_state, stats_buckets
 from mailbeacon.track.endpoints import PIXEL
-from tests.conftest import Service, SmtpRelay
+from tests.support import Service, SmtpRelay
 
 HTML = ('<html><body><a href="https://shop.example.net/a?x=1&amp;y=2">a</a>'
         '<a href="https://shop.example.net/b">b</a></body></html>')

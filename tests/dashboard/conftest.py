@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from mailbeacon.app import MailbeaconApp
 from mailbeacon.dashboard import build_dashboard
 from mailbeacon.dashboard.users import create_user
-from tests.conftest import Service
+from tests.support import Service
 
 USERNAME = "admin"
 PASSWORD = "correct horse battery"

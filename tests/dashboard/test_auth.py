@@ -17,8 +17,8 @@ from mailbeacon.dashboard.throttle import LoginThrottle
 from mailbeacon.dashboard.users import check_password, hash_password, list_users
 from mailbeacon.dashboard.web import safe_back
 from mailbeacon.throttle import Limit
-from tests.conftest import serving
 from tests.dashboard.conftest import PASSWORD, USERNAME, Dash, csrf_of
+from tests.support import serving
 
 PAGES = ["/dashboard/", "/dashboard/example.com/", "/dashboard/example.com/messages",
          "/dashboard/example.com/campaigns", "/dashboard/example.com/contacts",

@@ -32,8 +32,8 @@ from mailbeacon.dashboard.users import create_user
 from mailbeacon.runtime import Runtime
 from mailbeacon.settings import Settings
 from mailbeacon.storage.schema import local_outbox
-from tests.conftest import API_KEY, free_port
 from tests.dashboard.conftest import PASSWORD, USERNAME, with_dashboard
+from tests.support import API_KEY, free_port
 
 CHROMIUM = os.environ.get("MAILBEACON_CHROMIUM", "/usr/bin/chromium")
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",

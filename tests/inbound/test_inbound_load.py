@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from mailbeacon.inbound.message import MAX_PARSED_BYTES, trim_parts
 from mailbeacon.inbound.parser import Kind, parse
-from tests.conftest import API_KEY, SmtpRelay, free_port
+from tests.support import API_KEY, SmtpRelay, free_port
 
 # Sends one hostile message to the door: argv port, maker (a function of this module).
 SEND = """

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from mailbeacon.storage.schema import inbound_messages, suppressions
-from tests.conftest import Service, SmtpRelay, corpus_file, free_port
+from tests.support import Service, SmtpRelay, corpus_file, free_port
 
 
 @pytest.fixture

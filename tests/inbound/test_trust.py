@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from mailbeacon.storage.schema import inbound_messages, suppressions
-from tests.conftest import Received, Service, SmtpRelay, free_port
+from tests.support import Received, Service, SmtpRelay, free_port
 
 VICTIM = "innocent@example.net"
 EFFECT_EVENTS = ("failed", "complained", "unsubscribed", "replied")

@@ -8,7 +8,7 @@ import time
 from email.utils import formatdate
 from typing import Any
 
-from tests.conftest import Service, SmtpRelay
+from tests.support import Service, SmtpRelay
 
 
 async def test_batch_of_1000_with_recipient_variables(service: Service,

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from mailbeacon.storage.schema import deliveries
 from mailbeacon.track.tokens import Kind, Token
-from tests.conftest import API_KEY, Service, SmtpRelay
+from tests.support import API_KEY, Service, SmtpRelay
 
 LIVENESS_BOUND = 1.0  # seconds
 

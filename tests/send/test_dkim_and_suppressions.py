@@ -13,7 +13,7 @@ from mailbeacon import suppressions
 from mailbeacon.cli import main
 from mailbeacon.storage.db import now_us
 from mailbeacon.suppressions import SuppressionKind
-from tests.conftest import Service, SmtpRelay
+from tests.support import Service, SmtpRelay
 
 
 async def test_dkim_cli_and_signature(service: Service, smtp_relay: SmtpRelay,

@@ -27,7 +27,7 @@ from mailbeacon.send.worker import DeliveryWorker
 from mailbeacon.storage.db import Database, now_us
 from mailbeacon.storage.schema import contacts, deliveries, events, messages, stats_buckets
 from mailbeacon.suppressions import SuppressionKind
-from tests.conftest import API_KEY, Service, SmtpRelay
+from tests.support import API_KEY, Service, SmtpRelay
 
 
 class Gate:

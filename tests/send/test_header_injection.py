@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailbeacon.send.headers import CONTROL
-from tests.conftest import API_KEY, Received, Service, SmtpRelay, free_port
+from tests.support import API_KEY, Received, Service, SmtpRelay, free_port
 
 T = TypeVar("T")
 EXAMPLES = int(os.environ.get("MAILBEACON_FUZZ_EXAMPLES", "20"))

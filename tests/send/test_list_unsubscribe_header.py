@@ -14,7 +14,7 @@ import pytest
 from mailbeacon.domains import update_domain
 from mailbeacon.send.dkim import DkimKey, generate_key
 from mailbeacon.send.dkim import dns_record as dkim_record
-from tests.conftest import Received, Service, SmtpRelay
+from tests.support import Received, Service, SmtpRelay
 
 
 async def test_list_unsubscribe_is_raw_urls_folded_between_them(

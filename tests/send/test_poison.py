@@ -19,7 +19,7 @@ from mailbeacon.send.relay import Relay
 from mailbeacon.send.worker import DeliveryWorker
 from mailbeacon.storage.db import now_us
 from mailbeacon.storage.schema import deliveries, messages
-from tests.conftest import Service, SmtpRelay
+from tests.support import Service, SmtpRelay
 
 MINUTE = 60 * 1_000_000
 

@@ -16,7 +16,7 @@ from mailbeacon.send.relay import Relay
 from mailbeacon.send.worker import DeliveryWorker, RetryPolicy
 from mailbeacon.storage.db import now_us
 from mailbeacon.storage.schema import soft_bounces, suppressions
-from tests.conftest import Service, SmtpRelay
+from tests.support import Service, SmtpRelay
 
 MINUTE = 60 * 1_000_000
 ADDRESS = "alice@example.org"
@@ -149,7 +149,7 @@ async def test_a_retried_answer_that_then_succeeds_counts_nothing(
 async def test_relay_and_returned_soft_bounces_count_together(
         service: Service, smtp_relay: SmtpRelay) -> None:
     """One counter, whichever way a soft bounce arrived."""
-    from tests.conftest import corpus_file
+    from tests.support import corpus_file
 
     r = await service.client.put("/v3/domains/example.com", data={"soft_bounce_limit": "2"})
     assert r.status_code == 200
@@ -172,7 +172,7 @@ async def test_relay_and_returned_soft_bounces_count_together(
 async def test_no_answer_from_the_relay_counts_nothing(service: Service,
                                                        smtp_relay: SmtpRelay) -> None:
     """A connection failure is the relay's trouble, not the address's."""
-    from tests.conftest import free_port
+    from tests.support import free_port
 
     worker = DeliveryWorker(service.runtime.db,
                             Relay.from_url(f"smtp+plain://127.0.0.1:{free_port()}", 5),

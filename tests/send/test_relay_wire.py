@@ -7,7 +7,7 @@ import pytest
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
 from mailbeacon.send.relay import Relay, transparent
-from tests.conftest import SmtpRelay
+from tests.support import SmtpRelay
 
 MESSAGES = [
     b"Subject: x\r\n\r\nhello\r\n",

@@ -13,7 +13,7 @@ from mailbeacon.send.relay import Relay
 from mailbeacon.send.worker import DeliveryWorker, RetryPolicy
 from mailbeacon.storage.db import now_us
 from mailbeacon.storage.schema import deliveries
-from tests.conftest import Service, SmtpRelay
+from tests.support import Service, SmtpRelay
 
 MINUTE = 60 * 1_000_000
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from mailbeacon.apikeys import KeyChecker, Role, create_key, list_keys
-from tests.conftest import Service, SmtpRelay, free_port
+from tests.support import Service, SmtpRelay, free_port
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 from mailbeacon.send.smtp import SmtpHandler, start_smtp_server
 from mailbeacon.send.smtp_limits import SmtpLimits
 from mailbeacon.throttle import Throttle, address_key
-from tests.conftest import API_KEY, Service, SmtpRelay, free_port
+from tests.support import API_KEY, Service, SmtpRelay, free_port
 
 # The AUTH schedule of the server, with shorter delays than the default so the test is
 # quick: 0.2 s before the 2nd try, 0.4, 0.6, 0.6; the 5th failure closes.

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import API_KEY, Service, SmtpRelay, free_port
+from tests.support import API_KEY, Service, SmtpRelay, free_port
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from mailbeacon.storage.schema import suppressions
-from tests.conftest import Service, SmtpRelay, free_port
+from tests.support import Service, SmtpRelay, free_port
 
 
 async def _one(service: Service, relay: SmtpRelay, **fields: Any) -> Any:

@@ -10,7 +10,7 @@ import pytest
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from mailbeacon.forwarded import client_address, ip_address
-from tests.conftest import Service, SmtpRelay
+from tests.support import Service, SmtpRelay
 from tests.track.test_front import request, wire
 
 HTML = '<html><body><a href="https://shop.example.net/a">a</a></body></html>'

@@ -21,8 +21,15 @@ import sqlalchemy as sa
 
 from mailbeacon.connections import FD_RESERVE, Limits, fit_descriptors
 from mailbeacon.track.endpoints import PIXEL
-from tests.conftest import API_KEY, Service, SmtpRelay, serving, start_server
-from tests.support import count_events, database_held
+from tests.support import (
+    API_KEY,
+    Service,
+    SmtpRelay,
+    count_events,
+    database_held,
+    serving,
+    start_server,
+)
 
 HTML = '<html><body><a href="https://shop.example.net/a?x=1&amp;y=2">a</a></body></html>'
 LOCATION = "https://shop.example.net/a?x=1&y=2"

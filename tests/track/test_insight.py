@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from mailbeacon.storage.schema import contacts, domains, recipient_state, stats_buckets
-from tests.conftest import Service, SmtpRelay
+from tests.support import Service, SmtpRelay
 
 HTML = ('<html><body><a href="https://shop.example.net/a">a</a>'
         '<a href="https://shop.example.net/b">b</a>'

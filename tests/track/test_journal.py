@@ -24,7 +24,7 @@ from mailbeacon.track.hits import Hit, HitWriter
 from mailbeacon.track.recorder import Recorder
 from mailbeacon.track.spool import SET_ASIDE, Spool, _line
 from mailbeacon.track.tokens import Kind
-from tests.conftest import Service, SmtpRelay
+from tests.support import Service, SmtpRelay
 
 
 @pytest.fixture

@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import POSTGRES_URL, Service, SmtpRelay, free_port
-from tests.support import count_events
+from tests.support import POSTGRES_URL, Service, SmtpRelay, count_events, free_port
 
 
 def _count(service: Service, event: str) -> int:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 
-from tests.conftest import Service, SmtpRelay
-from tests.support import count_events, database_held
+from tests.support import Service, SmtpRelay, count_events, database_held
 
 
 async def _pixel(service: Service, relay: SmtpRelay) -> str:

@@ -11,7 +11,7 @@ import pytest
 from mailbeacon.storage.db import now_us
 from mailbeacon.webhooks.sender import PER_ENDPOINT, WebhookSender
 from mailbeacon.webhooks.store import signing_key
-from tests.conftest import Service
+from tests.support import Service
 from tests.webhooks.hostile import HostileEndpoint
 from tests.webhooks.receiver import Receiver
 

@@ -15,7 +15,7 @@ import pytest
 from mailbeacon.webhooks import outgoing
 from mailbeacon.webhooks.outgoing import is_public, post
 from mailbeacon.webhooks.sender import WebhookSender
-from tests.conftest import Service
+from tests.support import Service
 
 BASE = "/v3/domains/example.com/webhooks"
 SECRET = "internal-secret-3141"

@@ -12,9 +12,8 @@ import sqlalchemy as sa
 from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import events
 from mailbeacon.webhooks.store import signing_key
-from tests.conftest import free_port
 from tests.support import api as _api
-from tests.support import serve
+from tests.support import free_port, serve
 from tests.webhooks.receiver import Receiver
 
 

@@ -12,7 +12,7 @@ import pytest
 from mailbeacon.storage.db import now_us
 from mailbeacon.webhooks.sender import RETRY_DELAYS, WebhookSender
 from mailbeacon.webhooks.store import signing_key
-from tests.conftest import Service, SmtpRelay
+from tests.support import Service, SmtpRelay
 from tests.webhooks.receiver import Receiver
 
 BASE = "/v3/domains/example.com/webhooks"
@@ -158,7 +158,7 @@ async def test_406_is_not_retried(quiet: Service, quiet_receiver: Receiver) -> N
 
 async def test_hanging_and_refusing_endpoints_are_retried(quiet: Service,
                                                           quiet_receiver: Receiver) -> None:
-    from tests.conftest import free_port
+    from tests.support import free_port
 
     clock = [now_us() + 1_000_000]
     sender = _sender(quiet, clock, timeout=0.3)
