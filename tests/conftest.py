@@ -134,3 +134,15 @@ async def service(service_factory: Callable[..., Any],
     async with service_factory(relay=smtp_relay.url) as svc:
         await svc.add_domain("example.com")
         yield svc
+
+
+@pytest.fixture
+async def smtp_service(service_factory: Callable[..., Any],
+                       smtp_relay: SmtpRelay) -> AsyncIterator[tuple[Service, int]]:
+    """mailbeacon relaying to `smtp_relay`, with its SMTP server on a port of its own and
+    the domains example.com and other.example: (service, SMTP port)."""
+    port = free_port()
+    async with service_factory(relay=smtp_relay.url, smtp=f"127.0.0.1:{port}") as svc:
+        await svc.add_domain("example.com")
+        await svc.add_domain("other.example")
+        yield svc, port

@@ -11,27 +11,17 @@ import asyncio
 import json
 import re
 import smtplib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from mailbeacon.storage.schema import inbound_messages, suppressions
-from tests.support import Received, Service, SmtpRelay, free_port
+from tests.support import Received, Service, SmtpRelay
 
 VICTIM = "innocent@example.net"
 EFFECT_EVENTS = ("failed", "complained", "unsubscribed", "replied")
-
-
-@pytest.fixture
-async def door(service_factory: Callable[..., Any],
-               smtp_relay: SmtpRelay) -> AsyncIterator[tuple[Service, int]]:
-    port = free_port()
-    async with service_factory(relay=smtp_relay.url, smtp=f"127.0.0.1:{port}") as svc:
-        await svc.add_domain("example.com")
-        await svc.add_domain("other.example")
-        yield svc, port
 
 
 async def _deliver(service: Service, relay: SmtpRelay, to: str,
@@ -182,11 +172,11 @@ async def _effects(service: Service) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("kind", list(REPORTS))
-async def test_a_forged_report_changes_nothing(door: tuple[Service, int],
+async def test_a_forged_report_changes_nothing(smtp_service: tuple[Service, int],
                                                smtp_relay: SmtpRelay, kind: str) -> None:
     """Naming an address that other.example mailed, with no VERP token and no real
     Message-ID: kept as one unmatched report, no event, no suppression, no count."""
-    service, port = door
+    service, port = smtp_service
     await _deliver(service, smtp_relay, VICTIM, "other.example")
     build = REPORTS[kind][0]
     code, answer = await asyncio.to_thread(_smtp, port, build(VICTIM, FORGED_ORIGINAL),
@@ -200,10 +190,10 @@ async def test_a_forged_report_changes_nothing(door: tuple[Service, int],
 
 @pytest.mark.parametrize("kind", list(REPORTS))
 async def test_the_message_id_of_another_domain_ties_nothing(
-        door: tuple[Service, int], smtp_relay: SmtpRelay, kind: str) -> None:
+        smtp_service: tuple[Service, int], smtp_relay: SmtpRelay, kind: str) -> None:
     """A real Message-ID, but of other.example's message, in a report addressed to
     example.com: a report speaks only about the domains it was addressed to."""
-    service, port = door
+    service, port = smtp_service
     original = (await _deliver(service, smtp_relay, VICTIM, "other.example")).data
     build = REPORTS[kind][0]
     code, answer = await asyncio.to_thread(_smtp, port, build(VICTIM, original),
@@ -214,11 +204,11 @@ async def test_the_message_id_of_another_domain_ties_nothing(
 
 
 @pytest.mark.parametrize("kind", list(REPORTS))
-async def test_a_report_tied_by_message_id_acts(door: tuple[Service, int],
+async def test_a_report_tied_by_message_id_acts(smtp_service: tuple[Service, int],
                                                 smtp_relay: SmtpRelay, kind: str) -> None:
     """The same reports around the real returned message, addressed to its domain (not
     to the VERP address): their effects as before."""
-    service, port = door
+    service, port = smtp_service
     original = (await _deliver(service, smtp_relay, VICTIM, "example.com")).data
     build, event, suppression = REPORTS[kind]
     code, answer = await asyncio.to_thread(_smtp, port, build(VICTIM, original),
@@ -234,8 +224,8 @@ async def test_a_report_tied_by_message_id_acts(door: tuple[Service, int],
 
 
 async def test_a_verp_token_ties_whatever_address_is_named(
-        door: tuple[Service, int], smtp_relay: SmtpRelay) -> None:
-    service, port = door
+        smtp_service: tuple[Service, int], smtp_relay: SmtpRelay) -> None:
+    service, port = smtp_service
     sent = await _deliver(service, smtp_relay, "kijitora@example.org")
     await asyncio.to_thread(_smtp, port, dsn("forwarded@example.org", FORGED_ORIGINAL),
                             sent.sender)
@@ -245,10 +235,10 @@ async def test_a_verp_token_ties_whatever_address_is_named(
 
 
 async def test_our_delivery_header_must_agree_with_the_message_id(
-        door: tuple[Service, int], smtp_relay: SmtpRelay) -> None:
+        smtp_service: tuple[Service, int], smtp_relay: SmtpRelay) -> None:
     """A recipient of one message names another recipient of the same Message-ID but
     keeps their own X-Mailbeacon-Delivery header: no tie."""
-    service, port = door
+    service, port = smtp_service
     await service.send(to=["mine@example.org", VICTIM], subject="Both", text="x",
                        **{"from": "news@example.com"})
     received = await smtp_relay.wait_for(2)
@@ -266,9 +256,9 @@ async def test_our_delivery_header_must_agree_with_the_message_id(
     assert failed["bounce-match"] == "header"
 
 
-async def test_unmatched_reports_are_listed(door: tuple[Service, int],
+async def test_unmatched_reports_are_listed(smtp_service: tuple[Service, int],
                                             smtp_relay: SmtpRelay) -> None:
-    service, port = door
+    service, port = smtp_service
     original = (await _deliver(service, smtp_relay, VICTIM)).data
     await asyncio.to_thread(_smtp, port, dsn(VICTIM, FORGED_ORIGINAL), "postmaster@example.com")
     await asyncio.to_thread(_smtp, port, dsn(VICTIM, original), "postmaster@example.com")
@@ -289,11 +279,11 @@ async def test_unmatched_reports_are_listed(door: tuple[Service, int],
     assert r.status_code == 400 and "matched" in r.json()["message"]
 
 
-async def test_from_a_mailbox_the_headers_give_the_scope(door: tuple[Service, int],
+async def test_from_a_mailbox_the_headers_give_the_scope(smtp_service: tuple[Service, int],
                                                          smtp_relay: SmtpRelay) -> None:
     """A polled mailbox has no envelope: To/Delivered-To say which bounce domain a report
     came to, and the same rules apply."""
-    service, _ = door
+    service, _ = smtp_service
     theirs = (await _deliver(service, smtp_relay, VICTIM, "other.example")).data
     ours = (await _deliver(service, smtp_relay, VICTIM, "example.com")).data
     inbound = service.runtime.inbound

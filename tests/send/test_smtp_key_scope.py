@@ -4,24 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
-from collections.abc import AsyncIterator, Callable
 from email.message import EmailMessage
-from typing import Any
-
-import pytest
 
 from mailbeacon.apikeys import KeyChecker, Role, create_key, list_keys
-from tests.support import Service, SmtpRelay, free_port
-
-
-@pytest.fixture
-async def smtp_service(service_factory: Callable[..., Any],
-                       smtp_relay: SmtpRelay) -> AsyncIterator[tuple[Service, int]]:
-    port = free_port()
-    async with service_factory(relay=smtp_relay.url, smtp=f"127.0.0.1:{port}") as svc:
-        await svc.add_domain("example.com")
-        await svc.add_domain("other.example")
-        yield svc, port
+from tests.support import Service, SmtpRelay
 
 
 def _message(sender: str) -> EmailMessage:
