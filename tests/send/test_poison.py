@@ -19,17 +19,9 @@ from mailbeacon.send.relay import Relay
 from mailbeacon.send.worker import DeliveryWorker
 from mailbeacon.storage.db import now_us
 from mailbeacon.storage.schema import deliveries, messages
-from tests.support import Service, SmtpRelay
+from tests.support import ManualClock, Service, SmtpRelay
 
 MINUTE = 60 * 1_000_000
-
-
-class Clock:
-    def __init__(self, start: int) -> None:
-        self.now = start
-
-    def __call__(self) -> int:
-        return self.now
 
 
 @pytest.fixture
@@ -93,7 +85,7 @@ async def _send_round(service: Service) -> tuple[set[str], dict[str, str]]:
 async def test_poison_fails_alone_and_nothing_is_relayed_twice(
         service: Service, smtp_relay: SmtpRelay, where: str) -> None:
     innocent, poisoned = await _send_round(service)
-    clock = Clock(now_us() + 1_000_000)
+    clock = ManualClock(now_us() + 1_000_000)
     pool = ComposePool(service.runtime.codec, processes=1,
                        large=0 if where == "process" else 1 << 30)
     worker = DeliveryWorker(service.runtime.db, Relay.from_url(smtp_relay.url),
@@ -135,7 +127,7 @@ async def test_a_result_that_cannot_be_recorded_holds_back_no_other(
     await service.send(to="ann@example.net", subject="A", text="a")
     broken = await service.send(to="bob@example.org", subject="B", text="b")
     await _poison(service, broken, headers="{not json")
-    clock = Clock(now_us() + 1_000_000)
+    clock = ManualClock(now_us() + 1_000_000)
     worker = DeliveryWorker(service.runtime.db, Relay.from_url(smtp_relay.url),
                             service.runtime.codec, "http://127.0.0.1:8080", clock=clock)
     try:

@@ -16,18 +16,15 @@ from mailbeacon.send.relay import Relay
 from mailbeacon.send.worker import DeliveryWorker, RetryPolicy
 from mailbeacon.storage.db import now_us
 from mailbeacon.storage.schema import soft_bounces, suppressions
-from tests.support import Service, SmtpRelay
+from tests.support import ManualClock, Service, SmtpRelay
 
 MINUTE = 60 * 1_000_000
 ADDRESS = "alice@example.org"
 
 
-class Clock:
-    """The worker's clock, moved by hand, never behind the real one: a send's delivery is
-    due at the real time of its intake, however slowly the test runs."""
-
-    def __init__(self, start: int) -> None:
-        self.now = start
+class Clock(ManualClock):
+    """Moved by hand, never behind the real clock: a send's delivery is due at the real
+    time of its intake, however slowly the test runs."""
 
     def __call__(self) -> int:
         return max(self.now, now_us())

@@ -13,17 +13,9 @@ from mailbeacon.send.relay import Relay
 from mailbeacon.send.worker import DeliveryWorker, RetryPolicy
 from mailbeacon.storage.db import now_us
 from mailbeacon.storage.schema import deliveries
-from tests.support import Service, SmtpRelay
+from tests.support import ManualClock, Service, SmtpRelay
 
 MINUTE = 60 * 1_000_000
-
-
-class Clock:
-    def __init__(self, start: int) -> None:
-        self.now = start
-
-    def __call__(self) -> int:
-        return self.now
 
 
 def test_retry_policy_doubles_until_the_deadline() -> None:
@@ -48,7 +40,7 @@ async def service(service_factory: Any, smtp_relay: SmtpRelay) -> AsyncIterator[
         yield svc
 
 
-async def _worker(service: Service, relay: SmtpRelay, clock: Clock) -> DeliveryWorker:
+async def _worker(service: Service, relay: SmtpRelay, clock: ManualClock) -> DeliveryWorker:
     return DeliveryWorker(service.runtime.db, Relay.from_url(relay.url), service.runtime.codec,
                           "http://127.0.0.1:8080", retry=RetryPolicy(600, 8 * 3600),
                           clock=clock)
@@ -56,7 +48,7 @@ async def _worker(service: Service, relay: SmtpRelay, clock: Clock) -> DeliveryW
 
 async def test_temporary_failures_are_retried_then_given_up(service: Service,
                                                              smtp_relay: SmtpRelay) -> None:
-    clock = Clock(now_us() + 1_000_000)
+    clock = ManualClock(now_us() + 1_000_000)
     worker = await _worker(service, smtp_relay, clock)
     smtp_relay.reply = lambda rcpt: "451 4.3.0 Try again later"
     await service.send(to="alice@example.org", subject="x", text="y")
@@ -81,7 +73,7 @@ async def test_temporary_failures_are_retried_then_given_up(service: Service,
 
 async def test_retry_succeeds_and_survives_a_restart(service: Service, smtp_relay: SmtpRelay,
                                                      service_factory: Any) -> None:
-    clock = Clock(now_us() + 1_000_000)
+    clock = ManualClock(now_us() + 1_000_000)
     worker = await _worker(service, smtp_relay, clock)
     smtp_relay.reply = lambda rcpt: "421 4.7.0 Busy"
     await service.send(to="alice@example.org", subject="x", text="y")
@@ -99,7 +91,7 @@ async def test_retry_succeeds_and_survives_a_restart(service: Service, smtp_rela
 
 
 async def test_permanent_failure_is_not_retried(service: Service, smtp_relay: SmtpRelay) -> None:
-    clock = Clock(now_us() + 1_000_000)
+    clock = ManualClock(now_us() + 1_000_000)
     worker = await _worker(service, smtp_relay, clock)
     smtp_relay.reply = lambda rcpt: "550 5.1.1 No such user"
     await service.send(to="alice@example.org", subject="x", text="y")
@@ -116,7 +108,7 @@ async def test_several_workers_never_send_twice(service: Service,
     for i in range(60):
         await service.send(to=f"user{i}@example.org", subject="x", text="y")
     # After the sends, so that all 60 are due however long sending took.
-    clock = Clock(now_us() + 1_000_000)
+    clock = ManualClock(now_us() + 1_000_000)
     workers = [DeliveryWorker(service.runtime.db, Relay.from_url(smtp_relay.url),
                               service.runtime.codec, "http://x", concurrency=3, clock=clock)
                for _ in range(4)]
@@ -139,7 +131,7 @@ async def test_several_workers_never_send_twice(service: Service,
 
 async def test_expired_lease_is_taken_over(service: Service, smtp_relay: SmtpRelay) -> None:
     """A worker that died mid-send leaves a lease; after it expires the job runs again."""
-    clock = Clock(now_us() + 1_000_000)
+    clock = ManualClock(now_us() + 1_000_000)
     worker = await _worker(service, smtp_relay, clock)
     await service.send(to="alice@example.org", subject="x", text="y")
     jobs = await asyncio.to_thread(worker._claim, 10)  # claimed, then the worker "dies"

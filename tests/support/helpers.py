@@ -103,3 +103,14 @@ def serve(port: int, url: str, cwd: Path, *args: str, processes: int = 1,
     proc.kill()
     proc.wait(10)
     raise AssertionError(f"serve did not start its {processes} HTTP process(es)")
+
+
+class ManualClock:
+    """A microsecond clock the test moves by hand (`clock.now += ...`), for the delivery
+    worker's retries and leases."""
+
+    def __init__(self, start: int) -> None:
+        self.now = start
+
+    def __call__(self) -> int:
+        return self.now
