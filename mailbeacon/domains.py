@@ -62,14 +62,27 @@ class Domain:
 
 def normalize_name(name: str) -> str:
     """A domain name in lowercase ASCII (IDNA), or BadRequest."""
-    name = name.strip().rstrip(".").lower()
+    name = name.strip().lower()
+    ascii_name = dns_name(name, f"'{name.rstrip('.')}' is not a valid domain name")
+    if "." not in ascii_name:
+        raise BadRequest(f"'{name.rstrip('.')}' is not a valid domain name")
+    return ascii_name
+
+
+def dns_name(name: str, refusal: str) -> str:
+    """`name` in lowercase ASCII (IDNA, no trailing dot) when it is a valid DNS name:
+    labels of 1-63 letters, digits and hyphens, no hyphen at either end, 253 characters
+    in all; else BadRequest starting with `refusal` and saying what is wrong."""
     try:
-        ascii_name = name.encode("idna").decode("ascii")
+        ascii_name = name.rstrip(".").encode("idna").decode("ascii").lower()
     except UnicodeError as exc:
-        raise BadRequest(f"'{name}' is not a valid domain name") from exc
-    labels = ascii_name.split(".")
-    if len(ascii_name) > 253 or len(labels) < 2 or not all(_LABEL.match(x) for x in labels):
-        raise BadRequest(f"'{name}' is not a valid domain name")
+        raise BadRequest(refusal) from exc
+    bad = next((label for label in ascii_name.split(".") if not _LABEL.match(label)), None)
+    if bad is not None:
+        raise BadRequest(f"{refusal}: label {bad!r} must be 1-63 letters, digits or "
+                         "hyphens, with no hyphen at either end")
+    if len(ascii_name) > 253:
+        raise BadRequest(f"{refusal}: longer than 253 characters")
     return ascii_name
 
 
@@ -112,20 +125,8 @@ def _tracking_host(hostname: str) -> str:
         return str(ipaddress.ip_address(hostname))
     except ValueError:
         pass
-    name = hostname.rstrip(".")
-    try:
-        ascii_name = name.encode("idna").decode("ascii").lower()
-    except UnicodeError as exc:
-        raise BadRequest(f"tracking host {hostname!r} is not a valid DNS name") from exc
-    labels = ascii_name.split(".")
-    bad = next((label for label in labels if not _LABEL.match(label)), None)
-    if bad is not None:
-        raise BadRequest(f"tracking host {hostname!r} is not a valid DNS name: label "
-                         f"{bad!r} must be 1-63 letters, digits or hyphens, with no hyphen "
-                         "at either end")
-    if len(ascii_name) > 253:
-        raise BadRequest(f"tracking host {hostname!r} is longer than 253 characters")
-    if labels[-1].isdigit():
+    ascii_name = dns_name(hostname, f"tracking host {hostname!r} is not a valid DNS name")
+    if ascii_name.rsplit(".", 1)[-1].isdigit():
         raise BadRequest(f"tracking host {hostname!r} is not a valid DNS name: its last "
                          "label is all digits (an IP address? write it in full)")
     return ascii_name
