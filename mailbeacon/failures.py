@@ -14,7 +14,8 @@ Each `failed` event adds stats counters (`stats_buckets.event`) named here:
 
 Categories group the bounce-reason vocabulary (inbound/reasons.py) the way a sender acts
 on them, like Infobip's error groups; `category_of` reads an event's `reason` when it is
-one of those reasons, else classifies its `delivery-status` with the same classifier.
+one of those reasons, else the `bounce-reason` the worker gave the relay's answer, else
+classifies its `delivery-status` with the same classifier.
 """
 
 from __future__ import annotations
@@ -103,15 +104,14 @@ def failure_rows(found: Mapping[FailureCategory, tuple[int, int]]) -> list[Failu
 
 
 def category_of(data: Mapping[str, Any]) -> FailureCategory:
-    """The category of a failed event (its JSON): by its bounce reason when it has one,
-    else by classifying its delivery status (enhanced code, SMTP code and text)."""
-    try:
-        reason: Reason | None = Reason(str(data.get("reason", "")))
-    except ValueError:
-        reason = None
-    if reason is None or reason in (Reason.ON_HOLD, Reason.UNDEFINED):
-        status = data.get("delivery-status")
-        status = status if isinstance(status, Mapping) else {}
+    """The category of a failed event (its JSON): by its bounce reason when it has one
+    (the event's own, or the worker's classification of the relay's answer), else by
+    classifying its delivery status (enhanced code, SMTP code and text)."""
+    status = data.get("delivery-status")
+    status = status if isinstance(status, Mapping) else {}
+    # The event's own reason, else the one the worker classified the relay's answer as.
+    reason = _reason(data.get("reason")) or _reason(status.get("bounce-reason"))
+    if reason is None:
         text = f"{status.get('message') or ''} {status.get('description') or ''}"
         enhanced = str(status.get("enhanced-code") or "")
         if not enhanced:
@@ -124,6 +124,15 @@ def category_of(data: Mapping[str, Any]) -> FailureCategory:
             return FailureCategory.OTHER
         reason = decide_reason(enhanced, str(code) if code else "", text)
     return CATEGORY_OF_REASON.get(reason, FailureCategory.OTHER)
+
+
+def _reason(value: Any) -> Reason | None:
+    """A bounce reason that says something (not on-hold or undefined), or None."""
+    try:
+        reason = Reason(str(value or ""))
+    except ValueError:
+        return None
+    return None if reason in (Reason.ON_HOLD, Reason.UNDEFINED) else reason
 
 
 def failure_counters(permanent: bool, data: Mapping[str, Any], *,
