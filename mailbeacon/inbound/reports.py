@@ -35,9 +35,7 @@ def list_reports(db: Database, domain: Domain, matched: str | None, limit: int,
         raise BadRequest("'matched' must be yes or no")
     if before is not None and len(before) != ID_LENGTH:
         raise BadRequest("'before' must be the id of a listed report")
-    where = [inbound_messages.c.host == domain.verp_domain.lower()]
-    if matched is not None:
-        where.append(inbound_messages.c.status.in_(MATCHED[matched]))
+    where = _of(domain, matched)
     columns = [c for c in inbound_messages.c if c.name != "raw"]
     with db.read() as conn:
         total = conn.execute(select(func.count()).select_from(inbound_messages)
@@ -52,9 +50,16 @@ def list_reports(db: Database, domain: Domain, matched: str | None, limit: int,
 def count_unmatched(db: Database, domain: Domain) -> int:
     """Reports addressed to the domain that tied to no delivery (for stats, dashboard)."""
     with db.read() as conn:
-        return int(conn.execute(select(func.count()).select_from(inbound_messages).where(
-            inbound_messages.c.host == domain.verp_domain.lower(),
-            inbound_messages.c.status == "unmatched")).scalar_one())
+        return int(conn.execute(select(func.count()).select_from(inbound_messages)
+                                .where(*_of(domain, "no"))).scalar_one())
+
+
+def _of(domain: Domain, matched: str | None) -> list[Any]:
+    """The conditions for the domain's reports, all or only the (un)matched ones."""
+    where: list[Any] = [inbound_messages.c.host == domain.verp_domain.lower()]
+    if matched is not None:
+        where.append(inbound_messages.c.status.in_(MATCHED[matched]))
+    return where
 
 
 def report_json(row: Any) -> dict[str, Any]:
