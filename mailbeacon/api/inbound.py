@@ -6,8 +6,6 @@ reports that tied to no delivery and so changed nothing (docs/bounces.md).
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -16,24 +14,28 @@ from starlette.routing import Route
 from mailbeacon import domains as dom
 from mailbeacon.api.access import DOMAIN, requires
 from mailbeacon.api.forms import query_limit, runtime
-from mailbeacon.api.paging import api_url
+from mailbeacon.api.paging import api_url, page_links
+from mailbeacon.errors import BadRequest
 from mailbeacon.inbound.reports import list_reports
+from mailbeacon.tags import PAGES
 
 
 @requires(DOMAIN)
 async def list_inbound(request: Request) -> JSONResponse:
     params = request.query_params
     limit = query_limit(request)
-    matched, before = params.get("matched"), params.get("before")
+    page = params.get("page", "first")
+    if page not in PAGES:
+        raise BadRequest(f"'page' must be one of {', '.join(PAGES)}")
+    matched, pivot = params.get("matched"), params.get("id")
     db = runtime(request).db
     domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
-    page = await run_in_threadpool(list_reports, db, domain, matched, limit, before)
-    base = api_url(request, f"/v3/{domain.name}/inbound?")
-    query = {"limit": str(limit), **({"matched": matched} if matched else {})}
-    paging = {"first": base + urlencode(query)}
-    if len(page.items) == limit:
-        paging["next"] = base + urlencode({**query, "before": page.items[-1]["id"]})
-    return JSONResponse({"items": page.items, "total_count": page.total, "paging": paging})
+    found = await run_in_threadpool(list_reports, db, domain, matched, limit, page, pivot)
+    paging = page_links(api_url(request, f"/v3/{domain.name}/inbound?"), "id", page, pivot,
+                        found.items[0]["id"] if found.items else None,
+                        found.items[-1]["id"] if found.items else None, limit,
+                        {"matched": matched} if matched else {})
+    return JSONResponse({"items": found.items, "total_count": found.total, "paging": paging})
 
 
 routes = [Route("/v3/{domain}/inbound", list_inbound, methods=["GET"])]

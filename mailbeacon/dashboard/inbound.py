@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from mailbeacon.ids import ID_LENGTH
 from mailbeacon.inbound.reports import MATCHED, list_reports
 
 from .web import dashboard, get_domain, render
@@ -21,9 +22,9 @@ def inbound_page(request: Request) -> Response:
     matched = request.query_params.get("matched", "no")
     if matched not in (*MATCHED, ""):
         matched = "no"
-    before = request.query_params.get("before") or None
+    older = request.query_params.get("older") or None
     page = list_reports(dashboard(request).runtime.db, domain, matched or None, PAGE_SIZE,
-                        before if before and len(before) == 26 else None)
+                        "next" if older and len(older) == ID_LENGTH else "first", older)
     more = page.items[-1]["id"] if len(page.items) == PAGE_SIZE else None
     return render(request, "inbound.html", domain=domain, nav="suppressions",
                   reports=page.items, total=page.total, matched=matched, shown=SHOWN,

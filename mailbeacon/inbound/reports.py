@@ -17,34 +17,42 @@ from mailbeacon.errors import BadRequest
 from mailbeacon.ids import ID_LENGTH
 from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import inbound_messages
+from mailbeacon.tags import Page
 
 # ?matched= -> the statuses it lists ("processed": tied to a delivery).
 MATCHED = {"yes": ("processed",), "no": ("unmatched",)}
 
 
 @dataclass(frozen=True)
-class Page:
+class ReportPage:
     items: list[dict[str, Any]]
     total: int  # all reports of the filter, not only this page
 
 
 def list_reports(db: Database, domain: Domain, matched: str | None, limit: int,
-                 before: str | None = None) -> Page:
-    """Newest first; `before`: an id from the previous page's last item."""
+                 page: Page = "first", pivot: str | None = None) -> ReportPage:
+    """One page, newest first, with keyset paging as the other lists (tags.list_tags):
+    `first`/`last` are the newest or oldest `limit` reports, `next`/`prev` the `limit`
+    just older or newer than the report `pivot`."""
     if matched is not None and matched not in MATCHED:
         raise BadRequest("'matched' must be yes or no")
-    if before is not None and len(before) != ID_LENGTH:
-        raise BadRequest("'before' must be the id of a listed report")
+    if page in ("next", "prev") and (pivot is None or len(pivot) != ID_LENGTH):
+        raise BadRequest(f"'id' must be the id of a listed report with page={page}")
     where = _of(domain, matched)
     columns = [c for c in inbound_messages.c if c.name != "raw"]
     with db.read() as conn:
         total = conn.execute(select(func.count()).select_from(inbound_messages)
                              .where(*where)).scalar_one()
-        if before is not None:
-            where.append(inbound_messages.c.id < before)
-        rows = conn.execute(select(*columns).where(*where)
-                            .order_by(inbound_messages.c.id.desc()).limit(limit)).all()
-    return Page([report_json(r) for r in rows], int(total))
+        if page == "next":
+            where.append(inbound_messages.c.id < pivot)
+        elif page == "prev":
+            where.append(inbound_messages.c.id > pivot)
+        # The pages ending at the pivot (or at the oldest) are read backwards, then reversed.
+        backwards = page in ("prev", "last")
+        order = inbound_messages.c.id if backwards else inbound_messages.c.id.desc()
+        rows = conn.execute(select(*columns).where(*where).order_by(order).limit(limit)).all()
+    found = [report_json(r) for r in rows]
+    return ReportPage(found[::-1] if backwards else found, int(total))
 
 
 def count_unmatched(db: Database, domain: Domain) -> int:

@@ -277,6 +277,21 @@ async def test_unmatched_reports_are_listed(smtp_service: tuple[Service, int],
     assert sum(i["unmatched-report"]["total"] for i in r.json()["stats"]) == 1
     r = await service.client.get("/v3/example.com/inbound", params={"matched": "maybe"})
     assert r.status_code == 400 and "matched" in r.json()["message"]
+    # Keyset paging as the other lists: newest first, page=next|prev from an item's id.
+    r = await service.client.get("/v3/example.com/inbound", params={"limit": "1"})
+    newest = r.json()["items"]
+    assert [i["status"] for i in newest] == ["processed"] and r.json()["total_count"] == 2
+    r = await service.client.get(r.json()["paging"]["next"])
+    older = r.json()["items"]
+    assert [i["status"] for i in older] == ["unmatched"]
+    assert (await service.client.get(r.json()["paging"]["next"])).json()["items"] == []
+    r = await service.client.get(r.json()["paging"]["previous"])
+    assert r.json()["items"] == newest
+    r = await service.client.get("/v3/example.com/inbound", params={"page": "last",
+                                                                    "limit": "1"})
+    assert r.json()["items"] == older
+    r = await service.client.get("/v3/example.com/inbound", params={"page": "next"})
+    assert r.status_code == 400 and "'id'" in r.json()["message"]
 
 
 async def test_from_a_mailbox_the_headers_give_the_scope(smtp_service: tuple[Service, int],
