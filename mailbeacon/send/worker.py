@@ -123,8 +123,11 @@ class DeliveryWorker:
                     log.exception("delivery round failed")
                     handled = 0
                 if not handled:
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a
+                    # cancellation that races the wake-up, and shutdown would wait forever.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self._poll)
+                        async with asyncio.timeout(self._poll):
+                            await self._wake.wait()
                     self._wake.clear()
         finally:
             self.close()

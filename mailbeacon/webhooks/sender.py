@@ -111,8 +111,11 @@ class WebhookSender:
                             task.add_done_callback(posts.discard)
                     if learned:
                         continue  # rows of full endpoints were in the way: look past them
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a
+                    # cancellation that races the wake-up, and shutdown would wait forever.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self._poll)
+                        async with asyncio.timeout(self._poll):
+                            await self._wake.wait()
             finally:
                 for task in posts:
                     task.cancel()
