@@ -76,12 +76,15 @@ class Throttle:
             times.popleft()
         return times
 
+    def _wait(self, checks: Checks, now: float) -> float:
+        return max((limit.wait(self._window(limit, key, now), now) for limit, key in checks),
+                   default=0.0)
+
     def retry_after(self, checks: Checks, now: float | None = None) -> float:
         """Seconds before an attempt would be allowed under every check; 0: now."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            return max((limit.wait(self._window(limit, key, now), now)
-                        for limit, key in checks), default=0.0)
+            return self._wait(checks, now)
 
     def exhausted(self, checks: Checks, now: float | None = None) -> bool:
         """Whether some check has all its attempts used (not merely a delay to wait)."""
@@ -96,8 +99,7 @@ class Throttle:
         `succeeded` to take the attempt back."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            wait = max((limit.wait(self._window(limit, key, now), now)
-                        for limit, key in checks), default=0.0)
+            wait = self._wait(checks, now)
             if wait > 0:
                 return wait
             for limit, key in checks:

@@ -55,13 +55,6 @@ def list_reports(db: Database, domain: Domain, matched: str | None, limit: int,
     return ReportPage(found[::-1] if backwards else found, int(total))
 
 
-def count_unmatched(db: Database, domain: Domain) -> int:
-    """Reports addressed to the domain that tied to no delivery (for stats, dashboard)."""
-    with db.read() as conn:
-        return int(conn.execute(select(func.count()).select_from(inbound_messages)
-                                .where(*_of(domain, "no"))).scalar_one())
-
-
 def _of(domain: Domain, matched: str | None) -> list[Any]:
     """The conditions for the domain's reports, all or only the (un)matched ones."""
     where: list[Any] = [inbound_messages.c.host == domain.verp_domain.lower()]
