@@ -105,10 +105,10 @@ def sample(port: int, paths: dict[str, str], until: float) -> dict[str, list[flo
 def loop_lag(size: int) -> dict[str, float]:
     """Worst lateness of a 5 ms asyncio timer while one message is composed for three
     recipients in a thread, and in a process."""
-    from mailbeacon.domains import Domain
-    from mailbeacon.ids import new_id
+    from mailbeacon.domains.domain import Domain
+    from mailbeacon.model.ids import new_id
+    from mailbeacon.model.tokens import TokenCodec
     from mailbeacon.send.compose import Tracking
-    from mailbeacon.track.tokens import TokenCodec
 
     msg = EmailMessage()
     msg["From"], msg["To"], msg["Subject"] = "a@example.com", "b@example.org", "x"
@@ -140,7 +140,7 @@ def loop_lag(size: int) -> dict[str, float]:
 
 
 def compose_three(mime: bytes, domain: object, tracking: object, codec: object) -> None:
-    from mailbeacon.ids import new_id
+    from mailbeacon.model.ids import new_id
     from mailbeacon.send.compose import Composer
 
     composer = Composer(mime, domain, tracking, codec)  # type: ignore[arg-type]

@@ -33,10 +33,10 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mailbeacon import engagement  # noqa: E402
 from mailbeacon.dashboard import build_dashboard  # noqa: E402
 from mailbeacon.dashboard.users import create_user  # noqa: E402
-from mailbeacon.ids import id_from_parts  # noqa: E402
+from mailbeacon.insight import engagement  # noqa: E402
+from mailbeacon.model.ids import id_from_parts  # noqa: E402
 from mailbeacon.runtime import Runtime  # noqa: E402
 from mailbeacon.settings import Settings  # noqa: E402
 from mailbeacon.storage import schema as s  # noqa: E402

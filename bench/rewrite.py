@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 from html.parser import HTMLParser
 
-from mailbeacon.ids import new_id
-from mailbeacon.track.rewrite import Link, plan_html
-from mailbeacon.track.tokens import Kind, Token, TokenCodec
+from mailbeacon.model.ids import new_id
+from mailbeacon.model.tokens import Kind, Token, TokenCodec
+from mailbeacon.send.rewrite import Link, plan_html
 
 
 def newsletter(links: int = 60, size: int = 50_000) -> str:

@@ -37,11 +37,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mailbeacon import stats
-from mailbeacon.failures import NEW_FAILURE_COUNTERS, failure_counters
-from mailbeacon.ids import id_from_parts
+from mailbeacon.events.failures import NEW_FAILURE_COUNTERS, failure_counters
+from mailbeacon.events.query import EventQuery, Filter, fetch_page, parse_query
+from mailbeacon.insight import stats
+from mailbeacon.model.ids import id_from_parts
 from mailbeacon.storage.db import Database
-from mailbeacon.storage.eventlog import EventQuery, Filter, fetch_page, parse_query
 from mailbeacon.storage.migrate import migrate
 from mailbeacon.storage.schema import (
     dimension_stats,

@@ -13,11 +13,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from mailbeacon.apikeys import KeyChecker
+from mailbeacon.domains.apikeys import KeyChecker
 from mailbeacon.errors import ConfigError
 from mailbeacon.inbound.mailbox import MailboxConfig, MailboxError, PollResult, poll_once
 from mailbeacon.inbound.receiver import InboundReceiver
-from mailbeacon.retention import purge
+from mailbeacon.insight.retention import purge
 from mailbeacon.send.outbox import LocalOutbox
 from mailbeacon.send.relay import Relay
 from mailbeacon.send.smtp import SmtpHandler, start_smtp_server, tls_context

@@ -9,8 +9,8 @@ from typing import Any
 import uvicorn
 
 from mailbeacon.app import MailbeaconApp
-from mailbeacon.connections import Limits, fit_descriptors
-from mailbeacon.forwarded import check_forwarded
+from mailbeacon.net.connections import Limits, fit_descriptors
+from mailbeacon.net.forwarded import check_forwarded
 from mailbeacon.track.front import protocol_factory
 
 BACKLOG = 2048  # uvicorn's default

@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from mailbeacon.model.tokens import TokenCodec
 from mailbeacon.runtime import _cancelled
 from mailbeacon.send.outbox import LocalOutbox
 from mailbeacon.send.worker import DeliveryWorker
 from mailbeacon.storage.db import Database
-from mailbeacon.track.tokens import TokenCodec
 from mailbeacon.webhooks.sender import WebhookSender
 
 

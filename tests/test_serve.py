@@ -120,12 +120,12 @@ def test_send_track_and_read_events(served: tuple[str, Any], smtp_relay: SmtpRel
 def test_generated_secret_survives_restart(tmp_path: Path, smtp_relay: SmtpRelay,
                                            database_url: str) -> None:
     """Links sent before a restart still verify after it."""
-    from mailbeacon.ids import new_id
+    from mailbeacon.model.ids import new_id
+    from mailbeacon.model.tokens import Kind, Token
     from mailbeacon.settings import Settings
     from mailbeacon.storage.db import Database
     from mailbeacon.storage.migrate import migrate
     from mailbeacon.track.keyring import token_codec
-    from mailbeacon.track.tokens import Kind, Token
 
     db = Database(database_url)
     migrate(db)

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 from starlette.responses import Response
 
-from mailbeacon.apikeys import Grant, Role
+from mailbeacon.domains.apikeys import Grant, Role
 from mailbeacon.errors import Forbidden, Unauthorized
 
 STATE_KEY = "api_key"  # where RequireApiKey leaves the grant, in scope["state"]

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mailbeacon.api.access import STATE_KEY
-from mailbeacon.apikeys import KeyChecker
+from mailbeacon.domains.apikeys import KeyChecker
 from mailbeacon.errors import Unauthorized
 
 

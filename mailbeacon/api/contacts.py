@@ -24,16 +24,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mailbeacon import contacts as ct
-from mailbeacon import domains as dom
-from mailbeacon import engagement, retention
 from mailbeacon.api.access import DOMAIN, DOMAIN_SETTINGS, requires
 from mailbeacon.api.forms import query_limit, read_form, runtime, text_field
 from mailbeacon.api.paging import api_url, page_links
 from mailbeacon.api.suppressions import _page as parse_page
+from mailbeacon.domains import domain as dom
 from mailbeacon.errors import BadRequest
-from mailbeacon.storage.db import now_us
-from mailbeacon.storage.eventlog import (
+from mailbeacon.events.query import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
     EventQuery,
@@ -43,7 +40,10 @@ from mailbeacon.storage.eventlog import (
     encode_page,
     fetch_page,
 )
-from mailbeacon.suppression_lists import parse_date
+from mailbeacon.insight import contacts as ct
+from mailbeacon.insight import engagement, retention
+from mailbeacon.storage.db import now_us
+from mailbeacon.suppress.lists import parse_date
 
 MAX_RECIPIENTS_PAGE = 1000  # a message has at most 1000 recipients (submission.py)
 _SCORE = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,15})?")

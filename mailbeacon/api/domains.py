@@ -11,7 +11,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mailbeacon import domains as dom
 from mailbeacon.api.access import (
     DOMAIN_LIST,
     DOMAIN_SETTINGS,
@@ -20,6 +19,7 @@ from mailbeacon.api.access import (
     requires,
 )
 from mailbeacon.api.forms import read_form, required, runtime, text_field
+from mailbeacon.domains import domain as dom
 from mailbeacon.errors import BadRequest
 from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import domains as domains_table

@@ -7,11 +7,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mailbeacon import domains as dom
 from mailbeacon.api.access import DOMAIN, requires
 from mailbeacon.api.forms import runtime
 from mailbeacon.api.paging import api_url
-from mailbeacon.storage.eventlog import (
+from mailbeacon.domains import domain as dom
+from mailbeacon.events.query import (
     EventQuery,
     Page,
     decode_page,

@@ -11,13 +11,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mailbeacon import domains as dom
 from mailbeacon.api.access import DOMAIN, requires
 from mailbeacon.api.forms import query_limit, runtime
 from mailbeacon.api.paging import api_url, page_links
+from mailbeacon.domains import domain as dom
 from mailbeacon.errors import BadRequest
 from mailbeacon.inbound.reports import list_reports
-from mailbeacon.tags import PAGES
+from mailbeacon.insight.tags import PAGES
 
 
 @requires(DOMAIN)

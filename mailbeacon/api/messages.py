@@ -13,11 +13,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mailbeacon import domains as dom
-from mailbeacon.addresses import parse_mailboxes
 from mailbeacon.api.access import SEND, requires
 from mailbeacon.api.forms import read_form, required, runtime, text_field, text_fields
+from mailbeacon.domains import domain as dom
 from mailbeacon.errors import BadRequest
+from mailbeacon.model.addresses import parse_mailboxes
 from mailbeacon.send.controls import controls_from_headers, parse_delivery_time, parse_variable
 from mailbeacon.send.headers import safe_filename
 from mailbeacon.send.intake import accept, accept_mime

@@ -1,4 +1,4 @@
-"""Stats API (Mailgun's shapes) and campaign reports (our extension); see mailbeacon.stats.
+"""Stats API (Mailgun's shapes) and campaign reports (our extension); see mailbeacon.insight.stats.
 
     GET /v3/{domain}/stats/total                          ?event=&start=&end=&resolution=
     GET /v3/{domain}/tags/{tag}/stats                      &duration=&human=yes
@@ -25,14 +25,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mailbeacon import domains as dom
-from mailbeacon import stats
-from mailbeacon import tags as tg
 from mailbeacon.api.access import DOMAIN, requires
 from mailbeacon.api.forms import query_limit, runtime
 from mailbeacon.api.paging import api_url, page_links
 from mailbeacon.api.tags import path_tag, tag_json
+from mailbeacon.domains import domain as dom
 from mailbeacon.errors import BadRequest
+from mailbeacon.insight import stats
+from mailbeacon.insight import tags as tg
 
 T = TypeVar("T")
 

@@ -17,14 +17,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mailbeacon import domains as dom
-from mailbeacon import suppression_lists as sl
 from mailbeacon.api.access import DOMAIN, requires
 from mailbeacon.api.forms import query_limit, read_form, runtime, text_field, text_fields
 from mailbeacon.api.paging import api_url, page_links
+from mailbeacon.domains import domain as dom
 from mailbeacon.errors import BadRequest
-from mailbeacon.suppressions import SuppressionKind
-from mailbeacon.tags import PAGES, Page
+from mailbeacon.insight.tags import PAGES, Page
+from mailbeacon.suppress import lists as sl
+from mailbeacon.suppress.rules import SuppressionKind
 
 MAX_BATCH = 1000  # entries in one JSON request
 MAX_IMPORT_ROWS = 100_000  # rows in one CSV file (checked before anything is written)

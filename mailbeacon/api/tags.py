@@ -10,12 +10,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mailbeacon import domains as dom
-from mailbeacon import tags as tg
 from mailbeacon.api.access import DOMAIN, requires
 from mailbeacon.api.forms import query_limit, read_form, runtime, text_field
 from mailbeacon.api.paging import api_url, page_links
+from mailbeacon.domains import domain as dom
 from mailbeacon.errors import BadRequest
+from mailbeacon.insight import tags as tg
 from mailbeacon.send.submission import check_tags, normalize_tags
 
 

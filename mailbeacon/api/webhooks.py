@@ -8,9 +8,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mailbeacon import domains as dom
 from mailbeacon.api.access import DOMAIN, requires
 from mailbeacon.api.forms import query_limit, read_form, runtime, text_field, text_fields
+from mailbeacon.domains import domain as dom
 from mailbeacon.errors import BadRequest
 from mailbeacon.webhooks import deliveries, store
 

@@ -3,7 +3,7 @@
     from mailbeacon.dashboard import build_dashboard
     dashboard = build_dashboard(runtime)  # an ASGI app for paths under /dashboard
 
-Users are made with `mailbeacon users create NAME` (mailbeacon.dashboard.commands).
+Users are made with `mailbeacon users create NAME` (mailbeacon.cli.users).
 """
 
 from __future__ import annotations

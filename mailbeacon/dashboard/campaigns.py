@@ -2,7 +2,7 @@
 top links, failures by reason, devices, OS, clients, countries, over time) with a CSV
 download.
 
-The figures come from mailbeacon.stats, which reads the rollups only.
+The figures come from mailbeacon.insight.stats, which reads the rollups only.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from mailbeacon import stats
-from mailbeacon.failures import FailureCategory, failure_rows
-from mailbeacon.tags import list_tags
+from mailbeacon.events.failures import FailureCategory, failure_rows
+from mailbeacon.insight import stats
+from mailbeacon.insight.tags import list_tags
 
 from .charts import line_chart, svg_response
 from .web import dashboard, get_domain, human_param, render

@@ -1,8 +1,8 @@
 """Contacts: the list sorted by engagement, a contact's page (timeline, consent,
 suppressions, messages) and its actions: consent, reset bounces, erase.
 
-Listing, consent and erasure are mailbeacon.contacts; suppressions are
-mailbeacon.suppression_lists.
+Listing, consent and erasure are mailbeacon.insight.contacts; suppressions are
+mailbeacon.suppress.lists.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from mailbeacon import contacts as ct
 from mailbeacon.errors import BadRequest, NotFound
+from mailbeacon.events.query import EventQuery, Filter
+from mailbeacon.insight import contacts as ct
 from mailbeacon.storage.db import Database, now_us
-from mailbeacon.storage.eventlog import EventQuery, Filter
 from mailbeacon.storage.schema import soft_bounces
-from mailbeacon.suppression_lists import delete_entry
-from mailbeacon.suppressions import SuppressionKind
+from mailbeacon.suppress.lists import delete_entry
+from mailbeacon.suppress.rules import SuppressionKind
 
 from .timeline import load_timeline
 from .web import (

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import dns.exception
 import dns.resolver
 
-from mailbeacon.domains import Domain
+from mailbeacon.domains.domain import Domain
 from mailbeacon.send import dkim
 
 TIMEOUT = 2.0  # seconds per lookup; lookups run in parallel

@@ -8,8 +8,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from mailbeacon.ids import ID_LENGTH
 from mailbeacon.inbound.reports import MATCHED, list_reports
+from mailbeacon.model.ids import ID_LENGTH
 
 from .web import dashboard, get_domain, render
 

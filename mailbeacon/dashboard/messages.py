@@ -13,10 +13,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from mailbeacon.contacts import message_recipients, status_of
 from mailbeacon.errors import NotFound
-from mailbeacon.ids import id_to_bytes
-from mailbeacon.storage.eventlog import EventQuery, Filter
+from mailbeacon.events.query import EventQuery, Filter
+from mailbeacon.insight.contacts import message_recipients, status_of
+from mailbeacon.model.ids import id_to_bytes
 from mailbeacon.storage.schema import contacts, deliveries, events, messages, recipient_state
 
 from . import mime

@@ -15,9 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from mailbeacon.domains import Domain
+from mailbeacon.domains.domain import Domain
 from mailbeacon.errors import NotFound
-from mailbeacon.ids import id_to_bytes
+from mailbeacon.model.ids import id_to_bytes
 from mailbeacon.storage.schema import deliveries, local_outbox, messages
 
 from . import mime

@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from mailbeacon import domains as dom
-from mailbeacon.failures import FailureCategory, category_counter, failure_rows
+from mailbeacon.domains import domain as dom
+from mailbeacon.events.failures import FailureCategory, category_counter, failure_rows
 from mailbeacon.storage.schema import stats_buckets
 
 from .charts import line_chart, svg_response

@@ -2,7 +2,7 @@
 API keys that can use it; and its webhooks: URLs per event, signing key, delivery log
 with replay.
 
-Changes go through mailbeacon.domains, mailbeacon.send.dkim, mailbeacon.apikeys and
+Changes go through mailbeacon.domains.domain, mailbeacon.send.dkim, mailbeacon.domains.apikeys and
 mailbeacon.webhooks, as the API's and the CLI's do.
 """
 
@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from mailbeacon import apikeys
-from mailbeacon import domains as dom
+from mailbeacon.domains import apikeys
+from mailbeacon.domains import domain as dom
 from mailbeacon.errors import BadRequest, NotFound
 from mailbeacon.send import dkim
 from mailbeacon.webhooks import deliveries as wd

@@ -1,5 +1,5 @@
 """Suppression lists (bounces, unsubscribes, complaints, allowlist): list, search, add,
-remove, CSV import and export, all through mailbeacon.suppression_lists so the dashboard
+remove, CSV import and export, all through mailbeacon.suppress.lists so the dashboard
 accepts exactly what the API and the CLI accept."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from mailbeacon import spreadsheet
-from mailbeacon import suppression_lists as sl
 from mailbeacon.errors import BadRequest, NotFound
-from mailbeacon.suppressions import SuppressionKind
+from mailbeacon.model import spreadsheet
+from mailbeacon.suppress import lists as sl
+from mailbeacon.suppress.rules import SuppressionKind
 
 from .web import PREFIX, action, dashboard, get_domain, in_thread, redirect, render, text_field
 

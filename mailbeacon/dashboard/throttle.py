@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 
-from mailbeacon.throttle import Checks, Limit, Throttle, address_key
+from mailbeacon.net.throttle import Checks, Limit, Throttle, address_key
 
 PER_USER_AND_ADDRESS = Limit("login-user-ip", attempts=5, window=60.0)
 PER_ADDRESS = Limit("login-ip", attempts=20, window=60.0)

@@ -12,8 +12,8 @@ from typing import Any
 from starlette.requests import Request
 
 from mailbeacon.errors import BadRequest
+from mailbeacon.events.query import EventQuery, Page, decode_page, encode_page, fetch_page
 from mailbeacon.storage.db import Database
-from mailbeacon.storage.eventlog import EventQuery, Page, decode_page, encode_page, fetch_page
 
 
 def event_row(item: dict[str, Any]) -> dict[str, Any]:

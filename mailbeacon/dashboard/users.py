@@ -20,7 +20,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mailbeacon.errors import BadRequest, NotFound
-from mailbeacon.ids import new_id
+from mailbeacon.model.ids import new_id
 from mailbeacon.storage.db import Database, now_us
 from mailbeacon.storage.schema import users
 

@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from mailbeacon import domains as dom
+from mailbeacon.domains import domain as dom
 from mailbeacon.errors import BadRequest, NotFound
 from mailbeacon.runtime import Runtime
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 
+from mailbeacon.events.reasons import Reason
 from mailbeacon.inbound.codes import ADDRESS, first_address, one_line
 from mailbeacon.inbound.message import Mail
-from mailbeacon.inbound.reasons import Reason
 from mailbeacon.inbound.result import Kind, Result, kept_headers, message_id
 
 _FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]{1,40})[ \t]*:[ \t]*(.*)$")

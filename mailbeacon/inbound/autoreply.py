@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 
+from mailbeacon.events.reasons import Reason, reason_from_text
 from mailbeacon.inbound.codes import first_address, one_line
 from mailbeacon.inbound.message import Mail
-from mailbeacon.inbound.reasons import Reason, reason_from_text
 from mailbeacon.inbound.result import Kind, Result, kept_headers, message_id
 
 # Header -> value pattern that marks an automatic reply.

@@ -9,8 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from mailbeacon.inbound.codes import find_codes, one_line, smtp_command
-from mailbeacon.inbound.reasons import (
+from mailbeacon.events.reasons import (
     Category,
     Reason,
     category_for,
@@ -19,6 +18,7 @@ from mailbeacon.inbound.reasons import (
     reason_from_text,
     status_detail,
 )
+from mailbeacon.inbound.codes import find_codes, one_line, smtp_command
 from mailbeacon.inbound.result import Kind, Result, kept_headers, message_id
 
 # Wording of a bounce that will be retried, when no code says so.

@@ -13,13 +13,13 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from mailbeacon import suppressions
-from mailbeacon.domains import Domain
+from mailbeacon.domains.domain import Domain
+from mailbeacon.events.reasons import Category
 from mailbeacon.inbound.bounce import Evidence, bounce_result
-from mailbeacon.inbound.reasons import Category
 from mailbeacon.inbound.result import Result
 from mailbeacon.storage.schema import soft_bounces
-from mailbeacon.suppressions import SuppressionKind
+from mailbeacon.suppress import rules as suppressions
+from mailbeacon.suppress.rules import SuppressionKind
 from mailbeacon.track.hits import mark_bounced
 
 

@@ -29,24 +29,24 @@ from typing import Any
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 
-from mailbeacon import suppressions
-from mailbeacon.domains import Domain
+from mailbeacon.domains.domain import Domain
 from mailbeacon.errors import TokenError
-from mailbeacon.events import EventRecord, EventType, MessageInfo, Severity, build_event
-from mailbeacon.ids import new_id
+from mailbeacon.events.vocabulary import EventRecord, EventType, MessageInfo, Severity, build_event
+from mailbeacon.events.writer import HOUR_US, write_events
 from mailbeacon.inbound.effects import allowlisted, apply_failure
 from mailbeacon.inbound.message import MAX_PART_HEADER_BYTES
 from mailbeacon.inbound.parser import Kind as ReportKind
 from mailbeacon.inbound.parser import Result, parse
 from mailbeacon.inbound.ties import Match, reply_tie, tie
-from mailbeacon.stats import UNMATCHED_REPORT
+from mailbeacon.insight.stats import UNMATCHED_REPORT
+from mailbeacon.model.ids import new_id
+from mailbeacon.model.tokens import Kind, Token, TokenCodec
 from mailbeacon.storage.db import Database, now_us, upsert_add
-from mailbeacon.storage.records import HOUR_US, write_events
 from mailbeacon.storage.schema import domains, inbound_messages, stats_buckets
-from mailbeacon.suppressions import SuppressionKind
+from mailbeacon.suppress import rules as suppressions
+from mailbeacon.suppress.rules import SuppressionKind
 from mailbeacon.track.hits import Hit, engage, mark_bounced
 from mailbeacon.track.recorder import Recorder
-from mailbeacon.track.tokens import Kind, Token, TokenCodec
 
 log = logging.getLogger("mailbeacon.inbound")
 _OURS = re.compile(r"^(bounce|unsub)\+([a-z2-7]+)@(.+)$", re.I)

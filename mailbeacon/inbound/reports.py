@@ -12,12 +12,12 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from mailbeacon.domains import Domain
+from mailbeacon.domains.domain import Domain
 from mailbeacon.errors import BadRequest
-from mailbeacon.ids import ID_LENGTH
+from mailbeacon.insight.tags import Page
+from mailbeacon.model.ids import ID_LENGTH
 from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import inbound_messages
-from mailbeacon.tags import Page
 
 # ?matched= -> the statuses it lists ("processed": tied to a delivery).
 MATCHED = {"yes": ("processed",), "no": ("unmatched",)}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from mailbeacon.inbound.reasons import Category
+from mailbeacon.events.reasons import Category
 
 # Headers of the returned original worth keeping: our own delivery token first, then the
 # ones a Mailgun-style sender or a human would match on.

@@ -23,8 +23,8 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from mailbeacon.ids import ID_LENGTH
 from mailbeacon.inbound.result import Result
+from mailbeacon.model.ids import ID_LENGTH
 from mailbeacon.storage.schema import deliveries, messages
 
 _DELIVERY_ID = re.compile(r"^[0-9a-v]{26}$")

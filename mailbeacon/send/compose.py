@@ -26,14 +26,14 @@ from email.utils import getaddresses
 from functools import partial
 from typing import Any
 
-from mailbeacon.addresses import format_mailboxes, needs_smtputf8
-from mailbeacon.domains import DEFAULT_FOOTER_HTML, DEFAULT_FOOTER_TEXT, Domain
+from mailbeacon.domains.domain import DEFAULT_FOOTER_HTML, DEFAULT_FOOTER_TEXT, Domain
+from mailbeacon.model.addresses import format_mailboxes, needs_smtputf8
+from mailbeacon.model.tokens import Kind, Token, TokenCodec
 from mailbeacon.send import dkim
 from mailbeacon.send.headers import VerifyingPolicy, verify_generated
+from mailbeacon.send.rewrite import Link, plan_html, plan_text
 from mailbeacon.send.submission import TrackingOptions
 from mailbeacon.track.hits import HONEYPOT_INDEX
-from mailbeacon.track.rewrite import Link, plan_html, plan_text
-from mailbeacon.track.tokens import Kind, Token, TokenCodec
 
 DELIVERY_HEADER = "X-Mailbeacon-Delivery"
 # Control headers that steer mailbeacon and must not reach recipients.

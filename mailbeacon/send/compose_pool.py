@@ -30,11 +30,11 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
-from mailbeacon.domains import Domain
+from mailbeacon.domains.domain import Domain
 from mailbeacon.errors import MailbeaconError
+from mailbeacon.model.tokens import TokenCodec
 from mailbeacon.send.compose import Composed, Composer, Tracking
 from mailbeacon.send.relay import transparent
-from mailbeacon.track.tokens import TokenCodec
 
 log = logging.getLogger("mailbeacon.compose")
 COMPOSER_CACHE = 32  # composers of recent messages kept by each thread or process

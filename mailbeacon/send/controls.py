@@ -16,7 +16,7 @@ from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from mailbeacon.domains import parse_bool, parse_click_mode
+from mailbeacon.domains.domain import parse_bool, parse_click_mode
 from mailbeacon.errors import BadRequest
 from mailbeacon.send.submission import DeliveryOptions, TrackingOptions
 

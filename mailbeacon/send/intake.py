@@ -29,10 +29,12 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from mailbeacon.domains import Domain
+from mailbeacon.domains.domain import Domain
 from mailbeacon.errors import BadRequest
-from mailbeacon.events import EventRecord, EventType, MessageInfo, build_event
-from mailbeacon.ids import message_id_local, new_id
+from mailbeacon.events.vocabulary import EventRecord, EventType, MessageInfo, build_event
+from mailbeacon.events.writer import write_events
+from mailbeacon.insight.tags import touch_tags
+from mailbeacon.model.ids import message_id_local, new_id
 from mailbeacon.send.compose import POLICY, substitute_variables
 from mailbeacon.send.headers import MAX_MIME_DEPTH, UNTRUSTED_IN_MIME, check_value, mime_depth
 from mailbeacon.send.submission import (
@@ -46,9 +48,7 @@ from mailbeacon.send.submission import (
     normalize_tags,
 )
 from mailbeacon.storage.db import Database, conflict_insert
-from mailbeacon.storage.records import write_events
 from mailbeacon.storage.schema import contacts, deliveries, messages
-from mailbeacon.tags import touch_tags
 
 _MESSAGE_ID = re.compile(r"^<([^<>@\s]+@[^<>@\s]+)>$")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")  # a folded header's line breaks

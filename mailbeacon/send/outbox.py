@@ -10,7 +10,7 @@ import asyncio
 from email import message_from_bytes
 from email.policy import default
 
-from mailbeacon.ids import new_id
+from mailbeacon.model.ids import new_id
 from mailbeacon.send.relay import Outcome
 from mailbeacon.storage.db import Database, now_us
 from mailbeacon.storage.schema import local_outbox

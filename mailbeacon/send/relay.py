@@ -15,8 +15,8 @@ from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
 
-from mailbeacon.addresses import ascii_domain, needs_smtputf8
 from mailbeacon.errors import ConfigError
+from mailbeacon.model.addresses import ascii_domain, needs_smtputf8
 
 _LINE_END = re.compile(rb"\r\n|\n|\r(?!\n)")
 _LEADING_DOT = re.compile(rb"(?m)^\.")

@@ -20,8 +20,8 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from mailbeacon.apikeys import KeyChecker, SessionKey
-from mailbeacon.domains import get_domain
+from mailbeacon.domains.apikeys import KeyChecker, SessionKey
+from mailbeacon.domains.domain import get_domain
 from mailbeacon.errors import BadRequest, NotFound
 from mailbeacon.inbound.receiver import InboundReceiver
 from mailbeacon.send.controls import controls_from_headers

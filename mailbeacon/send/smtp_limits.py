@@ -27,7 +27,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult
 
-from mailbeacon.throttle import Limit, Throttle, address_key
+from mailbeacon.net.throttle import Limit, Throttle, address_key
 
 log = logging.getLogger("mailbeacon.smtp")
 

@@ -13,8 +13,8 @@ from email.policy import SMTP
 from email.utils import formatdate
 from typing import Any
 
-from mailbeacon.addresses import format_mailboxes, needs_smtputf8
 from mailbeacon.errors import BadRequest
+from mailbeacon.model.addresses import format_mailboxes, needs_smtputf8
 from mailbeacon.send.headers import check_text, check_value, check_written, refuse_owned
 
 MAX_TAGS = 3

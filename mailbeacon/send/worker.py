@@ -28,19 +28,19 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, or_, select
 
-from mailbeacon.domains import Domain
-from mailbeacon.events import EventRecord, EventType, MessageInfo, Severity, build_event
+from mailbeacon.domains.domain import Domain
+from mailbeacon.events.vocabulary import EventRecord, EventType, MessageInfo, Severity, build_event
+from mailbeacon.events.writer import write_events
 from mailbeacon.inbound.effects import RelayFailure
+from mailbeacon.model.tokens import TokenCodec
 from mailbeacon.send.compose import Tracking
 from mailbeacon.send.compose_pool import COMPOSER_CACHE, ComposePool, CompositionError, Draft
 from mailbeacon.send.outbox import LocalOutbox
 from mailbeacon.send.relay import Outcome, Relay
 from mailbeacon.send.submission import TrackingOptions
 from mailbeacon.storage.db import Database, now_us
-from mailbeacon.storage.records import write_events
 from mailbeacon.storage.schema import deliveries, domains, messages
-from mailbeacon.suppressions import Block, blocks_each
-from mailbeacon.track.tokens import TokenCodec
+from mailbeacon.suppress.rules import Block, blocks_each
 
 log = logging.getLogger("mailbeacon.worker")
 LEASE_US = 5 * 60 * 1_000_000

@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 from mailbeacon.errors import ConfigError
-from mailbeacon.ids import id_from_parts, id_micros
+from mailbeacon.model.ids import id_from_parts, id_micros
 from mailbeacon.storage.schema import event_tags, events
 
 # Any constant works; it names the lock that serialises event-id allocation on PostgreSQL.

@@ -31,7 +31,7 @@ metadata = MetaData(
     }
 )
 
-# mailbeacon.ids: time-ordered, random tail. Byte order on PostgreSQL whatever the
+# mailbeacon.model.ids: time-ordered, random tail. Byte order on PostgreSQL whatever the
 # database collation, because keyset paging relies on it.
 ID = String(26).with_variant(String(26, collation="C"), "postgresql")
 

@@ -18,9 +18,9 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from mailbeacon.errors import TokenError
+from mailbeacon.model.tokens import Kind, TokenCodec
 from mailbeacon.track.hits import Hit
 from mailbeacon.track.recorder import Recorder
-from mailbeacon.track.tokens import Kind, TokenCodec
 
 log = logging.getLogger("mailbeacon.track")
 

@@ -35,11 +35,11 @@ from uvicorn.config import Config
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.server import ServerState
 
-from mailbeacon.connections import GuardedHttp, Limits, make_room, refusal, refuse
-from mailbeacon.forwarded import client_address
+from mailbeacon.model.tokens import TokenCodec
+from mailbeacon.net.connections import GuardedHttp, Limits, make_room, refusal, refuse
+from mailbeacon.net.forwarded import client_address
 from mailbeacon.track.endpoints import NOT_FOUND_ANSWER, PIXEL_ANSWER, Answer, answer
 from mailbeacon.track.recorder import Recorder
-from mailbeacon.track.tokens import TokenCodec
 
 log = logging.getLogger("mailbeacon.track")
 

@@ -19,8 +19,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, select, tuple_
 
-from mailbeacon import engagement, suppressions
-from mailbeacon.events import (
+from mailbeacon.events.vocabulary import (
     UNIQUE_CLICKED,
     UNIQUE_OPENED,
     EventRecord,
@@ -28,8 +27,10 @@ from mailbeacon.events import (
     MessageInfo,
     build_event,
 )
+from mailbeacon.events.writer import write_events
+from mailbeacon.insight import engagement
+from mailbeacon.model.tokens import Kind
 from mailbeacon.storage.db import conflict_insert, upsert_add
-from mailbeacon.storage.records import write_events
 from mailbeacon.storage.schema import (
     contacts,
     deliveries,
@@ -39,10 +40,10 @@ from mailbeacon.storage.schema import (
     messages,
     recipient_state,
 )
-from mailbeacon.suppressions import ALL_SCOPE, SuppressionKind
+from mailbeacon.suppress import rules as suppressions
+from mailbeacon.suppress.rules import ALL_SCOPE, SuppressionKind
 from mailbeacon.track.bots import HitFacts, Thresholds, Verdict, judge
 from mailbeacon.track.enrich import NO_GEO, GeoLookup, client_info
-from mailbeacon.track.tokens import Kind
 
 log = logging.getLogger("mailbeacon.recorder")
 HONEYPOT_INDEX = 65535  # link index of the hidden link no person can see (compose.py)

@@ -12,10 +12,10 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from mailbeacon.model.tokens import TokenCodec
 from mailbeacon.settings import Settings
 from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import installation
-from mailbeacon.track.tokens import TokenCodec
 
 _SECRET_ROW = "token_secret"
 

@@ -15,10 +15,10 @@ import time
 from starlette.requests import Request
 
 from mailbeacon.errors import TokenError
+from mailbeacon.model.tokens import Kind, TokenCodec
 from mailbeacon.track.endpoints import Receive, Scope, Send, client_ip, header, respond
 from mailbeacon.track.hits import Hit
 from mailbeacon.track.recorder import Recorder
-from mailbeacon.track.tokens import Kind, TokenCodec
 
 log = logging.getLogger("mailbeacon.track")
 _HTML = [(b"content-type", b"text/html; charset=utf-8"),

@@ -10,7 +10,7 @@ import httpx
 from sqlalchemy import func, select
 
 from mailbeacon.errors import BadRequest, NotFound
-from mailbeacon.ids import new_id
+from mailbeacon.model.ids import new_id
 from mailbeacon.storage.db import Database, now_us
 from mailbeacon.storage.schema import webhook_deliveries
 from mailbeacon.webhooks.outgoing import Answer, post

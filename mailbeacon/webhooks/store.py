@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 from sqlalchemy import Connection, select
 
 from mailbeacon.errors import BadRequest, NotFound
-from mailbeacon.events import UNIQUE_OPENED, EventRecord, EventType, Severity
-from mailbeacon.ids import new_id
+from mailbeacon.events.vocabulary import UNIQUE_OPENED, EventRecord, EventType, Severity
+from mailbeacon.model.ids import new_id
 from mailbeacon.storage.db import Database, now_us
 from mailbeacon.storage.schema import domains, webhook_deliveries, webhooks
 from mailbeacon.webhooks.signing import new_signing_key

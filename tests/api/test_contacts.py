@@ -19,8 +19,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from mailbeacon import engagement
-from mailbeacon.ids import new_id
+from mailbeacon.insight import engagement
+from mailbeacon.model.ids import new_id
 from mailbeacon.storage.db import Database, insert_events, now_us
 from mailbeacon.storage.schema import (
     contacts,

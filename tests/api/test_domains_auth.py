@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from mailbeacon.apikeys import create_key
+from mailbeacon.domains.apikeys import create_key
 from tests.support import Service
 
 

@@ -18,8 +18,8 @@ import schemathesis.checks as checks
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailbeacon import domains as dom
 from mailbeacon.app import MailbeaconApp
+from mailbeacon.domains import domain as dom
 from mailbeacon.runtime import Runtime
 from mailbeacon.settings import Settings
 

@@ -12,8 +12,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mailbeacon.apikeys import Role, create_key
 from mailbeacon.app import merge_routes
+from mailbeacon.domains.apikeys import Role, create_key
 from tests.support import Service
 
 OWN, OTHER = "example.com", "other.example"

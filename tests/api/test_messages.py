@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from mailbeacon.track.tokens import Kind
+from mailbeacon.model.tokens import Kind
 from tests.support import Service, SmtpRelay
 
 HTML = ('<html><body><p>Hello <a href="https://shop.example.net/p?a=1&amp;b=2">shop</a> '

@@ -20,11 +20,12 @@ import httpx
 import pytest
 from sqlalchemy import Table
 
-from mailbeacon import spreadsheet, suppressions
+from mailbeacon.insight.tags import touch_tags
+from mailbeacon.model import spreadsheet
 from mailbeacon.storage.db import now_us
 from mailbeacon.storage.schema import dimension_stats, link_stats, stats_buckets
-from mailbeacon.suppressions import SuppressionKind
-from mailbeacon.tags import touch_tags
+from mailbeacon.suppress import rules as suppressions
+from mailbeacon.suppress.rules import SuppressionKind
 from tests.support import Service, SmtpRelay
 
 H = 3600

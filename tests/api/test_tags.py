@@ -11,9 +11,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from mailbeacon.insight.tags import touch_tags
 from mailbeacon.storage.schema import stats_buckets
 from mailbeacon.storage.schema import tags as tags_table
-from mailbeacon.tags import touch_tags
 from tests.support import Service
 
 T0 = 1_700_000_000 * 1_000_000  # µs: Tue, 14 Nov 2023 22:13:20 GMT

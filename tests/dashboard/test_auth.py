@@ -11,12 +11,12 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from mailbeacon.dashboard.commands import users as users_command
+from mailbeacon.cli.users import users as users_command
 from mailbeacon.dashboard.sessions import Signer
 from mailbeacon.dashboard.throttle import LoginThrottle
 from mailbeacon.dashboard.users import check_password, hash_password, list_users
 from mailbeacon.dashboard.web import safe_back
-from mailbeacon.throttle import Limit
+from mailbeacon.net.throttle import Limit
 from tests.dashboard.conftest import PASSWORD, USERNAME, Dash, csrf_of
 from tests.support import serving
 

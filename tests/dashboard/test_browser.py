@@ -27,8 +27,8 @@ import pytest
 import uvicorn
 from sqlalchemy import func, select
 
-from mailbeacon import domains as dom
 from mailbeacon.dashboard.users import create_user
+from mailbeacon.domains import domain as dom
 from mailbeacon.runtime import Runtime
 from mailbeacon.settings import Settings
 from mailbeacon.storage.schema import local_outbox

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from mailbeacon import suppression_lists as sl
+from mailbeacon.suppress import lists as sl
 from tests.dashboard.conftest import Dash
-from tests.test_spreadsheet import HOSTILE, assert_safe, cells
+from tests.model.test_spreadsheet import HOSTILE, assert_safe, cells
 
 
 async def test_dashboard_export_is_safe(dash: Dash) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from mailbeacon.apikeys import Role, create_key, list_keys
+from mailbeacon.domains.apikeys import Role, create_key, list_keys
 from tests.dashboard.conftest import Dash
 
 SETTINGS = "/dashboard/example.com/settings"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mailbeacon.inbound.commands import bounces
+from mailbeacon.cli.bounces import bounces
 from tests.inbound.test_parser import ARF_REDACTED, DSN_TWO_RECIPIENTS
 
 KEYS = ["file", "kind", "recipient", "status", "reply_code", "hard", "category", "reason",

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from mailbeacon.events.reasons import Reason
 from mailbeacon.inbound.parser import Kind, Result, parse
-from mailbeacon.inbound.reasons import Reason
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS_PARTS = ("corpora", "bounces", "sisimai")

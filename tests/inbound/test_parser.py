@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailbeacon.inbound import patterns
+from mailbeacon.events import reason_patterns as patterns
+from mailbeacon.events.reasons import Category, Reason, canonical_status, classify
 from mailbeacon.inbound.message import MAX_INPUT_BYTES
 from mailbeacon.inbound.parser import Kind, Result, parse
-from mailbeacon.inbound.reasons import Category, Reason, canonical_status, classify
 from tests.inbound.test_corpus import corpus_dir
 
 

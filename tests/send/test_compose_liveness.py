@@ -10,8 +10,8 @@ import time
 
 import sqlalchemy as sa
 
+from mailbeacon.model.tokens import Kind, Token
 from mailbeacon.storage.schema import deliveries
-from mailbeacon.track.tokens import Kind, Token
 from tests.support import API_KEY, Service, SmtpRelay
 
 LIVENESS_BOUND = 1.0  # seconds

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from mailbeacon.domains import Domain
-from mailbeacon.ids import new_id
+from mailbeacon.domains.domain import Domain
+from mailbeacon.model.ids import new_id
+from mailbeacon.model.tokens import TokenCodec
 from mailbeacon.send import compose
 from mailbeacon.send.compose import Composer, Tracking
-from mailbeacon.track.rewrite import Link, plan_html
-from mailbeacon.track.tokens import TokenCodec
+from mailbeacon.send.rewrite import Link, plan_html
 
 CODEC = TokenCodec([b"test-key-0123456789abcdef"])
 DOMAIN = Domain("example.com", new_id(), 0, True, "yes", False, None)

@@ -9,10 +9,10 @@ import dkim
 import pytest
 from click.testing import CliRunner
 
-from mailbeacon import suppressions
 from mailbeacon.cli import main
 from mailbeacon.storage.db import now_us
-from mailbeacon.suppressions import SuppressionKind
+from mailbeacon.suppress import rules as suppressions
+from mailbeacon.suppress.rules import SuppressionKind
 from tests.support import Service, SmtpRelay
 
 

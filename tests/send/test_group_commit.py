@@ -16,9 +16,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from mailbeacon import domains as dom
-from mailbeacon import suppressions
-from mailbeacon.domains import Domain
+from mailbeacon.domains import domain as dom
+from mailbeacon.domains.domain import Domain
 from mailbeacon.send import intake
 from mailbeacon.send.intake import Intake, accept, intake_writer
 from mailbeacon.send.relay import Outcome, Relay
@@ -26,7 +25,8 @@ from mailbeacon.send.submission import Submission
 from mailbeacon.send.worker import DeliveryWorker
 from mailbeacon.storage.db import Database, now_us
 from mailbeacon.storage.schema import contacts, deliveries, events, messages, stats_buckets
-from mailbeacon.suppressions import SuppressionKind
+from mailbeacon.suppress import rules as suppressions
+from mailbeacon.suppress.rules import SuppressionKind
 from tests.support import API_KEY, Service, SmtpRelay
 
 

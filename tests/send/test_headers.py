@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailbeacon.domains import Domain
+from mailbeacon.domains.domain import Domain
 from mailbeacon.errors import BadRequest
-from mailbeacon.ids import new_id
+from mailbeacon.model.ids import new_id
+from mailbeacon.model.tokens import TokenCodec
 from mailbeacon.send.compose import POLICY, Composer, Tracking
 from mailbeacon.send.headers import (
     HeaderInjection,
@@ -20,7 +21,6 @@ from mailbeacon.send.headers import (
     safe_filename,
     verify_generated,
 )
-from mailbeacon.track.tokens import TokenCodec
 
 CONTROLS = ["\r", "\n", "\r\n", "\x00", "\x0b", "\x0c", "\x1c", "\x1e", "\x7f", "\x85",
             "\u2028", "\u2029"]

@@ -11,7 +11,7 @@ from typing import Any
 import dkim
 import pytest
 
-from mailbeacon.domains import update_domain
+from mailbeacon.domains.domain import update_domain
 from mailbeacon.send.dkim import DkimKey, generate_key
 from mailbeacon.send.dkim import dns_record as dkim_record
 from tests.support import Received, Service, SmtpRelay

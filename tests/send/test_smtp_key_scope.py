@@ -6,7 +6,7 @@ import asyncio
 import smtplib
 from email.message import EmailMessage
 
-from mailbeacon.apikeys import KeyChecker, Role, create_key, list_keys
+from mailbeacon.domains.apikeys import KeyChecker, Role, create_key, list_keys
 from tests.support import Service, SmtpRelay
 
 

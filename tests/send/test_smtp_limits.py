@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from mailbeacon.net.throttle import Throttle, address_key
 from mailbeacon.send.smtp import SmtpHandler, start_smtp_server
 from mailbeacon.send.smtp_limits import SmtpLimits
-from mailbeacon.throttle import Throttle, address_key
 from tests.support import API_KEY, Service, SmtpRelay, free_port
 
 # The AUTH schedule of the server, with shorter delays than the default so the test is

@@ -11,9 +11,9 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from mailbeacon.ids import new_id
+from mailbeacon.events.query import EventQuery, Filter, fetch_page
+from mailbeacon.model.ids import new_id
 from mailbeacon.storage.db import Database
-from mailbeacon.storage.eventlog import EventQuery, Filter, fetch_page
 from mailbeacon.storage.migrate import alembic_config
 from mailbeacon.storage.schema import event_tags, metadata, stats_buckets
 

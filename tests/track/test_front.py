@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from mailbeacon.connections import FD_RESERVE, Limits, fit_descriptors
+from mailbeacon.net.connections import FD_RESERVE, Limits, fit_descriptors
 from mailbeacon.track.endpoints import PIXEL
 from tests.support import (
     API_KEY,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from mailbeacon.domains import add_domain
+from mailbeacon.domains.domain import add_domain
 from mailbeacon.storage.db import Database
 from mailbeacon.webhooks.store import signing_key
 

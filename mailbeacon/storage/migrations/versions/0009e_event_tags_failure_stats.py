@@ -6,7 +6,7 @@ Revises: 0008
 Backfills from the events still stored (raw events are kept `retention_days`):
 - `event_tags`: one row per tag of every event.
 - `stats_buckets`: the counters added in this release for failed events (see
-  `mailbeacon.failures`): delayed bounces, suppressions by kind, ESP
+  `mailbeacon.events.failures`): delayed bounces, suppressions by kind, ESP
   blocks, and failures by category. Buckets whose events were already purged keep their
   totals, with these finer counters at 0.
 """
@@ -47,7 +47,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    from mailbeacon.failures import NEW_FAILURE_COUNTERS  # noqa: PLC0415
+    from mailbeacon.events.failures import NEW_FAILURE_COUNTERS  # noqa: PLC0415
 
     op.drop_index("ix_event_tags_event_id", table_name="event_tags")
     op.drop_table("event_tags")
@@ -88,7 +88,7 @@ def _backfill_tags(conn: sa.Connection) -> None:
 
 
 def _backfill_failure_stats(conn: sa.Connection) -> None:
-    from mailbeacon.failures import failure_counters  # noqa: PLC0415
+    from mailbeacon.events.failures import failure_counters  # noqa: PLC0415
     from mailbeacon.storage.db import event_tag_names, upsert_add  # noqa: PLC0415
     from mailbeacon.storage.schema import stats_buckets  # noqa: PLC0415
 
