@@ -16,7 +16,7 @@ from mailbeacon.api.paging import api_url, page_links
 from mailbeacon.domains import domain as dom
 from mailbeacon.errors import BadRequest
 from mailbeacon.insight import tags as tg
-from mailbeacon.send.submission import check_tags, normalize_tags
+from mailbeacon.model.tags import check_tags, normalize_tags
 
 
 @requires(DOMAIN)

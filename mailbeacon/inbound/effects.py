@@ -17,10 +17,10 @@ from mailbeacon.domains.domain import Domain
 from mailbeacon.events.reasons import Category
 from mailbeacon.inbound.bounce import Evidence, bounce_result
 from mailbeacon.inbound.result import Result
+from mailbeacon.insight.activity import mark_bounced
 from mailbeacon.storage.schema import soft_bounces
 from mailbeacon.suppress import rules as suppressions
 from mailbeacon.suppress.rules import SuppressionKind
-from mailbeacon.track.hits import mark_bounced
 
 
 def relay_answer(code: int, message: str, recipient: str) -> Result:

@@ -38,15 +38,15 @@ from mailbeacon.inbound.message import MAX_PART_HEADER_BYTES
 from mailbeacon.inbound.parser import Kind as ReportKind
 from mailbeacon.inbound.parser import Result, parse
 from mailbeacon.inbound.ties import Match, reply_tie, tie
+from mailbeacon.insight.activity import engage, mark_bounced
 from mailbeacon.insight.stats import UNMATCHED_REPORT
+from mailbeacon.model.hit import Hit, HitSink
 from mailbeacon.model.ids import new_id
 from mailbeacon.model.tokens import Kind, Token, TokenCodec
 from mailbeacon.storage.db import Database, now_us, upsert_add
 from mailbeacon.storage.schema import domains, inbound_messages, stats_buckets
 from mailbeacon.suppress import rules as suppressions
 from mailbeacon.suppress.rules import SuppressionKind
-from mailbeacon.track.hits import Hit, engage, mark_bounced
-from mailbeacon.track.recorder import Recorder
 
 log = logging.getLogger("mailbeacon.inbound")
 _OURS = re.compile(r"^(bounce|unsub)\+([a-z2-7]+)@(.+)$", re.I)
@@ -73,7 +73,7 @@ class Arrival:
 
 
 class InboundReceiver:
-    def __init__(self, db: Database, codec: TokenCodec, recorder: Recorder) -> None:
+    def __init__(self, db: Database, codec: TokenCodec, recorder: HitSink) -> None:
         self._db = db
         self._codec = codec
         self._recorder = recorder

@@ -28,12 +28,12 @@ from typing import Any
 
 from mailbeacon.domains.domain import DEFAULT_FOOTER_HTML, DEFAULT_FOOTER_TEXT, Domain
 from mailbeacon.model.addresses import format_mailboxes, needs_smtputf8
+from mailbeacon.model.hit import HONEYPOT_INDEX
 from mailbeacon.model.tokens import Kind, Token, TokenCodec
 from mailbeacon.send import dkim
 from mailbeacon.send.headers import VerifyingPolicy, verify_generated
 from mailbeacon.send.rewrite import Link, plan_html, plan_text
 from mailbeacon.send.submission import TrackingOptions
-from mailbeacon.track.hits import HONEYPOT_INDEX
 
 DELIVERY_HEADER = "X-Mailbeacon-Delivery"
 # Control headers that steer mailbeacon and must not reach recipients.

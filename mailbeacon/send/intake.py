@@ -35,6 +35,7 @@ from mailbeacon.events.vocabulary import EventRecord, EventType, MessageInfo, bu
 from mailbeacon.events.writer import write_events
 from mailbeacon.insight.tags import touch_tags
 from mailbeacon.model.ids import message_id_local, new_id
+from mailbeacon.model.tags import check_tags, normalize_tags
 from mailbeacon.send.compose import POLICY, substitute_variables
 from mailbeacon.send.headers import MAX_MIME_DEPTH, UNTRUSTED_IN_MIME, check_value, mime_depth
 from mailbeacon.send.submission import (
@@ -44,8 +45,6 @@ from mailbeacon.send.submission import (
     TrackingOptions,
     build_mime,
     check_submission,
-    check_tags,
-    normalize_tags,
 )
 from mailbeacon.storage.db import Database, conflict_insert
 from mailbeacon.storage.schema import contacts, deliveries, messages

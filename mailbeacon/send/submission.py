@@ -15,10 +15,9 @@ from typing import Any
 
 from mailbeacon.errors import BadRequest
 from mailbeacon.model.addresses import format_mailboxes, needs_smtputf8
+from mailbeacon.model.tags import check_tags
 from mailbeacon.send.headers import check_text, check_value, check_written, refuse_owned
 
-MAX_TAGS = 3
-MAX_TAG_LENGTH = 128
 MAX_RECIPIENTS = 1000
 _HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # printable ASCII except ':'
 # Headers made from fields; a sender sets them through the matching field. (Headers
@@ -115,22 +114,6 @@ def check_submission(sub: Submission) -> None:
         check_value(f"'h:{name}'", name, value)
     for att in sub.attachments:
         check_text("attachment file name", att.filename)
-
-
-def check_tags(tags: list[str]) -> None:
-    if len(tags) > MAX_TAGS:
-        raise BadRequest(f"Too many tags: at most {MAX_TAGS} 'o:tag' values per message")
-    for tag in tags:
-        if not tag or len(tag) > MAX_TAG_LENGTH or not tag.isascii() or not tag.isprintable():
-            raise BadRequest(
-                f"Tag {tag!r} must be 1 to {MAX_TAG_LENGTH} printable ASCII characters")
-        if "|" in tag or "/" in tag:  # "|" separates stored tags; "/" would break URLs
-            raise BadRequest(f"Tag {tag!r} must not contain '|' or '/'")
-
-
-def normalize_tags(tags: list[str]) -> list[str]:
-    """Tags are case-insensitive: lowercased, duplicates dropped, order kept."""
-    return list(dict.fromkeys(t.strip().lower() for t in tags if t.strip()))
 
 
 def build_mime(sub: Submission, message_id: str, now: float) -> EmailMessage:

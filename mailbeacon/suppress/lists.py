@@ -24,7 +24,7 @@ from mailbeacon.insight.tags import Page
 from mailbeacon.insight.tags import _byte_order as byte_order
 from mailbeacon.model import spreadsheet
 from mailbeacon.model.addresses import check_address
-from mailbeacon.send.submission import check_tags, normalize_tags
+from mailbeacon.model.tags import check_tags, normalize_tags
 from mailbeacon.storage.db import Database, now_us
 from mailbeacon.storage.schema import soft_bounces, suppressions
 from mailbeacon.suppress import rules as suppression_rows

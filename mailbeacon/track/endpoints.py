@@ -18,8 +18,8 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from mailbeacon.errors import TokenError
+from mailbeacon.model.hit import Hit
 from mailbeacon.model.tokens import Kind, TokenCodec
-from mailbeacon.track.hits import Hit
 from mailbeacon.track.recorder import Recorder
 
 log = logging.getLogger("mailbeacon.track")

@@ -15,7 +15,7 @@ import logging
 from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import Connection, select, tuple_
 
@@ -29,8 +29,10 @@ from mailbeacon.events.vocabulary import (
 )
 from mailbeacon.events.writer import write_events
 from mailbeacon.insight import engagement
+from mailbeacon.insight.activity import ContactScore, blank_state_row, upsert_contacts
+from mailbeacon.model.hit import HONEYPOT_INDEX, Hit
 from mailbeacon.model.tokens import Kind
-from mailbeacon.storage.db import conflict_insert, upsert_add
+from mailbeacon.storage.db import upsert_add
 from mailbeacon.storage.schema import (
     contacts,
     deliveries,
@@ -46,20 +48,7 @@ from mailbeacon.track.bots import HitFacts, Thresholds, Verdict, judge
 from mailbeacon.track.enrich import NO_GEO, GeoLookup, client_info
 
 log = logging.getLogger("mailbeacon.recorder")
-HONEYPOT_INDEX = 65535  # link index of the hidden link no person can see (compose.py)
 _RECENT_CLICKS = 50_000  # deliveries whose recent click times are kept for bursts
-
-
-class Hit(NamedTuple):  # a tuple: made on every tracking hit, several times cheaper
-    kind: Kind  # OPEN, CLICK or UNSUBSCRIBE
-    delivery_id: str
-    ts: int  # microseconds
-    ip: str
-    user_agent: str
-    method: str = "GET"
-    url: str = ""
-    link_index: int = 0
-    scope: str = ""  # unsubscribes: "" the domain, "tag", "list" (see track/tokens.py)
 
 
 @dataclass
@@ -67,17 +56,6 @@ class _Settings:
     track_activities: str
     truncate_ips: bool
     thresholds: Thresholds
-
-
-@dataclass
-class _Contact:
-    consent: bool | None = None
-    score: float = 0.0
-    score_at: int = 0
-    opens: int = 0
-    clicks: int = 0
-    last_activity_at: int | None = None
-    changed: bool = False
 
 
 @dataclass
@@ -137,7 +115,7 @@ class HitWriter:
                 hit.delivery_id, MessageInfo.from_row(row))
             domain = settings[info.domain]
             address = row.recipient.lower()
-            person = people.setdefault((info.domain, address), _Contact())
+            person = people.setdefault((info.domain, address), ContactScore())
             anonymous = domain.track_activities == "never" or (
                 domain.track_activities == "consent" and person.consent is not True)
             verdict, extra, dims = self._enrich(hit, row, domain)
@@ -193,7 +171,7 @@ class HitWriter:
 
     def _open_click(self, hit: Hit, info: MessageInfo, recipient: str, anonymous: bool,
                     verdict: Verdict, extra: dict[str, Any], dims: dict[str, str],
-                    state: _State, person: _Contact,
+                    state: _State, person: ContactScore,
                     links: Counter[tuple[str, str, str, str]],
                     seen_links: dict[tuple[str, int], int]) -> list[EventRecord]:
         human = verdict.human
@@ -202,7 +180,7 @@ class HitWriter:
             # anonymous hit is only counted: not as unique, which needs that state.
             state = _State(first_open=-1, first_click=-1, first_human_open=-1,
                            first_human_click=-1)
-        row = state.row or _blank_row(hit.delivery_id, info.domain)
+        row = state.row or blank_state_row(hit.delivery_id, info.domain)
         if not anonymous:
             state.row = row
             row["recipient"] = recipient.lower()
@@ -240,7 +218,7 @@ class HitWriter:
                 self._engage(person, "click", state.human_clicks, hit.ts)
         return out
 
-    def _engage(self, person: _Contact, action: str, nth: int, ts: int) -> None:
+    def _engage(self, person: ContactScore, action: str, nth: int, ts: int) -> None:
         person.score, person.score_at = engagement.add(
             person.score, person.score_at, engagement.weight(action, nth), ts, self._half_life)
         if action == "open":
@@ -275,12 +253,12 @@ class HitWriter:
                                   .where(recipient_state.c.delivery_id.in_(ids)))}
 
     def _contacts(self, conn: Connection,
-                  keys: set[tuple[str, str]]) -> dict[tuple[str, str], _Contact]:
+                  keys: set[tuple[str, str]]) -> dict[tuple[str, str], ContactScore]:
         if not keys:
             return {}
         rows = conn.execute(select(contacts).where(
             tuple_(contacts.c.domain, contacts.c.address).in_(sorted(keys))))
-        return {(r.domain, r.address): _Contact(r.consent, r.score, r.score_at, r.opens,
+        return {(r.domain, r.address): ContactScore(r.consent, r.score, r.score_at, r.opens,
                                                 r.clicks, r.last_activity_at)
                 for r in rows}
 
@@ -293,7 +271,7 @@ class HitWriter:
                 tuple_(link_clicks.c.delivery_id, link_clicks.c.link_index).in_(keys)))}
 
     def _flush(self, conn: Connection, states: dict[str, _State],
-               people: dict[tuple[str, str], _Contact],
+               people: dict[tuple[str, str], ContactScore],
                links: Counter[tuple[str, str, str, str]],
                seen_links: dict[tuple[str, int], int]) -> None:
         upsert_add(conn, recipient_state,
@@ -325,51 +303,6 @@ class HitWriter:
                  "score_rank": engagement.rank(p.score, p.score_at, self._half_life),
                  "opens": p.opens, "clicks": p.clicks, "last_activity_at": p.last_activity_at}
                 for (d, a), p in changed])
-
-
-def upsert_contacts(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert contacts or overwrite the given columns of existing ones."""
-    now = max((r.get("last_activity_at") or 0) for r in rows)
-    stmt = conflict_insert(conn, contacts)
-    columns = [c for c in rows[0] if c not in ("domain", "address")]
-    conn.execute(stmt.on_conflict_do_update(
-        index_elements=["domain", "address"],
-        set_={c: stmt.excluded[c] for c in columns}),
-        [{**r, "created_at": r.get("created_at", now)} for r in rows])
-
-
-def engage(conn: Connection, domain: str, address: str, action: str, nth: int, ts: int,
-           half_life_days: float = engagement.DEFAULT_HALF_LIFE_DAYS) -> None:
-    """Add one action to a contact's score outside the hit path (replies)."""
-    row = conn.execute(select(contacts).where(contacts.c.domain == domain,
-                                              contacts.c.address == address)).first()
-    person = _Contact(row.consent, row.score, row.score_at, row.opens, row.clicks,
-                      row.last_activity_at) if row else _Contact()
-    score, score_at = engagement.add(person.score, person.score_at,
-                                     engagement.weight(action, nth), ts, half_life_days)
-    replies = (row.replies if row else 0) + (1 if action == "reply" else 0)
-    upsert_contacts(conn, [{"domain": domain, "address": address, "score": score,
-                            "score_at": score_at,
-                            "score_rank": engagement.rank(score, score_at, half_life_days),
-                            "replies": replies,
-                            "last_activity_at": max(person.last_activity_at or 0, ts)}])
-
-
-def mark_bounced(conn: Connection, delivery_id: str, domain: str, address: str) -> None:
-    """The red indicator: this message bounced for this recipient."""
-    row = _blank_row(delivery_id, domain)
-    row.update(recipient=address.lower(), bounced=True)
-    stmt = conflict_insert(conn, recipient_state).values(**row)
-    conn.execute(stmt.on_conflict_do_update(index_elements=["delivery_id"],
-                                            set_={"bounced": True}))
-
-
-def _blank_row(delivery_id: str, domain: str) -> dict[str, Any]:
-    return {"delivery_id": delivery_id, "domain": domain, "recipient": None,
-            "open_count": 0, "click_count": 0, "human_open_count": 0,
-            "human_click_count": 0, "first_open_at": None, "last_open_at": None,
-            "first_click_at": None, "last_click_at": None, "first_human_open_at": None,
-            "first_human_click_at": None}
 
 
 _UNIQUE = {"open": UNIQUE_OPENED, "click": UNIQUE_CLICKED}

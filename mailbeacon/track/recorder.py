@@ -18,8 +18,9 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
+from mailbeacon.model.hit import Hit
 from mailbeacon.storage.db import Database
-from mailbeacon.track.hits import Hit, HitWriter
+from mailbeacon.track.hits import HitWriter
 from mailbeacon.track.spool import Spool
 
 __all__ = ["Hit", "Recorder"]

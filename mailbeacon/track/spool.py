@@ -21,9 +21,9 @@ from pathlib import Path
 
 from sqlalchemy import Connection, select
 
+from mailbeacon.model.hit import Hit
 from mailbeacon.model.tokens import Kind
 from mailbeacon.storage.schema import installation
-from mailbeacon.track.hits import Hit
 
 log = logging.getLogger("mailbeacon.spool")
 _text = json.encoder.encode_basestring_ascii  # a JSON string literal, quotes included

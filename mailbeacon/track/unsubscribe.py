@@ -15,9 +15,9 @@ import time
 from starlette.requests import Request
 
 from mailbeacon.errors import TokenError
+from mailbeacon.model.hit import Hit
 from mailbeacon.model.tokens import Kind, TokenCodec
 from mailbeacon.track.endpoints import Receive, Scope, Send, client_ip, header, respond
-from mailbeacon.track.hits import Hit
 from mailbeacon.track.recorder import Recorder
 
 log = logging.getLogger("mailbeacon.track")

@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from mailbeacon.model.hit import Hit
 from mailbeacon.model.ids import new_id
 from mailbeacon.model.tokens import Kind
 from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import deliveries, events, installation
-from mailbeacon.track.hits import Hit, HitWriter
+from mailbeacon.track.hits import HitWriter
 from mailbeacon.track.recorder import Recorder
 from mailbeacon.track.spool import SET_ASIDE, Spool, _line
 from tests.support import Service, SmtpRelay

@@ -7,9 +7,9 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mailbeacon.model.hit import Hit
 from mailbeacon.model.ids import new_id
 from mailbeacon.model.tokens import Kind
-from mailbeacon.track.hits import Hit
 from mailbeacon.track.spool import _hit, _line
 
 texts = st.text(st.characters(codec="utf-8"), max_size=200)
