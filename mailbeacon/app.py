@@ -28,10 +28,10 @@ from mailbeacon.api import (
 from mailbeacon.api.access import need_of
 from mailbeacon.api.auth import RequireApiKey
 from mailbeacon.api.errors import api_error, http_error, unexpected_error
-from mailbeacon.api.limits import LimitBody
 from mailbeacon.api.openapi import openapi_document
 from mailbeacon.dashboard import build_dashboard
 from mailbeacon.errors import ApiError
+from mailbeacon.net.limits import LimitBody
 from mailbeacon.runtime import Runtime
 from mailbeacon.settings import Settings
 from mailbeacon.track.endpoints import TrackingEndpoints

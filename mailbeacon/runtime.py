@@ -52,7 +52,7 @@ class Runtime:
         self.db = Database(settings.database_url)
         if run_migrations:
             migrate(self.db)
-        self.codec = token_codec(settings, self.db)
+        self.codec = token_codec(self.db, settings.secret_key, settings.old_secret_keys)
         self.keys = KeyChecker(self.db, settings.api_key)
         journal = settings.recording == "journal"
         self.recorder = Recorder(

@@ -122,20 +122,18 @@ def test_generated_secret_survives_restart(tmp_path: Path, smtp_relay: SmtpRelay
     """Links sent before a restart still verify after it."""
     from mailbeacon.model.ids import new_id
     from mailbeacon.model.tokens import Kind, Token
-    from mailbeacon.settings import Settings
     from mailbeacon.storage.db import Database
     from mailbeacon.storage.migrate import migrate
     from mailbeacon.track.keyring import token_codec
 
     db = Database(database_url)
     migrate(db)
-    token = token_codec(Settings(database_url=database_url), db).encode(
+    token = token_codec(db).encode(
         Token(Kind.OPEN, new_id()))
     db.dispose()
     db = Database(database_url)
-    assert token_codec(Settings(database_url=database_url), db).decode(token).kind is Kind.OPEN
+    assert token_codec(db).decode(token).kind is Kind.OPEN
     # Configuring a key later keeps the generated one as a verifying key.
-    configured = token_codec(Settings(database_url=database_url,
-                                      secret_key="a-configured-secret-key"), db)
+    configured = token_codec(db, secret_key="a-configured-secret-key")
     assert configured.decode(token).kind is Kind.OPEN
     db.dispose()

@@ -12,6 +12,7 @@ from mailbeacon.api.access import DOMAIN, requires
 from mailbeacon.api.forms import query_limit, read_form, runtime, text_field, text_fields
 from mailbeacon.domains import domain as dom
 from mailbeacon.errors import BadRequest
+from mailbeacon.events.fanout import WEBHOOK_IDS
 from mailbeacon.webhooks import deliveries, store
 
 
@@ -120,8 +121,8 @@ async def test_webhook(request: Request) -> JSONResponse:
     form = await read_form(request)
     url = text_field(form, "url") or ""
     event = text_field(form, "event") or "delivered"
-    if event not in store.WEBHOOK_IDS:
-        raise BadRequest(f"'event' must be one of {', '.join(store.WEBHOOK_IDS)}")
+    if event not in WEBHOOK_IDS:
+        raise BadRequest(f"'event' must be one of {', '.join(WEBHOOK_IDS)}")
     settings = runtime(request).settings
     answer = await deliveries.send_test(
         runtime(request).db, domain, url, event, timeout=settings.webhook_timeout,

@@ -21,8 +21,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mailbeacon.api.limits import LimitBody
 from mailbeacon.errors import BadRequest, NotFound, PayloadTooLarge
+from mailbeacon.net.limits import LimitBody
 from mailbeacon.runtime import Runtime
 
 from . import (

@@ -18,6 +18,7 @@ from starlette.routing import Route
 from mailbeacon.domains import apikeys
 from mailbeacon.domains import domain as dom
 from mailbeacon.errors import BadRequest, NotFound
+from mailbeacon.events.fanout import WEBHOOK_IDS
 from mailbeacon.send import dkim
 from mailbeacon.webhooks import deliveries as wd
 from mailbeacon.webhooks import store as ws
@@ -170,7 +171,7 @@ def webhooks_page(request: Request) -> Response:
     log = wd.list_deliveries(db, domain.name, status or None, LOG_SIZE + 1, before)
     more = len(log) > LOG_SIZE
     return render(request, "webhooks.html", domain=domain, nav="webhooks",
-                  urls=ws.urls(db, domain.name), webhook_ids=ws.WEBHOOK_IDS,
+                  urls=ws.urls(db, domain.name), webhook_ids=WEBHOOK_IDS,
                   max_urls=ws.MAX_URLS, signing_key=ws.signing_key(db, domain.name),
                   log=log[:LOG_SIZE], more=more, counts=wd.counts(db, domain.name),
                   status=status, statuses=wd.STATUSES)

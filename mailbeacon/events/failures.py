@@ -24,8 +24,7 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
-from mailbeacon.events.reasons import POLICY_REASONS, Reason, decide_reason
-from mailbeacon.inbound.codes import STATUS
+from mailbeacon.events.reasons import POLICY_REASONS, STATUS, Reason, decide_reason
 
 
 class FailureCategory(enum.StrEnum):

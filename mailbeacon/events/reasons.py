@@ -226,6 +226,8 @@ CANONICAL_STATUS: dict[Reason, str] = {
     Reason.AUTH_FAILURE: "7.26",
 }
 
+# An enhanced status code (RFC 3463) inside free text.
+STATUS = re.compile(r"(?<![\w.])([245]\.\d{1,3}\.\d{1,3})(?!\.?\d)")
 _STATUS_RE = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})$")
 
 

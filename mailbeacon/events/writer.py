@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from sqlalchemy import Connection
 
 from mailbeacon.events.failures import NEW_FAILURE_COUNTERS
+from mailbeacon.events.fanout import outbox_rows
 from mailbeacon.events.vocabulary import EventRecord
 from mailbeacon.storage.db import insert_events, upsert_add
 from mailbeacon.storage.schema import dimension_stats, stats_buckets
-from mailbeacon.webhooks.store import outbox_rows
 
 HOUR_US = 3600 * 1_000_000
 DAY_US = 24 * HOUR_US

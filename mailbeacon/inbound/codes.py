@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 
+from mailbeacon.events.reasons import STATUS
+
 ADDRESS = re.compile(r"(?<![\w.!#$%&'*+/=?^`{|}~-])[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
 # "5.1.1" but not the tail of an IP address ("192.0.2.153") or a version ("v4.1.2").
-STATUS = re.compile(r"(?<![\w.])([245]\.\d{1,3}\.\d{1,3})(?!\.?\d)")
 # "550" followed by a status, text or the end of a line; not inside numbers or dates.
 REPLY_CODE = re.compile(
     r"(?<![\w.:/+\-])([245][0-5]\d)(?=[ \-]+(?:[245]\.\d|[^\d\s:.]|$)|[ \t]*$|\])", re.MULTILINE

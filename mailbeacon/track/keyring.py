@@ -13,7 +13,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from mailbeacon.model.tokens import TokenCodec
-from mailbeacon.settings import Settings
 from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import installation
 
@@ -38,10 +37,12 @@ def stored_secret(db: Database) -> str:
             select(installation.c.value).where(installation.c.name == _SECRET_ROW)).scalar_one())
 
 
-def token_codec(settings: Settings, db: Database) -> TokenCodec:
-    current = settings.secret_key or stored_secret(db)
-    former = [k.strip() for k in settings.old_secret_keys.split(",") if k.strip()]
-    if settings.secret_key:
+def token_codec(db: Database, secret_key: str = "", old_secret_keys: str = "") -> TokenCodec:
+    """The codec for the configured secret (MAILBEACON_SECRET_KEY) and the former ones
+    (MAILBEACON_OLD_SECRET_KEYS, comma-separated)."""
+    current = secret_key or stored_secret(db)
+    former = [k.strip() for k in old_secret_keys.split(",") if k.strip()]
+    if secret_key:
         # The generated key stays valid for links sent before a key was configured.
         former.append(stored_secret(db))
     return TokenCodec([k.encode("utf-8") for k in (current, *former)])

@@ -1,40 +1,23 @@
-"""Webhook subscriptions, signing keys and the outbox.
+"""Webhook subscriptions and signing keys.
 
-`outbox_rows` runs inside every event-writing transaction (storage/records.py), so an
-event is never stored without its webhook deliveries.
+Which deliveries an event creates is decided where events are written
+(events/fanout.py), so an event is never stored without its webhook deliveries.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Connection, select
+from sqlalchemy import select
 
 from mailbeacon.errors import BadRequest, NotFound
-from mailbeacon.events.vocabulary import UNIQUE_OPENED, EventRecord, EventType, Severity
-from mailbeacon.model.ids import new_id
+from mailbeacon.events.fanout import WEBHOOK_IDS
 from mailbeacon.storage.db import Database, now_us
-from mailbeacon.storage.schema import domains, webhook_deliveries, webhooks
+from mailbeacon.storage.schema import domains, webhooks
 from mailbeacon.webhooks.signing import new_signing_key
 
-WEBHOOK_IDS = ("accepted", "delivered", "opened", "clicked", "unsubscribed", "complained",
-               "permanent_fail", "temporary_fail", "first_opened")
 MAX_URLS = 3
-
-
-def webhook_ids_for(record: EventRecord) -> list[str]:
-    """Which webhooks an event goes to."""
-    if record.event is EventType.FAILED:
-        return ["permanent_fail" if record.severity is Severity.PERMANENT
-                else "temporary_fail"]
-    ids = [str(record.event)]
-    if record.event is EventType.OPENED and any(
-            name == UNIQUE_OPENED and added for name, added, _ in record.counters):
-        ids.append("first_opened")  # only the first open of a message x recipient
-    return ids
 
 
 def check_webhook_id(webhook: str) -> str:
@@ -62,34 +45,6 @@ def redact(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
     return parts._replace(netloc=netloc).geturl()
-
-
-def outbox_rows(conn: Connection, records: Sequence[EventRecord], ids: Sequence[str]) -> None:
-    """One pending delivery per event x subscribed URL, in the caller's transaction."""
-    names = sorted({r.message.domain for r in records})
-    if not names:
-        return
-    subscribed: dict[tuple[str, str], list[str]] = {}
-    for row in conn.execute(select(webhooks).where(webhooks.c.domain.in_(names))
-                            .order_by(webhooks.c.created_at)):
-        subscribed.setdefault((row.domain, row.webhook), []).append(row.url)
-    if not subscribed:
-        return
-    now = now_us()
-    rows: list[dict[str, Any]] = []
-    for record, event_id in zip(records, ids, strict=True):
-        for webhook in webhook_ids_for(record):
-            for url in subscribed.get((record.message.domain, webhook), []):
-                payload = dict(record.data, id=event_id)
-                if webhook == "first_opened":
-                    payload["event"] = "first_opened"
-                rows.append({"id": new_id(now), "domain": record.message.domain,
-                             "webhook": webhook, "url": url, "event_id": event_id,
-                             "payload": json.dumps(payload, separators=(",", ":")),
-                             "status": "pending", "attempts": 0, "next_attempt_at": now,
-                             "created_at": now})
-    if rows:
-        conn.execute(webhook_deliveries.insert(), rows)
 
 
 def urls(db: Database, domain: str) -> dict[str, list[str]]:

@@ -1,0 +1,61 @@
+"""Which webhook deliveries an event creates, written with the event.
+
+The webhooks package reads and posts the rows; they are made here, in the same
+transaction as their events (events/writer.py), so none is ever lost.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from mailbeacon.events.vocabulary import UNIQUE_OPENED, EventRecord, EventType, Severity
+from mailbeacon.model.ids import new_id
+from mailbeacon.storage.db import now_us
+from mailbeacon.storage.schema import webhook_deliveries, webhooks
+
+WEBHOOK_IDS = ("accepted", "delivered", "opened", "clicked", "unsubscribed", "complained",
+               "permanent_fail", "temporary_fail", "first_opened")
+
+
+def webhook_ids_for(record: EventRecord) -> list[str]:
+    """Which webhooks an event goes to."""
+    if record.event is EventType.FAILED:
+        return ["permanent_fail" if record.severity is Severity.PERMANENT
+                else "temporary_fail"]
+    ids = [str(record.event)]
+    if record.event is EventType.OPENED and any(
+            name == UNIQUE_OPENED and added for name, added, _ in record.counters):
+        ids.append("first_opened")  # only the first open of a message x recipient
+    return ids
+
+
+def outbox_rows(conn: Connection, records: Sequence[EventRecord], ids: Sequence[str]) -> None:
+    """One pending delivery per event x subscribed URL, in the caller's transaction."""
+    names = sorted({r.message.domain for r in records})
+    if not names:
+        return
+    subscribed: dict[tuple[str, str], list[str]] = {}
+    for row in conn.execute(select(webhooks).where(webhooks.c.domain.in_(names))
+                            .order_by(webhooks.c.created_at)):
+        subscribed.setdefault((row.domain, row.webhook), []).append(row.url)
+    if not subscribed:
+        return
+    now = now_us()
+    rows: list[dict[str, Any]] = []
+    for record, event_id in zip(records, ids, strict=True):
+        for webhook in webhook_ids_for(record):
+            for url in subscribed.get((record.message.domain, webhook), []):
+                payload = dict(record.data, id=event_id)
+                if webhook == "first_opened":
+                    payload["event"] = "first_opened"
+                rows.append({"id": new_id(now), "domain": record.message.domain,
+                             "webhook": webhook, "url": url, "event_id": event_id,
+                             "payload": json.dumps(payload, separators=(",", ":")),
+                             "status": "pending", "attempts": 0, "next_attempt_at": now,
+                             "created_at": now})
+    if rows:
+        conn.execute(webhook_deliveries.insert(), rows)
