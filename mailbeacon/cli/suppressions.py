@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from mailbeacon.cli.options import open_database, setting_options
 from mailbeacon.domains import domain as dom
 from mailbeacon.errors import MailbeaconError
 from mailbeacon.storage.db import Database
@@ -21,33 +22,12 @@ from mailbeacon.suppress.rules import SuppressionKind
 _KINDS = ", ".join(sl.LISTS)
 
 
-class _DatabaseCommand(click.Command):
-    """A command with the --database-url option of `mailbeacon.cli.setting_options`.
-
-    mailbeacon.cli imports this module to add the group, so the option cannot be made
-    at import time (a cycle); it is added the first time click asks for the parameters.
-    """
-
-    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
-        if not any(p.name == "database_url" for p in self.params):
-            from mailbeacon.cli import setting_options
-
-            def template(**options: Any) -> None:
-                """Only carries the options."""
-
-            self.params.extend(
-                click.command()(setting_options(("database_url",))(template)).params)
-        return super().get_params(ctx)
-
-
 def _open(options: dict[str, Any], domain: str, kind: str) -> tuple[Database, str,
                                                                     SuppressionKind]:
     """The database, the domain's stored name and the list's kind, or a clear error."""
-    from mailbeacon.cli import _database
-
     if kind.lower() not in sl.LISTS:
         raise click.ClickException(f"unknown list {kind!r}: use one of {_KINDS}")
-    db = _database(options)
+    db = open_database(options)
     try:
         name = dom.get_domain(db, domain).name
     except MailbeaconError as exc:
@@ -61,7 +41,8 @@ def suppressions() -> None:
     """Suppression lists (bounces, unsubscribes, complaints, whitelists) as CSV."""
 
 
-@suppressions.command(name="import", cls=_DatabaseCommand)
+@suppressions.command(name="import")
+@setting_options(("database_url",))
 @click.argument("domain")
 @click.argument("kind", metavar="KIND")
 @click.argument("file", metavar="FILE.csv", type=click.Path(path_type=Path))
@@ -90,7 +71,8 @@ def import_command(domain: str, kind: str, file: Path, **options: Any) -> None:
     click.echo(f"imported {count} {noun} into the {sl.NAMES[found]} of {name}")
 
 
-@suppressions.command(name="export", cls=_DatabaseCommand)
+@suppressions.command(name="export")
+@setting_options(("database_url",))
 @click.argument("domain")
 @click.argument("kind", metavar="KIND")
 @click.argument("file", metavar="[FILE.csv|-]", default="-",
