@@ -27,7 +27,6 @@ from starlette.routing import Route
 from mailbeacon.api.access import DOMAIN, DOMAIN_SETTINGS, requires
 from mailbeacon.api.forms import query_limit, read_form, runtime, text_field
 from mailbeacon.api.paging import api_url, page_links
-from mailbeacon.api.suppressions import _page as parse_page
 from mailbeacon.domains import domain as dom
 from mailbeacon.errors import BadRequest
 from mailbeacon.events.query import (
@@ -42,6 +41,7 @@ from mailbeacon.events.query import (
 )
 from mailbeacon.insight import contacts as ct
 from mailbeacon.insight import engagement, retention
+from mailbeacon.model.paging import parse_page
 from mailbeacon.storage.db import now_us
 from mailbeacon.suppress.lists import parse_date
 

@@ -15,18 +15,15 @@ from mailbeacon.api.access import DOMAIN, requires
 from mailbeacon.api.forms import query_limit, runtime
 from mailbeacon.api.paging import api_url, page_links
 from mailbeacon.domains import domain as dom
-from mailbeacon.errors import BadRequest
 from mailbeacon.inbound.reports import list_reports
-from mailbeacon.insight.tags import PAGES
+from mailbeacon.model.paging import parse_page
 
 
 @requires(DOMAIN)
 async def list_inbound(request: Request) -> JSONResponse:
     params = request.query_params
     limit = query_limit(request)
-    page = params.get("page", "first")
-    if page not in PAGES:
-        raise BadRequest(f"'page' must be one of {', '.join(PAGES)}")
+    page = parse_page(params.get("page", "first"))
     matched, pivot = params.get("matched"), params.get("id")
     db = runtime(request).db
     domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])

@@ -33,6 +33,7 @@ from mailbeacon.domains import domain as dom
 from mailbeacon.errors import BadRequest
 from mailbeacon.insight import stats
 from mailbeacon.insight import tags as tg
+from mailbeacon.model.paging import parse_page
 
 T = TypeVar("T")
 
@@ -130,9 +131,7 @@ async def list_campaigns(request: Request) -> JSONResponse:
     """Tags (keyset paging as the Tags API) with their sent/delivered/opened/clicked."""
     params = request.query_params
     limit = query_limit(request)
-    page = params.get("page", "first")
-    if page not in tg.PAGES:
-        raise BadRequest(f"'page' must be one of {', '.join(tg.PAGES)}")
+    page = parse_page(params.get("page", "first"))
     pivot = params.get("tag")
     if page in ("next", "prev") and pivot is None:
         raise BadRequest(f"'tag' is required with page={page}: the tag to page from")

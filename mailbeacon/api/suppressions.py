@@ -22,7 +22,7 @@ from mailbeacon.api.forms import query_limit, read_form, runtime, text_field, te
 from mailbeacon.api.paging import api_url, page_links
 from mailbeacon.domains import domain as dom
 from mailbeacon.errors import BadRequest
-from mailbeacon.insight.tags import PAGES, Page
+from mailbeacon.model.paging import parse_page
 from mailbeacon.suppress import lists as sl
 from mailbeacon.suppress.rules import SuppressionKind
 
@@ -46,7 +46,7 @@ _REMOVED = {
 async def list_entries(request: Request, kind: Kind) -> JSONResponse:
     params = request.query_params
     limit = query_limit(request)
-    page = _page(params.get("page", "first"))
+    page = parse_page(params.get("page", "first"))
     pivot = params.get("address")
     if page in ("next", "prev") and pivot is None:
         raise BadRequest(f"'address' is required with page={page}: the address to page from")
@@ -161,13 +161,7 @@ def entry_json(kind: Kind, entry: sl.Entry) -> dict[str, Any]:
     return {"address": entry.address, "created_at": date}
 
 
-def _page(value: str) -> Page:
-    # Mailgun's paging URLs say "previous"; the Tags API (and ours) say "prev".
-    value = "prev" if value == "previous" else value
-    for page in PAGES:
-        if page == value:
-            return page
-    raise BadRequest(f"'page' must be one of {', '.join(PAGES)}")
+
 
 
 def _addresses(count: int, verb: str = "") -> str:

@@ -16,6 +16,7 @@ from mailbeacon.api.paging import api_url, page_links
 from mailbeacon.domains import domain as dom
 from mailbeacon.errors import BadRequest
 from mailbeacon.insight import tags as tg
+from mailbeacon.model.paging import parse_page
 from mailbeacon.model.tags import check_tags, normalize_tags
 
 
@@ -23,9 +24,7 @@ from mailbeacon.model.tags import check_tags, normalize_tags
 async def list_tags(request: Request) -> JSONResponse:
     params = request.query_params
     limit = query_limit(request)
-    page = params.get("page", "first")
-    if page not in tg.PAGES:
-        raise BadRequest(f"'page' must be one of {', '.join(tg.PAGES)}")
+    page = parse_page(params.get("page", "first"))
     pivot = params.get("tag")
     if page in ("next", "prev") and pivot is None:
         raise BadRequest(f"'tag' is required with page={page}: the tag to page from")

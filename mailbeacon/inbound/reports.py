@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 
 from mailbeacon.domains.domain import Domain
 from mailbeacon.errors import BadRequest
-from mailbeacon.insight.tags import Page
 from mailbeacon.model.ids import ID_LENGTH
+from mailbeacon.model.paging import Page
 from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import inbound_messages
 

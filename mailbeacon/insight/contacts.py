@@ -29,10 +29,9 @@ from sqlalchemy import ColumnElement, Connection, and_, delete, exists, func, or
 
 from mailbeacon.errors import BadRequest, NotFound
 from mailbeacon.insight import engagement
-from mailbeacon.insight.tags import Page
-from mailbeacon.insight.tags import _byte_order as byte_order
 from mailbeacon.model.addresses import check_address
 from mailbeacon.model.ids import id_to_bytes
+from mailbeacon.model.paging import Page, byte_order
 from mailbeacon.storage.db import Database, conflict_insert, now_us
 from mailbeacon.storage.schema import (
     contacts,

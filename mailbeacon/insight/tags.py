@@ -8,16 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, delete, select, update
+from sqlalchemy import Connection, delete, select, update
 
 from mailbeacon.errors import NotFound
+from mailbeacon.model.paging import Page, byte_order
 from mailbeacon.storage.db import Database, upsert_add
 from mailbeacon.storage.schema import dimension_stats, link_stats, stats_buckets, tags
-
-Page = Literal["first", "last", "next", "prev"]
-PAGES: tuple[Page, ...] = ("first", "last", "next", "prev")
 
 
 @dataclass(frozen=True)
@@ -68,7 +66,7 @@ def list_tags(db: Database, domain: str, limit: int = 100, page: Page = "first",
     after or just before `pivot` (a tag name, usually the last or first of a page).
     """
     with db.read() as conn:
-        name = _byte_order(conn, tags.c.tag)
+        name = byte_order(conn, tags.c.tag)
         query = select(tags).where(tags.c.domain == domain)
         if prefix:
             # autoescape: % and _ are ordinary characters in a tag.
@@ -103,9 +101,3 @@ def delete_tag(db: Database, domain: str, tag: str) -> None:
             raise NotFound("tag not found")  # rolls back: nothing else is deleted either
         for table in (stats_buckets, dimension_stats, link_stats):  # all its counters
             conn.execute(delete(table).where(table.c.domain == domain, table.c.tag == tag))
-
-
-def _byte_order(conn: Connection, column: ColumnElement[Any]) -> ColumnElement[Any]:
-    # SQLite compares bytes already; PostgreSQL follows the database's locale unless
-    # told otherwise, and both backends should list tags in the same order.
-    return column.collate("C") if conn.dialect.name == "postgresql" else column

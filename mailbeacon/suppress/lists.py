@@ -20,10 +20,9 @@ from typing import Any, TextIO
 from sqlalchemy import Connection, delete, select
 
 from mailbeacon.errors import BadRequest, NotFound
-from mailbeacon.insight.tags import Page
-from mailbeacon.insight.tags import _byte_order as byte_order
 from mailbeacon.model import spreadsheet
 from mailbeacon.model.addresses import check_address
+from mailbeacon.model.paging import Page, byte_order
 from mailbeacon.model.tags import check_tags, normalize_tags
 from mailbeacon.storage.db import Database, now_us
 from mailbeacon.storage.schema import soft_bounces, suppressions
