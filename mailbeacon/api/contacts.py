@@ -41,9 +41,9 @@ from mailbeacon.events.query import (
 )
 from mailbeacon.insight import contacts as ct
 from mailbeacon.insight import engagement, retention
+from mailbeacon.model.clock import parse_rfc2822, rfc2822
 from mailbeacon.model.paging import parse_page
 from mailbeacon.storage.db import now_us
-from mailbeacon.suppress.lists import parse_date
 
 MAX_RECIPIENTS_PAGE = 1000  # a message has at most 1000 recipients (submission.py)
 _SCORE = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,15})?")
@@ -160,7 +160,7 @@ async def update_consent(request: Request) -> JSONResponse:
                                       request.path_params["address"], consent)
     return JSONResponse({"message": "Consent updated", "address": contact.address,
                          "consent": contact.consent,
-                         "consent_at": ct.rfc2822(contact.consent_at)})
+                         "consent_at": rfc2822(contact.consent_at)})
 
 
 @requires(DOMAIN)
@@ -290,7 +290,7 @@ def _since(raw: str | None) -> int | None:
         return None
     if _EPOCH.fullmatch(raw.strip()):
         return int(raw) * 1_000_000
-    return parse_date(raw, "active_since")
+    return parse_rfc2822(raw, "active_since")
 
 
 def _consent_filter(raw: str | None) -> str | None:

@@ -22,6 +22,7 @@ from mailbeacon.api.forms import query_limit, read_form, runtime, text_field, te
 from mailbeacon.api.paging import api_url, page_links
 from mailbeacon.domains import domain as dom
 from mailbeacon.errors import BadRequest
+from mailbeacon.model.clock import rfc2822
 from mailbeacon.model.paging import parse_page
 from mailbeacon.suppress import lists as sl
 from mailbeacon.suppress.rules import SuppressionKind
@@ -149,7 +150,7 @@ async def delete_all(request: Request, kind: Kind) -> JSONResponse:
 def entry_json(kind: Kind, entry: sl.Entry) -> dict[str, Any]:
     """An entry as Mailgun shows an item of that list."""
     assert entry.created_at is not None  # stored entries always have one
-    date = sl.format_date(entry.created_at)
+    date = rfc2822(entry.created_at)
     if kind is Kind.BOUNCE:
         return {"address": entry.address, "code": entry.code, "error": entry.error,
                 "created_at": date}

@@ -7,9 +7,9 @@ from typing import Any
 import click
 
 from mailbeacon.cli.options import open_database, setting_options
-from mailbeacon.dashboard.web import fmt_us
 from mailbeacon.domains.apikeys import Role, create_key, list_keys, revoke_key
 from mailbeacon.errors import MailbeaconError
+from mailbeacon.model.clock import shown
 
 
 @click.group()
@@ -52,10 +52,10 @@ def keys_list(show_revoked: bool, **options: Any) -> None:
         columns.insert(-1, "revoked")
     click.echo("\t".join(columns))
     for key in found:
-        row = [key.id, key.prefix or "—", key.scope, key.role.value, fmt_us(key.created_at),
-               fmt_us(key.last_used_at), key.description]
+        row = [key.id, key.prefix or "—", key.scope, key.role.value, shown(key.created_at),
+               shown(key.last_used_at), key.description]
         if show_revoked:
-            row.insert(-1, fmt_us(key.revoked_at))
+            row.insert(-1, shown(key.revoked_at))
         click.echo("\t".join(row))
 
 
@@ -72,4 +72,4 @@ def keys_revoke(key_id: str, **options: Any) -> None:
     finally:
         db.dispose()
     click.echo(f"revoked {key.id} ({key.prefix or 'no prefix'}, {key.scope}, {key.role}) "
-               f"at {fmt_us(key.revoked_at)}")
+               f"at {shown(key.revoked_at)}")

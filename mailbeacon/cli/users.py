@@ -14,8 +14,8 @@ import click
 from mailbeacon.cli.options import open_database, setting_options
 from mailbeacon.dashboard import users as store
 from mailbeacon.dashboard.sessions import SessionStore
-from mailbeacon.dashboard.web import fmt_us
 from mailbeacon.errors import MailbeaconError
+from mailbeacon.model.clock import shown
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -56,8 +56,8 @@ def list_command(**options: Any) -> None:
     db = open_database(options)
     try:
         for user in store.list_users(db):
-            click.echo(f"{user.username}\tcreated {fmt_us(user.created_at)}\t"
-                       f"last login {fmt_us(user.last_login_at)}")
+            click.echo(f"{user.username}\tcreated {shown(user.created_at)}\t"
+                       f"last login {shown(user.last_login_at)}")
     finally:
         db.dispose()
 

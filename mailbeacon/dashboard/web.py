@@ -25,6 +25,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from mailbeacon.domains import domain as dom
 from mailbeacon.errors import BadRequest, NotFound
+from mailbeacon.model.clock import shown
 from mailbeacon.runtime import Runtime
 
 from .sessions import FLASH_COOKIE, Session, SessionStore, Signer, same_token
@@ -62,14 +63,9 @@ def session(request: Request) -> Session:
 # --- formatting ------------------------------------------------------------------------
 
 
-def fmt_us(micros: int | float | None) -> str:
-    if micros is None:
-        return "—"
-    return datetime.fromtimestamp(micros / 1_000_000, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
 
 def fmt_seconds(seconds: int | float | None) -> str:
-    return "—" if seconds is None else fmt_us(seconds * 1_000_000)
+    return "—" if seconds is None else shown(seconds * 1_000_000)
 
 
 def iso_us(micros: int | float | None) -> str:
@@ -101,7 +97,7 @@ def make_templates() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(dt=fmt_us, ts=fmt_seconds, iso=iso_us, num=fmt_num, pct=fmt_pct,
+    env.filters.update(dt=shown, ts=fmt_seconds, iso=iso_us, num=fmt_num, pct=fmt_pct,
                        seg=url_path, qs=urlencode)
     env.globals["prefix"] = PREFIX
     return env

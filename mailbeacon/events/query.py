@@ -23,9 +23,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -43,6 +41,7 @@ from sqlalchemy import (
 
 from mailbeacon.errors import BadRequest
 from mailbeacon.events.filters import Filter, parse_filter
+from mailbeacon.model.clock import MAX_SECONDS, parse_moment
 from mailbeacon.model.ids import id_from_bytes, id_to_bytes
 from mailbeacon.storage.schema import event_tags, events, messages
 
@@ -65,8 +64,6 @@ MAX_LIMIT = 300  # Mailgun's cap
 _EVENT_NAME = re.compile(r"[a-z_]{1,24}")
 _SEVERITIES = frozenset({"temporary", "permanent"})
 # Plain decimal epoch seconds; exponents and signs are not timestamps anyone sends.
-_EPOCH = re.compile(r"[0-9]{1,15}(?:\.[0-9]{0,18})?")
-_MAX_SECONDS = 253402300800  # 10000-01-01: keeps every bound a valid datetime and BigInteger
 _LIMIT = re.compile(r"[0-9]{1,6}")
 # Every token we hand out also decodes: eight filters of at most 255 characters (four
 # UTF-8 bytes each, control characters refused) and 32 terms stay under this.
@@ -189,7 +186,7 @@ class EventQuery:
                 raise BadRequest(f"{param.name} must be a filter expression")
         for name in ("begin", "end"):
             value = getattr(self, name)
-            if value is not None and not 0 <= value < _MAX_SECONDS * 1_000_000:
+            if value is not None and not 0 <= value < MAX_SECONDS * 1_000_000:
                 raise BadRequest(f"{name} is out of range")
         if not 1 <= self.limit <= MAX_LIMIT:
             raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
@@ -522,25 +519,7 @@ def _messages_matching(conn: Connection, domain: str, header: str, found: Filter
 def _parse_time(values: Mapping[str, str], name: str) -> Decimal | None:
     """Microseconds since the epoch, exact (not yet rounded), or None when absent."""
     text = values.get(name)
-    if text is None:
-        return None
-    if _EPOCH.fullmatch(text):
-        seconds = Decimal(text)
-    else:
-        try:
-            parsed = parsedate_to_datetime(text)
-        except (TypeError, ValueError, OverflowError):
-            parsed = None
-        if parsed is None:
-            raise BadRequest(f"{name} must be an RFC 2822 date or epoch seconds, got {text!r}")
-        if parsed.tzinfo is None:
-            # parsedate_to_datetime returns a naive value for "-0000": that means UTC.
-            parsed = parsed.replace(tzinfo=UTC)
-        # RFC 2822 has whole seconds, so the float timestamp is exact.
-        seconds = Decimal(int(parsed.timestamp()))
-    if not 0 <= seconds < _MAX_SECONDS:
-        raise BadRequest(f"{name} must be a date between 1970 and 9999")
-    return seconds * 1_000_000
+    return None if text is None else parse_moment(text, name)
 
 
 def _parse_ascending(value: str | None) -> bool | None:

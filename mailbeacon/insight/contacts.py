@@ -22,7 +22,6 @@ import json
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from email.utils import formatdate
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy import ColumnElement, Connection, and_, delete, exists, func, or_, select
@@ -30,6 +29,7 @@ from sqlalchemy import ColumnElement, Connection, and_, delete, exists, func, or
 from mailbeacon.errors import BadRequest, NotFound
 from mailbeacon.insight import engagement
 from mailbeacon.model.addresses import check_address
+from mailbeacon.model.clock import rfc2822
 from mailbeacon.model.ids import id_to_bytes
 from mailbeacon.model.paging import Page, byte_order
 from mailbeacon.storage.db import Database, conflict_insert, now_us
@@ -578,9 +578,6 @@ def recipient_messages(db: Database, domain: str, address: str, limit: int = 100
 
 # --- JSON shapes ---------------------------------------------------------------------
 
-
-def rfc2822(micros: int | None) -> str | None:
-    return None if micros is None else formatdate(micros / 1_000_000, usegmt=True)
 
 
 def contact_json(contact: Contact, now: int,

@@ -59,7 +59,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import formatdate
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, Connection, func, select
@@ -77,9 +76,9 @@ from mailbeacon.events.failures import (
     FailureCategory,
     category_counter,
 )
-from mailbeacon.events.query import _parse_time
 from mailbeacon.events.vocabulary import UNIQUE_CLICKED, UNIQUE_OPENED
 from mailbeacon.model import spreadsheet
+from mailbeacon.model.clock import parse_moment, rfc2822
 from mailbeacon.storage.schema import dimension_stats, link_stats, stats_buckets, tags
 
 Resolution = Literal["hour", "day", "month"]
@@ -270,8 +269,8 @@ def parse_bounds(params: Mapping[str, str]) -> tuple[int | None, int | None]:
 
 def _seconds(values: Mapping[str, str], name: str) -> int | None:
     # The Events API's parser: the same RFC 2822 / epoch rules and error messages.
-    micros = _parse_time(values, name)
-    return None if micros is None else int(micros) // 1_000_000
+    text = values.get(name)
+    return None if text is None else int(parse_moment(text, name)) // 1_000_000
 
 
 def _back(ts: int, duration: str) -> int:
@@ -295,9 +294,6 @@ def _back(ts: int, duration: str) -> int:
         raise BadRequest("'duration' reaches back before 1970")
     return start
 
-
-def rfc2822(ts: int) -> str:
-    return formatdate(ts, usegmt=True)
 
 
 # --- queries ---------------------------------------------------------------------------
@@ -413,7 +409,7 @@ def stats_items(period: Period, events: Sequence[str],
 
 
 def _item(start: int, events: Sequence[str], c: Mapping[str, int]) -> dict[str, Any]:
-    item: dict[str, Any] = {"time": rfc2822(start)}
+    item: dict[str, Any] = {"time": rfc2822(start * 1_000_000)}
     for event in events:
         if event == "accepted":
             item[event] = {"incoming": 0, "outgoing": c.get(ACCEPTED, 0),
@@ -454,8 +450,8 @@ def total_stats(conn: Connection, domain: str, tag: str, events: Sequence[str],
     else:
         body = {"description": f"Total stats of {domain}"}
     body.update({
-        "start": rfc2822(period.first),
-        "end": rfc2822(period.last),  # the start of the last bucket, as its item's time
+        "start": rfc2822(period.first * 1_000_000),
+        "end": rfc2822(period.last * 1_000_000),  # the start of the last bucket, as its item's time
         "resolution": period.resolution,
         "stats": stats_items(period, events, counts),
     })
@@ -529,8 +525,8 @@ class CampaignReport:
     def to_json(self) -> dict[str, Any]:
         return {
             "tag": self.tag,
-            "start": rfc2822(self.first),
-            "end": rfc2822(self.last),
+            "start": rfc2822(self.first * 1_000_000),
+            "end": rfc2822(self.last * 1_000_000),
             "human": self.human,
             **self.counts,
             "rates": self.rates,
@@ -538,7 +534,7 @@ class CampaignReport:
                            "unique_clicks": link.unique_clicks} for link in self.top_links],
             **self.breakdowns,
             "failures": self.failures,
-            "over_time": [{"time": rfc2822(day["time"]), **{k: v for k, v in day.items()
+            "over_time": [{"time": rfc2822(day["time"] * 1_000_000), **{k: v for k, v in day.items()
                                                            if k != "time"}}
                           for day in self.over_time],
         }

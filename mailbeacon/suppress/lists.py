@@ -13,8 +13,6 @@ import csv
 import io
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC
-from email.utils import formatdate, parsedate_to_datetime
 from typing import Any, TextIO
 
 from sqlalchemy import Connection, delete, select
@@ -22,6 +20,7 @@ from sqlalchemy import Connection, delete, select
 from mailbeacon.errors import BadRequest, NotFound
 from mailbeacon.model import spreadsheet
 from mailbeacon.model.addresses import check_address
+from mailbeacon.model.clock import parse_rfc2822, rfc2822
 from mailbeacon.model.paging import Page, byte_order
 from mailbeacon.model.tags import check_tags, normalize_tags
 from mailbeacon.storage.db import Database, now_us
@@ -49,7 +48,6 @@ MAX_CODE_LENGTH = 8  # suppressions.code is String(8)
 MAX_SCOPE_LENGTH = 330  # suppressions.tag is String(330)
 MAX_CSV_ERRORS = 10  # bad lines named in one answer
 WRITE_CHUNK = 1000  # rows per INSERT statement
-_MAX_SECONDS = 253402300800  # 10000-01-01: beyond any RFC 2822 year we accept
 
 
 @dataclass(frozen=True)
@@ -112,25 +110,6 @@ def normalize_scope(value: str) -> str:
     return normalize_tags([value])[0]
 
 
-def parse_date(value: str, field: str = "created_at") -> int:
-    """An RFC 2822 date (e.g. 'Fri, 21 Oct 2011 11:02:55 UTC') in µs, or BadRequest."""
-    try:
-        parsed = parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError, OverflowError):
-        parsed = None
-    if parsed is None:
-        raise BadRequest(f"'{field}' must be an RFC 2822 date such as "
-                         f"'Fri, 21 Oct 2011 11:02:55 UTC', got {value!r}")
-    if parsed.tzinfo is None:  # "-0000": RFC 2822's "zone unknown", UTC by convention
-        parsed = parsed.replace(tzinfo=UTC)
-    seconds = int(parsed.timestamp())  # whole seconds: exact
-    if not 0 <= seconds < _MAX_SECONDS:
-        raise BadRequest(f"'{field}' must be a date between 1970 and 9999, got {value!r}")
-    return seconds * 1_000_000
-
-
-def format_date(micros: int) -> str:
-    return formatdate(micros / 1_000_000, usegmt=True)
 
 
 def parse_entry(kind: SuppressionKind, fields: Mapping[str, Any]) -> Entry:
@@ -141,7 +120,7 @@ def parse_entry(kind: SuppressionKind, fields: Mapping[str, Any]) -> Entry:
     `domain`, and `reason`.
     """
     raw_date = _text(fields, "created_at")
-    created_at = parse_date(raw_date) if raw_date and raw_date.strip() else None
+    created_at = parse_rfc2822(raw_date, "created_at") if raw_date and raw_date.strip() else None
     address = (_text(fields, "address") or "").strip()
     if kind is SuppressionKind.ALLOWLIST:
         domain = (_text(fields, "domain") or "").strip()
@@ -270,7 +249,7 @@ def read_csv(kind: SuppressionKind, data: bytes, max_rows: int | None = None) ->
 
 def csv_rows(kind: SuppressionKind, entry: Entry) -> list[list[str]]:
     """The CSV rows of an entry: one per scope for unsubscribes (a tag may hold commas)."""
-    date = format_date(entry.created_at) if entry.created_at is not None else ""
+    date = rfc2822(entry.created_at) if entry.created_at is not None else ""
     if kind is SuppressionKind.BOUNCE:
         return [[entry.address, entry.code, entry.error, date]]
     if kind is SuppressionKind.UNSUBSCRIBE:

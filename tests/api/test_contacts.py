@@ -504,11 +504,12 @@ async def test_message_recipients_status_and_indicators(service: Service,
     add_state(db, ids[1], "green@x.org", opens=3, at=now)
     add_state(db, ids[2], "blue@x.org", opens=1, clicks=2, at=now)
     add_state(db, ids[3], "late-bounce@x.org", opens=0, bounced=True)
+    later = now_us()  # ids after add_message's, however long it took (the list's order)
     with db.write() as conn:
         # Same Message-ID, other rows: a failed one (5xx: bounced), a suppressed one (605),
         # a queued one.
         conn.execute(deliveries.insert(), [
-            {"id": new_id(now + 10 + n), "message_id": conn.execute(
+            {"id": new_id(later + 10 + n), "message_id": conn.execute(
                 select(messages.c.id).where(messages.c.message_id == message_id)
             ).scalar_one(), "recipient": r, "status": s, "attempts": a, "last_code": c,
              "last_message": m, "next_attempt_at": now + 365 * DAY, "updated_at": now}
