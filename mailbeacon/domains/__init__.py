@@ -1,0 +1,1 @@
+"""Sending domains with all their settings, and the API keys that act on them."""

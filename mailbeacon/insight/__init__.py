@@ -1,0 +1,1 @@
+"""What the numbers say: stats, tags, contacts, engagement scores, retention."""

@@ -1,0 +1,2 @@
+"""What the network doors share: connection limits, body limits, forwarded client
+addresses, throttles."""

@@ -1,0 +1,1 @@
+"""Webhooks: subscriptions, signing keys, and the sender that posts the outbox."""
