@@ -9,7 +9,7 @@ suppressions, Apple MPP prefetches, link scanners, unsubscribes, complaints) unt
 `--events` events. It writes them straight into the database, not through the API: the
 `events` rows and their `event_tags` (bulk: executemany on SQLite, COPY on PostgreSQL,
 secondary indexes built after the load) and the `stats_buckets`, `dimension_stats` and
-`link_stats` rows those events produce (the rules of storage/records.py and
+`link_stats` rows those events produce (the rules of events/writer.py and
 mailbeacon/failures.py). Then it times each query (median of `--runs`, after one
 warm-up) on a fresh connection, and prints milliseconds per query per backend.
 
@@ -63,7 +63,7 @@ DAY_US = 86400 * US
 POSTGRES_URL = os.environ.get("MAILBEACON_TEST_POSTGRES",
                               "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
-# Event kinds of the simulation, and the stats counters each adds (storage/records.py).
+# Event kinds of the simulation, and the stats counters each adds (events/writer.py).
 ACC, DEL, FTMP, FBNC, FSUP, OPEN, CLICK, UNSUB, COMPL = range(9)
 EVENT_NAME = ["accepted", "delivered", "failed", "failed", "failed", "opened", "clicked",
               "unsubscribed", "complained"]

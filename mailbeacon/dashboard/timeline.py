@@ -1,6 +1,6 @@
 """Event timelines (a message's, a contact's): a page of events, flattened for a table.
 
-Pages come from the Events API's query code (storage/eventlog.py), so the dashboard pages
+Pages come from the Events API's query code (events/query.py), so the dashboard pages
 exactly as the API does; its opaque page tokens travel in `?page=`.
 """
 

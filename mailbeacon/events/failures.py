@@ -12,7 +12,7 @@ Each `failed` event adds stats counters (`stats_buckets.event`) named here:
   (a returned report: `flags.is-delayed-bounce`). Mailgun's `bounce` is then
   bounced - delayed_bounce: refused in the SMTP dialogue, or given up after retrying.
 
-Categories group the bounce-reason vocabulary (inbound/reasons.py) the way a sender acts
+Categories group the bounce-reason vocabulary (events/reasons.py) the way a sender acts
 on them, like Infobip's error groups; `category_of` reads an event's `reason` when it is
 one of those reasons, else the `bounce-reason` the worker gave the relay's answer, else
 classifies its `delivery-status` with the same classifier.

@@ -1,6 +1,6 @@
 """Stats queries: Mailgun-shaped totals, tag aggregates and campaign reports (DESIGN 9, 11).
 
-Everything here reads the rollups written with the events (storage/records.py), never the
+Everything here reads the rollups written with the events (events/writer.py), never the
 events themselves, so a query costs the same with 10 thousand or 10 million events:
 
 - `stats_buckets`: hourly counters per domain x tag ("" = all messages) x counter. Day

@@ -22,7 +22,7 @@ class Hit(NamedTuple):  # a tuple: made on every tracking hit, several times che
     method: str = "GET"
     url: str = ""
     link_index: int = 0
-    scope: str = ""  # unsubscribes: "" the domain, "tag", "list" (see track/tokens.py)
+    scope: str = ""  # unsubscribes: "" the domain, "tag", "list" (see model/tokens.py)
 
 
 class HitSink(Protocol):

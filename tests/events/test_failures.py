@@ -36,7 +36,7 @@ def status(code: int, message: str, **more: Any) -> dict[str, Any]:
     ({"reason": "generic", "delivery-status": status(0, "", description="connection "
                                                      "failed: Connection refused")},
      FailureCategory.OTHER),
-    # Returned reports carry a bounce reason (inbound/reasons.py) and an enhanced code.
+    # Returned reports carry a bounce reason (events/reasons.py) and an enhanced code.
     ({"reason": "userunknown", "delivery-status": {"enhanced-code": "5.1.1"}},
      FailureCategory.NO_SUCH_USER),
     ({"reason": "hostunknown"}, FailureCategory.DNS_ERROR),
