@@ -31,11 +31,11 @@ from sqlalchemy import and_, bindparam, or_, select
 from mailbeacon.domains.domain import Domain
 from mailbeacon.events.vocabulary import EventRecord, EventType, MessageInfo, Severity, build_event
 from mailbeacon.events.writer import write_events
-from mailbeacon.inbound.effects import RelayFailure
 from mailbeacon.model.tokens import TokenCodec
 from mailbeacon.send.compose import Tracking
 from mailbeacon.send.compose_pool import COMPOSER_CACHE, ComposePool, CompositionError, Draft
 from mailbeacon.send.options import TrackingOptions
+from mailbeacon.send.refusal import RelayFailure
 from mailbeacon.send.transport import Outcome, Parcel, Transport
 from mailbeacon.storage.db import Database, now_us
 from mailbeacon.storage.schema import deliveries, domains, messages
@@ -345,8 +345,7 @@ class DeliveryWorker:
                 "mx-host": self._transport.host if outcome is not TESTMODE else "",
                 "session-seconds": round(seconds, 3),
             }
-            failure = RelayFailure.of(outcome.code, outcome.message, job.recipient,
-                                      outcome.permanent)
+            failure = RelayFailure.of(outcome.code, outcome.message, outcome.permanent)
             if failure is not None:  # classified as a returned bounce would be
                 status.update(failure.status_fields())
             new_status, event, retry_at = self._outcome_event(job, outcome, status, envelope,
