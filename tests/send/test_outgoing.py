@@ -132,7 +132,7 @@ async def test_smtp_and_messages_mime_refuse_in_the_same_words(
     with pytest.raises(smtplib.SMTPDataError) as refused:
         await asyncio.to_thread(_submit, port, raw, ["a@example.org"])
     assert refused.value.smtp_code == 550
-    assert refused.value.smtp_error.decode() == f"5.6.0 {message}"
+    assert refused.value.smtp_error == f"5.6.0 {message}".encode()
 
 
 async def test_smtp_takes_at_most_max_recipients_per_transaction(
