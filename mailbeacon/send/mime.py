@@ -56,13 +56,10 @@ def from_mime(raw: bytes, domain: str, recipients: Sequence[str], *,
         msg["Message-ID"] = f"<{message_id}>"
     if "Date" not in msg:
         msg["Date"] = formatdate(now)
-    list_id = msg.get("List-Id")
     return OutgoingMessage(
         mime=msg.as_bytes(), message_id=message_id, sender=sender,
         recipients=tuple(recipients),
-        headers=summary(message_id, str(msg.get("From", "")), str(msg.get("To", "")),
-                        str(msg.get("Subject", "")),
-                        None if list_id is None else str(list_id)),
+        headers=summary(message_id, msg),
         tags=tuple(controls.tags), variables=controls.variables, options=controls.options,
         delivery=controls.delivery, method=method)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from typing import Any
 
 from mailbeacon.errors import BadRequest
@@ -61,11 +62,12 @@ class OutgoingMessage:
         object.__setattr__(self, "tags", tuple(normalize_tags(list(self.tags))))
 
 
-def summary(message_id: str, sender: str, to: str, subject: str,
-            list_id: str | None) -> dict[str, str]:
-    """The `headers` of an OutgoingMessage from the decoded header values."""
-    headers = {"message-id": message_id, "from": sender, "to": to, "subject": subject}
-    list_id = (list_id or "").strip()
+def summary(message_id: str, mime: EmailMessage) -> dict[str, str]:
+    """The `headers` of an OutgoingMessage, from its message as a builder holds it
+    (the parsed header objects, so nothing is parsed again)."""
+    headers = {"message-id": message_id, "from": str(mime.get("From", "")),
+               "to": str(mime.get("To", "")), "subject": str(mime.get("Subject", ""))}
+    list_id = str(mime.get("List-Id", "")).strip()
     if list_id:  # "Name <id>" -> "id", as unsubscribe scopes store it
         headers["list-id"] = list_id[list_id.rfind("<") + 1:].rstrip(">").strip().lower()
     return headers

@@ -19,7 +19,6 @@ from typing import Any
 from mailbeacon.errors import BadRequest
 from mailbeacon.model.addresses import format_mailboxes, needs_smtputf8
 from mailbeacon.model.ids import message_id_local
-from mailbeacon.send.compose import POLICY
 from mailbeacon.send.headers import check_text, check_value, check_written, refuse_owned
 from mailbeacon.send.options import DeliveryOptions, TrackingOptions
 from mailbeacon.send.outgoing import OutgoingMessage, summary
@@ -64,18 +63,10 @@ class Submission:
         now = time.time()
         message_id = f"{message_id_local(int(now * 1_000_000))}@{domain}"
         mime = build_mime(self, message_id, now)
-
-        def decoded(name: str, value: str) -> str:  # as a receiver reads the header
-            return str(POLICY.header_factory(name, value))
-
-        list_id = next((decoded(name, value) for name, value in self.headers
-                        if name.lower() == "list-id"), None)
         return OutgoingMessage(
             mime=mime.as_bytes(), message_id=message_id, sender=self.sender[1],
             recipients=tuple(a for _, a in (*self.to, *self.cc, *self.bcc)),
-            headers=summary(message_id, decoded("From", format_mailboxes([self.sender])),
-                            decoded("To", format_mailboxes(self.to)),
-                            decoded("Subject", self.subject), list_id),
+            headers=summary(message_id, mime),
             tags=tuple(self.tags), variables=self.variables, options=self.options,
             delivery=self.delivery, method=method)
 

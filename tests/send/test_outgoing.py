@@ -62,8 +62,8 @@ def test_the_value_refuses(fields: dict[str, Any], words: str) -> None:
 ])
 def test_the_form_summary_is_what_the_message_says(sender: tuple[str, str], subject: str,
                                                   headers: list[tuple[str, str]]) -> None:
-    """The headers events show, made from the fields, are those a reader of the built
-    MIME finds (what intake used to read back out of it)."""
+    """The headers events show are those a reader of the stored MIME finds, whichever
+    builder made the value."""
     sub = Submission(sender=sender, to=[("Al", "al@example.org"), ("", "b@example.org")],
                      subject=subject, text="hi", headers=headers)
     made = sub.outgoing("example.com")
