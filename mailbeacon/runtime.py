@@ -18,6 +18,7 @@ from mailbeacon.errors import ConfigError
 from mailbeacon.inbound.mailbox import MailboxConfig, MailboxError, PollResult, poll_once
 from mailbeacon.inbound.receiver import InboundReceiver
 from mailbeacon.insight.retention import purge
+from mailbeacon.send.intake import IntakeWriter
 from mailbeacon.send.outbox import LocalOutbox
 from mailbeacon.send.relay import Relay
 from mailbeacon.send.smtp import SmtpHandler, start_smtp_server, tls_context
@@ -54,6 +55,9 @@ class Runtime:
             migrate(self.db)
         self.codec = token_codec(self.db, settings.secret_key, settings.old_secret_keys)
         self.keys = KeyChecker(self.db, settings.api_key)
+        # The one intake writer of this process: its group commit needs every door's
+        # messages in one queue.
+        self.intake = IntakeWriter(self.db)
         journal = settings.recording == "journal"
         self.recorder = Recorder(
             self.db, HitWriter(GeoLookup(settings.geoip_db or None),
@@ -99,7 +103,7 @@ class Runtime:
                 name=f"http-{number}"))
         if self.settings.smtp:
             host, port = parse_host_port(self.settings.smtp, "smtp")
-            handler = SmtpHandler(self.db, self.inbound, self.message_queued)
+            handler = SmtpHandler(self.db, self.intake, self.inbound, self.message_queued)
             self.smtp_server = await start_smtp_server(
                 host, port, handler, self.keys, self.settings.smtp_max_bytes, self.smtp_tls,
                 limits=SmtpLimits(sessions_per_ip=self.settings.smtp_sessions_per_ip))

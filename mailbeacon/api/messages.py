@@ -18,15 +18,11 @@ from mailbeacon.api.forms import read_form, required, runtime, text_field, text_
 from mailbeacon.domains import domain as dom
 from mailbeacon.errors import BadRequest
 from mailbeacon.model.addresses import parse_mailboxes
-from mailbeacon.send.controls import controls_from_headers, parse_delivery_time, parse_variable
+from mailbeacon.send.controls import Overrides, parse_delivery_time, parse_variable
 from mailbeacon.send.headers import safe_filename
-from mailbeacon.send.intake import accept, accept_mime
-from mailbeacon.send.submission import (
-    Attachment,
-    DeliveryOptions,
-    Submission,
-    TrackingOptions,
-)
+from mailbeacon.send.mime import from_mime
+from mailbeacon.send.options import TrackingOptions
+from mailbeacon.send.submission import Attachment, Submission
 
 _CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
 
@@ -37,7 +33,11 @@ async def send_message(request: Request) -> JSONResponse:
     domain = await run_in_threadpool(dom.get_domain, rt.db, request.path_params["domain"])
     form = await read_form(request)
     submission = submission_from_form(form, await _attachments(form))
-    message_id = await run_in_threadpool(accept, rt.db, domain, submission)
+
+    def queue() -> str:  # builds MIME and writes: off the event loop
+        return rt.intake.accept(domain, submission.outgoing(domain.name))
+
+    message_id = await run_in_threadpool(queue)
     rt.message_queued()
     return JSONResponse({"id": f"<{message_id}>", "message": "Queued. Thank you."})
 
@@ -54,13 +54,13 @@ async def send_mime(request: Request) -> JSONResponse:
     raw = values[-1]
     data = await raw.read() if isinstance(raw, UploadFile) else raw.encode("utf-8")
     recipients = [a for _, a in parse_mailboxes(text_fields(form, "to"), "to")]
-    controls = controls_from_headers(data)
-    variables = {**controls.variables, **_variables(form)}
-    tags = text_fields(form, "o:tag") or controls.tags
-    options = _tracking_options(form, controls.options)
-    message_id = await run_in_threadpool(
-        accept_mime, rt.db, domain, controls.stripped, None, recipients, tags, variables,
-        options, _delivery_options(form, controls.delivery))
+    overrides = _overrides(form)
+
+    def queue() -> str:  # parses MIME and writes: off the event loop
+        return rt.intake.accept(domain, from_mime(data, domain.name, recipients,
+                                                  overrides=overrides))
+
+    message_id = await run_in_threadpool(queue)
     rt.message_queued()
     return JSONResponse({"id": f"<{message_id}>", "message": "Queued. Thank you."})
 
@@ -76,6 +76,7 @@ def submission_from_form(form: FormData, attachments: list[Attachment]) -> Submi
     for key in form:
         if key.startswith("h:"):
             headers.extend((key[2:], value) for value in text_fields(form, key))
+    fields = _overrides(form)
     return Submission(
         sender=senders[0],
         to=to,
@@ -84,12 +85,12 @@ def submission_from_form(form: FormData, attachments: list[Attachment]) -> Submi
         subject=text_field(form, "subject") or "",
         text=text_field(form, "text"),
         html=text_field(form, "html"),
-        tags=text_fields(form, "o:tag"),
+        tags=fields.tags,
         headers=headers,
-        variables=_variables(form),
-        options=_tracking_options(form, TrackingOptions()),
+        variables=fields.variables,
+        options=fields.options,
         attachments=attachments,
-        delivery=_delivery_options(form, DeliveryOptions()),
+        delivery=fields.delivery(),
     )
 
 
@@ -98,36 +99,29 @@ def _flag(form: FormData, name: str) -> bool | None:
     return None if value is None else dom.parse_bool(value, name)
 
 
-def _tracking_options(form: FormData, defaults: TrackingOptions) -> TrackingOptions:
-    """o: fields, over the defaults (e.g. from X-Mailgun-Track headers)."""
+def _overrides(form: FormData) -> Overrides:
+    """o:tag, v:, o:tracking*, o:testmode, o:deliverytime and recipient-variables."""
     clicks = text_field(form, "o:tracking-clicks")
-    found = TrackingOptions(
-        tracking=_flag(form, "o:tracking"),
-        opens=_flag(form, "o:tracking-opens"),
-        clicks=None if clicks is None else dom.parse_click_mode(clicks, "o:tracking-clicks"),
-        pixel_top=_flag(form, "o:tracking-pixel-location-top"),
+    when = text_field(form, "o:deliverytime")
+    return Overrides(
+        tags=text_fields(form, "o:tag"),
+        variables=_variables(form),
+        options=TrackingOptions(
+            tracking=_flag(form, "o:tracking"),
+            opens=_flag(form, "o:tracking-opens"),
+            clicks=None if clicks is None else dom.parse_click_mode(clicks,
+                                                                    "o:tracking-clicks"),
+            pixel_top=_flag(form, "o:tracking-pixel-location-top"),
+        ),
+        testmode=_flag(form, "o:testmode"),
+        deliver_at=parse_delivery_time(when) if when else None,
+        recipient_variables=_recipient_variables(form),
     )
-    return TrackingOptions(*(
-        mine if mine is not None else default
-        for mine, default in zip(found.to_json().values(), defaults.to_json().values(),
-                                 strict=True)))
 
 
 def _variables(form: FormData) -> dict[str, Any]:
     return {key[2:]: parse_variable(text_field(form, key) or "")
             for key in form if key.startswith("v:")}
-
-
-def _delivery_options(form: FormData, defaults: DeliveryOptions) -> DeliveryOptions:
-    """o:testmode, o:deliverytime and recipient-variables, over the defaults."""
-    when = text_field(form, "o:deliverytime")
-    testmode = _flag(form, "o:testmode")
-    rvars = _recipient_variables(form)
-    return DeliveryOptions(
-        testmode=defaults.testmode if testmode is None else testmode,
-        deliver_at=parse_delivery_time(when) if when else defaults.deliver_at,
-        recipient_variables=defaults.recipient_variables if rvars is None else rvars,
-    )
 
 
 def _recipient_variables(form: FormData) -> dict[str, dict[str, Any]] | None:

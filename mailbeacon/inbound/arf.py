@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 
+from mailbeacon.events.codes import ADDRESS, first_address, one_line
 from mailbeacon.events.reasons import Reason
-from mailbeacon.inbound.codes import ADDRESS, first_address, one_line
 from mailbeacon.inbound.message import Mail
 from mailbeacon.inbound.result import Kind, Result, kept_headers, message_id
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 
+from mailbeacon.events.codes import first_address, one_line
 from mailbeacon.events.reasons import Reason, reason_from_text
-from mailbeacon.inbound.codes import first_address, one_line
 from mailbeacon.inbound.message import Mail
 from mailbeacon.inbound.result import Kind, Result, kept_headers, message_id
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from mailbeacon.events.codes import first_address, one_line
 from mailbeacon.events.reasons import STATUS
-from mailbeacon.inbound.codes import first_address, one_line
 
 _FIELD = re.compile(r"^[ \t]*([A-Za-z][A-Za-z0-9-]{1,40})[ \t]*:[ \t]*(.*)$")
 _FIELD_ANYWHERE = re.compile(_FIELD.pattern, re.MULTILINE)

@@ -15,8 +15,8 @@ from email.message import Message
 
 from flufl.bounce import all_failures
 
-from mailbeacon.inbound.bounce import Evidence
-from mailbeacon.inbound.codes import (
+from mailbeacon.events.bounces import Evidence
+from mailbeacon.events.codes import (
     ADDRESS,
     addresses,
     find_codes,

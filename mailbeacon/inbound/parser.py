@@ -15,9 +15,10 @@ The readers are tried from the most to the least structured:
 
 from __future__ import annotations
 
+from mailbeacon.events.bounces import Evidence
 from mailbeacon.inbound.arf import complaint
 from mailbeacon.inbound.autoreply import auto_reply, is_auto_reply
-from mailbeacon.inbound.bounce import Evidence, bounce_result
+from mailbeacon.inbound.bounce import bounce_result
 from mailbeacon.inbound.dsn import Block, Report, looks_like_dsn, read_fields
 from mailbeacon.inbound.legacy import (
     MAX_RECIPIENTS,

@@ -33,7 +33,6 @@ from mailbeacon.domains.domain import Domain
 from mailbeacon.errors import TokenError
 from mailbeacon.events.vocabulary import EventRecord, EventType, MessageInfo, Severity, build_event
 from mailbeacon.events.writer import HOUR_US, write_events
-from mailbeacon.inbound.effects import allowlisted, apply_failure
 from mailbeacon.inbound.message import MAX_PART_HEADER_BYTES
 from mailbeacon.inbound.parser import Kind as ReportKind
 from mailbeacon.inbound.parser import Result, parse
@@ -46,6 +45,7 @@ from mailbeacon.model.tokens import Kind, Token, TokenCodec
 from mailbeacon.storage.db import Database, now_us, upsert_add
 from mailbeacon.storage.schema import domains, inbound_messages, stats_buckets
 from mailbeacon.suppress import rules as suppressions
+from mailbeacon.suppress.effects import allowlisted, apply_failure
 from mailbeacon.suppress.rules import SuppressionKind
 
 log = logging.getLogger("mailbeacon.inbound")

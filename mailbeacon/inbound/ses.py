@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from mailbeacon.events.bounces import Evidence
+from mailbeacon.events.codes import first_address, one_line
 from mailbeacon.events.reasons import Reason
-from mailbeacon.inbound.bounce import Evidence, bounce_result
-from mailbeacon.inbound.codes import first_address, one_line
+from mailbeacon.inbound.bounce import bounce_result
 from mailbeacon.inbound.message import Mail
 from mailbeacon.inbound.result import Kind, Result, kept_headers, message_id
 

@@ -32,8 +32,8 @@ from mailbeacon.model.hit import HONEYPOT_INDEX
 from mailbeacon.model.tokens import Kind, Token, TokenCodec
 from mailbeacon.send import dkim
 from mailbeacon.send.headers import VerifyingPolicy, verify_generated
+from mailbeacon.send.options import TrackingOptions
 from mailbeacon.send.rewrite import Link, plan_html, plan_text
-from mailbeacon.send.submission import TrackingOptions
 
 DELIVERY_HEADER = "X-Mailbeacon-Delivery"
 # Control headers that steer mailbeacon and must not reach recipients.

@@ -2,7 +2,8 @@
 
 An app that sends through SMTP steers mailbeacon with Mailgun's control headers
 (`X-Mailgun-Tag`, `X-Mailgun-Track`, ...) or the same names with `X-Mailbeacon-`. They are
-read here and removed from the message, without touching any other byte of it.
+read here and removed from the message, without touching any other byte of it. On
+messages.mime, the API's fields (`Overrides`) win over the headers.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from mailbeacon.domains.domain import parse_bool, parse_click_mode
 from mailbeacon.errors import BadRequest
-from mailbeacon.send.submission import DeliveryOptions, TrackingOptions
+from mailbeacon.send.options import DeliveryOptions, TrackingOptions
 
 # Furthest in the future a delivery may be scheduled (Mailgun allows 3 to 7 days).
 MAX_SCHEDULE_SECONDS = 7 * 24 * 3600
@@ -34,6 +35,38 @@ class Controls:
     variables: dict[str, Any] = field(default_factory=dict)
     options: TrackingOptions = TrackingOptions()
     delivery: DeliveryOptions = DeliveryOptions()
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """The API's fields for a message whose own control headers may say otherwise; each
+    one given wins (`v:` variables are merged over the headers' ones)."""
+
+    tags: list[str] = field(default_factory=list)  # if any: instead of the headers' tags
+    variables: dict[str, Any] = field(default_factory=dict)
+    options: TrackingOptions = TrackingOptions()  # each one not None wins
+    testmode: bool | None = None
+    deliver_at: int | None = None
+    recipient_variables: dict[str, dict[str, Any]] | None = None
+
+    def over(self, controls: Controls) -> Controls:
+        """`controls` (read from headers) with these fields over them."""
+        delivery = controls.delivery
+        return Controls(
+            stripped=controls.stripped,
+            tags=self.tags or controls.tags,
+            variables={**controls.variables, **self.variables},
+            options=self.options.over(controls.options),
+            delivery=DeliveryOptions(
+                testmode=delivery.testmode if self.testmode is None else self.testmode,
+                deliver_at=delivery.deliver_at if self.deliver_at is None else self.deliver_at,
+                recipient_variables=delivery.recipient_variables
+                if self.recipient_variables is None else self.recipient_variables),
+        )
+
+    def delivery(self) -> DeliveryOptions:
+        """The delivery options these fields give alone (a message without headers)."""
+        return self.over(Controls(b"")).delivery
 
 
 def parse_variable(value: str) -> Any:

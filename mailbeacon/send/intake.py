@@ -1,160 +1,39 @@
 """Intake: store an accepted message, one delivery per recipient, and `accepted` events.
 
 All in one transaction: once the API (or the SMTP server) has answered "Queued", the
-message will be tried. Both paths meet in `store_message`: the form API builds MIME from
-fields (`accept`), raw MIME arrives through `messages.mime` and SMTP (`accept_mime`).
-The rows are made in the caller's thread; `IntakeWriter` then commits the messages of
-concurrent requests together (group commit), each request returning once its own
-transaction has committed.
+message will be tried. Every door hands over one checked `OutgoingMessage`
+(outgoing.py) to `IntakeWriter.accept`, the one writer its `Runtime` owns. The rows are
+made in the caller's thread; the writer then commits the messages of concurrent requests
+together (group commit), each request returning once its own transaction has committed.
 """
 
 from __future__ import annotations
 
-import codecs
 import copy
 import json
 import logging
-import re
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from email import message_from_bytes
-from email.message import EmailMessage
-from email.utils import formatdate, getaddresses
 from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from mailbeacon.domains.domain import Domain
-from mailbeacon.errors import BadRequest
 from mailbeacon.events.vocabulary import EventRecord, EventType, MessageInfo, build_event
 from mailbeacon.events.writer import write_events
 from mailbeacon.insight.tags import touch_tags
-from mailbeacon.model.ids import message_id_local, new_id
-from mailbeacon.model.tags import check_tags, normalize_tags
-from mailbeacon.send.compose import POLICY, substitute_variables
-from mailbeacon.send.headers import MAX_MIME_DEPTH, UNTRUSTED_IN_MIME, check_value, mime_depth
-from mailbeacon.send.submission import (
-    MAX_RECIPIENTS,
-    DeliveryOptions,
-    Submission,
-    TrackingOptions,
-    build_mime,
-    check_submission,
-)
+from mailbeacon.model.ids import new_id
+from mailbeacon.send.outgoing import OutgoingMessage
 from mailbeacon.storage.db import Database, conflict_insert
 from mailbeacon.storage.schema import contacts, deliveries, messages
 
-_MESSAGE_ID = re.compile(r"^<([^<>@\s]+@[^<>@\s]+)>$")
-_FOLD = re.compile(r"\r?\n(?=[ \t])")  # a folded header's line breaks
 # A batch holds whole messages up to this many recipients (at least one message).
 MAX_BATCH_ROWS = 2000
 log = logging.getLogger("mailbeacon.intake")
-
-
-def accept(db: Database, domain: Domain, sub: Submission, method: str = "http") -> str:
-    """Queue a message given as fields; returns its Message-ID (without <>)."""
-    check_submission(sub)
-    check_recipient_variables(str(POLICY.header_factory("Subject", sub.subject)),
-                              sub.delivery.recipient_variables, sub.recipients())
-    now = time.time()
-    message_id = f"{message_id_local(int(now * 1_000_000))}@{domain.name}"
-    mime = build_mime(sub, message_id, now)
-    return store_message(db, domain, mime, message_id, sub.sender[1], sub.recipients(),
-                         sub.tags, sub.variables, sub.options, sub.delivery, method)
-
-
-def accept_mime(db: Database, domain: Domain, raw: bytes, sender: str | None,
-                recipients: Sequence[str], tags: Sequence[str], variables: dict[str, Any],
-                options: TrackingOptions, delivery: DeliveryOptions,
-                method: str = "http") -> str:
-    """Queue a message given as raw MIME (messages.mime, SMTP submission)."""
-    msg = parse_submitted(raw)
-    if not recipients:
-        raise BadRequest("'to' parameter is missing")
-    if len(recipients) > MAX_RECIPIENTS:
-        raise BadRequest(f"Too many recipients: at most {MAX_RECIPIENTS} per message")
-    check_tags(list(tags))
-    if sender is None:
-        froms = getaddresses([str(msg.get("From", ""))])
-        sender = froms[0][1] if froms and froms[0][1] else ""
-    if "@" not in sender:
-        raise BadRequest("the message has no usable From address")
-    del msg["Bcc"]  # recipients come from the envelope; a Bcc header must not travel
-    check_recipient_variables(str(msg.get("Subject", "")), delivery.recipient_variables,
-                              list(recipients))
-    now = time.time()
-    found = _MESSAGE_ID.match(str(msg.get("Message-ID", "")).strip())
-    if found:
-        message_id = found.group(1)
-    else:
-        message_id = f"{message_id_local(int(now * 1_000_000))}@{domain.name}"
-        del msg["Message-ID"]
-        msg["Message-ID"] = f"<{message_id}>"
-    if "Date" not in msg:
-        msg["Date"] = formatdate(now)
-    return store_message(db, domain, msg, message_id, sender, list(recipients), list(tags),
-                         variables, options, delivery, method)
-
-
-def parse_submitted(raw: bytes) -> EmailMessage:
-    """Submitted MIME, checked as every message we relay must be: BadRequest for MIME
-    nested deeper than MAX_MIME_DEPTH, a part in a charset Python does not know, or a
-    header holding control characters (after decoding). Trust headers of the sender's
-    (DKIM-Signature, ARC-*, Authentication-Results, Return-Path) are dropped."""
-    try:
-        msg = message_from_bytes(raw, _class=EmailMessage, policy=POLICY)
-    except RecursionError as exc:
-        raise BadRequest(f"'message' nests MIME parts deeper than {MAX_MIME_DEPTH} "
-                         "levels") from exc
-    assert isinstance(msg, EmailMessage)
-    if msg.defects and not msg.keys():
-        raise BadRequest("'message' is not a MIME message")
-    if mime_depth(msg) > MAX_MIME_DEPTH:
-        raise BadRequest(f"'message' nests MIME parts deeper than {MAX_MIME_DEPTH} levels")
-    for name in {n.lower() for n in msg}:
-        if name in UNTRUSTED_IN_MIME or name.startswith("arc-"):
-            del msg[name]
-    for number, part in enumerate(msg.walk()):
-        where = "" if number == 0 else f" of MIME part {number}"
-        for name, value in part.raw_items():
-            unfolded = _FOLD.sub("", str(value))
-            check_value(f"header '{name}'{where}", name, unfolded)
-        charset = part.get_content_charset()
-        if charset:
-            try:
-                codecs.lookup(charset)
-            except LookupError as exc:
-                raise BadRequest(f"MIME part {number} ({part.get_content_type()}) has an "
-                                 f"unknown charset {charset!r}") from exc
-    return msg
-
-
-def check_recipient_variables(subject: str, variables: dict[str, dict[str, Any]] | None,
-                              recipients: Sequence[str]) -> None:
-    """Each recipient's subject, their values substituted, must be a valid header value
-    (values reach headers only through %recipient.NAME% in the subject)."""
-    if not variables or "%recipient." not in subject:
-        return
-    for rcpt in recipients:
-        own = variables.get(rcpt.lower())
-        if own:
-            check_value("'recipient-variables' (in the subject)", "Subject",
-                        substitute_variables(subject, own), f" for {rcpt}")
-
-
-def store_message(db: Database, domain: Domain, mime: EmailMessage, message_id: str,
-                  sender: str, recipients: list[str], tags: list[str],
-                  variables: dict[str, Any], options: TrackingOptions,
-                  delivery: DeliveryOptions, method: str) -> str:
-    """Store the message, its deliveries and `accepted` events; returns once committed."""
-    intake_writer(db).store(_prepare(domain, mime, message_id, sender, recipients, tags,
-                                     variables, options, delivery, method))
-    return message_id
 
 
 @dataclass(frozen=True)
@@ -175,46 +54,40 @@ class Intake:
         return int(self.message["created_at"])
 
 
-def _prepare(domain: Domain, mime: EmailMessage, message_id: str, sender: str,
-             recipients: list[str], tags: list[str], variables: dict[str, Any],
-             options: TrackingOptions, delivery: DeliveryOptions, method: str) -> Intake:
+def prepare(domain: Domain, message: OutgoingMessage) -> Intake:
+    """The rows of one accepted message (made in the caller's thread, before any lock)."""
     now_us = time.time_ns() // 1000
-    tags = normalize_tags(tags)
-    headers = {
-        "message-id": message_id,
-        "from": str(mime.get("From", "")),
-        "to": str(mime.get("To", "")),
-        "subject": str(mime.get("Subject", "")),
-    }
-    list_id = str(mime.get("List-Id", "")).strip()
-    if list_id:  # scope of %mailing_list_unsubscribe_url%
-        headers["list-id"] = list_id[list_id.rfind("<") + 1:].rstrip(">").strip().lower()
-    info = MessageInfo(domain.name, message_id, sender, headers, tags, variables)
+    info = MessageInfo(domain.name, message.message_id, message.sender,
+                       dict(message.headers), list(message.tags), dict(message.variables))
     row_id = new_id(now_us)
+    delivery = message.delivery
     due = max(now_us, delivery.deliver_at or 0)
     delivery_rows: list[dict[str, Any]] = [
         {"id": new_id(now_us), "message_id": row_id, "recipient": rcpt, "status": "queued",
          "attempts": 0, "next_attempt_at": due, "updated_at": now_us}
-        for rcpt in _unique(recipients)
+        for rcpt in message.recipients
     ]
     flags = {"is-authenticated": True, "is-test-mode": delivery.testmode}
     accepted = [
         build_event(
-            EventType.ACCEPTED, now_us, info, row["recipient"], row["id"], method=method,
-            envelope={"sender": sender, "targets": row["recipient"], "transport": "smtp"},
-            flags=flags,
+            EventType.ACCEPTED, now_us, info, row["recipient"], row["id"],
+            method=message.method, flags=flags,
+            envelope={"sender": message.sender, "targets": row["recipient"],
+                      "transport": "smtp"},
         )
         for row in delivery_rows
     ]
-    message = {
-        "id": row_id, "domain": domain.name, "message_id": message_id, "created_at": now_us,
-        "sender": sender, "headers": json.dumps(headers), "tags": json.dumps(tags),
-        "user_variables": json.dumps(variables), "options": json.dumps(options.to_json()),
+    row = {
+        "id": row_id, "domain": domain.name, "message_id": message.message_id,
+        "created_at": now_us, "sender": message.sender,
+        "headers": json.dumps(dict(message.headers)), "tags": json.dumps(list(message.tags)),
+        "user_variables": json.dumps(dict(message.variables)),
+        "options": json.dumps(message.options.to_json()),
         "recipient_variables": json.dumps(delivery.recipient_variables)
         if delivery.recipient_variables is not None else None,
-        "testmode": delivery.testmode, "mime": mime.as_bytes(),
+        "testmode": delivery.testmode, "mime": message.mime,
     }
-    return Intake(message, delivery_rows, tags, accepted)
+    return Intake(row, delivery_rows, list(message.tags), accepted)
 
 
 def write_intakes(conn: Connection, batch: Sequence[Intake]) -> None:
@@ -276,6 +149,12 @@ class IntakeWriter:
     def waiting(self) -> int:
         """Requests queued for the next batch."""
         return len(self._queue)
+
+    def accept(self, domain: Domain, message: OutgoingMessage) -> str:
+        """Queue `message`, sent from `domain`; returns its Message-ID (without <>) once
+        it is committed. Blocking: call it off the event loop."""
+        self.store(prepare(domain, message))
+        return message.message_id
 
     def store(self, intake: Intake) -> None:
         """Return once the message is committed; raise what kept it from being stored."""
@@ -380,24 +259,3 @@ def _may_be_one_message(exc: Exception) -> bool:
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return False
     return not isinstance(exc, OperationalError | InterfaceError)
-
-
-_writers: weakref.WeakKeyDictionary[Database, IntakeWriter] = weakref.WeakKeyDictionary()
-_writers_lock = threading.Lock()
-
-
-def intake_writer(db: Database) -> IntakeWriter:
-    """The one intake writer of this database in this process."""
-    with _writers_lock:
-        writer = _writers.get(db)
-        if writer is None:
-            writer = _writers[db] = IntakeWriter(db)
-        return writer
-
-
-def _unique(addresses: list[str]) -> list[str]:
-    """Every envelope recipient once (case-insensitively), in the order given."""
-    seen: dict[str, str] = {}
-    for address in addresses:
-        seen.setdefault(address.lower(), address)
-    return list(seen.values())

@@ -1,7 +1,8 @@
 """The upstream SMTP relay: where every message leaves mailbeacon (aiosmtplib).
 
-`Relay.send` turns every outcome into an `Outcome`: a 2xx is delivered, a 5xx a
-permanent failure, and a 4xx, timeout or connection failure a temporary one.
+`Relay` is a `Transport` (transport.py): `send` turns every outcome into an `Outcome`:
+a 2xx is delivered, a 5xx a permanent failure, and a 4xx, timeout or connection failure
+a temporary one.
 
 International addresses: domains go out in IDNA; a non-ASCII local part needs the
 relay's SMTPUTF8 (RFC 6531), and without it the delivery fails permanently (553 5.6.7).
@@ -17,25 +18,11 @@ import aiosmtplib
 
 from mailbeacon.errors import ConfigError
 from mailbeacon.model.addresses import ascii_domain, needs_smtputf8
+from mailbeacon.send.transport import Outcome, Parcel
 
 _LINE_END = re.compile(rb"\r\n|\n|\r(?!\n)")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 _SCHEMES = {"smtp": (25, None), "smtps": (465, "tls"), "smtp+plain": (25, "plain")}
-
-
-@dataclass(frozen=True)
-class Outcome:
-    code: int  # SMTP reply code; 0 when no server answered
-    message: str
-    description: str = ""  # what went wrong, for failures with no SMTP reply
-
-    @property
-    def delivered(self) -> bool:
-        return 200 <= self.code < 300
-
-    @property
-    def permanent(self) -> bool:
-        return 500 <= self.code < 600
 
 
 # Our own answer, as RFC 6531 (3.7.4.1) words it, when the relay cannot take the address.
@@ -70,18 +57,19 @@ class Relay:
     def __repr__(self) -> str:  # never show the password
         return f"Relay({self.host}:{self.port}, tls={self.tls}, user={self.username})"
 
-    async def send(self, message: bytes, sender: str, recipient: str,
-                   wire: bytes | None = None) -> Outcome:
+    async def send(self, parcel: Parcel) -> Outcome:
         """One SMTP transaction for one recipient; never raises for SMTP or network trouble.
 
-        `wire`: `transparent(message)`, made beforehand off the event loop; for a message
-        of megabytes, making it here would hold the event loop for a tenth of a second."""
+        `parcel.wire`: `transparent(parcel.data)`, made beforehand off the event loop; for
+        a message of megabytes, making it here would hold the event loop for a tenth of a
+        second."""
+        message, wire = parcel.data, parcel.wire
         client = aiosmtplib.SMTP(
             hostname=self.host, port=self.port, username=self.username,
             password=self.password, use_tls=self.tls == "tls",
             start_tls=False if self.tls == "plain" else None, timeout=self.timeout,
         )
-        sender, recipient = ascii_domain(sender), ascii_domain(recipient)
+        sender, recipient = ascii_domain(parcel.sender), ascii_domain(parcel.recipient)
         utf8 = needs_smtputf8(sender) or needs_smtputf8(recipient)
         encoding, options = ("utf-8", ["SMTPUTF8"]) if utf8 else ("ascii", [])
         try:

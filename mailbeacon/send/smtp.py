@@ -16,35 +16,50 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from mailbeacon.domains.apikeys import KeyChecker, SessionKey
-from mailbeacon.domains.domain import get_domain
+from mailbeacon.domains.domain import Domain, get_domain
 from mailbeacon.errors import BadRequest, NotFound
-from mailbeacon.inbound.receiver import InboundReceiver
-from mailbeacon.send.controls import controls_from_headers
-from mailbeacon.send.intake import accept_mime
+from mailbeacon.send.intake import IntakeWriter
+from mailbeacon.send.mime import from_mime
+from mailbeacon.send.outgoing import MAX_RECIPIENTS
 from mailbeacon.send.smtp_limits import (
     RETURNING_MAIL_RECIPIENTS,
     Guards,
     LimitedSMTP,
     SmtpLimits,
 )
-from mailbeacon.send.submission import MAX_RECIPIENTS
 from mailbeacon.storage.db import Database
 
 log = logging.getLogger("mailbeacon.smtp")
 DEFAULT_LIMITS = SmtpLimits()
 
 
+class ReturningMail(Protocol):
+    """Where mail arriving without AUTH goes: bounces, complaints, mailto unsubscribes
+    (the runtime wires `inbound.receiver.InboundReceiver`)."""
+
+    def accepts(self, address: str) -> bool:
+        """Whether mail for `address` is ours to take without authentication (blocking)."""
+        ...
+
+    async def receive(self, data: bytes, recipients: Iterable[str] = (),
+                      sender: str = "") -> str:
+        """Act on one returning message; its status. Raises when it cannot be kept."""
+        ...
+
+
 class SmtpHandler:
     """aiosmtpd hooks; each returns the SMTP reply."""
 
-    def __init__(self, db: Database, inbound: InboundReceiver,
+    def __init__(self, db: Database, intake: IntakeWriter, inbound: ReturningMail,
                  queued: Any = lambda: None) -> None:
         self._db = db
+        self._intake = intake
         self._inbound = inbound
         self._queued = queued
 
@@ -85,11 +100,8 @@ class SmtpHandler:
                     f"not {domain_name!r}")
         try:
             domain = await asyncio.to_thread(get_domain, self._db, domain_name)
-            controls = controls_from_headers(data)
-            message_id = await asyncio.to_thread(
-                accept_mime, self._db, domain, controls.stripped, sender, recipients,
-                controls.tags, controls.variables, controls.options, controls.delivery,
-                "smtp")
+            message_id = await asyncio.to_thread(self._queue, domain, data, sender,
+                                                 recipients)
         except NotFound:
             return f"550 5.7.1 Sender domain {domain_name!r} is not a mailbeacon domain"
         except BadRequest as exc:
@@ -99,6 +111,12 @@ class SmtpHandler:
             return "451 4.3.0 Could not queue the message now; try again later"
         self._queued()
         return f"250 2.0.0 Queued as <{message_id}>"
+
+    def _queue(self, domain: Domain, data: bytes, sender: str,
+               recipients: list[str]) -> str:
+        """Check and queue one submitted message, as messages.mime does (blocking)."""
+        message = from_mime(data, domain.name, recipients, sender=sender, method="smtp")
+        return self._intake.accept(domain, message)
 
 
 class _Authenticator:

@@ -1,12 +1,15 @@
-"""A message as a sender submitted it, checked and turned into the MIME we store.
+"""A message as the API's form send gives it, in fields, made into an `OutgoingMessage`.
 
-The HTTP API (and later SMTP submission) produce a `Submission`; `build_mime` makes the
-message every recipient gets before tracking is applied per recipient.
+`Submission.outgoing` checks what only fields can get wrong (header names, text or html,
+display names), builds with `build_mime` the message every recipient gets before
+tracking is applied per recipient, and leaves the checks every path shares to
+`OutgoingMessage`.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -15,10 +18,11 @@ from typing import Any
 
 from mailbeacon.errors import BadRequest
 from mailbeacon.model.addresses import format_mailboxes, needs_smtputf8
-from mailbeacon.model.tags import check_tags
+from mailbeacon.model.ids import message_id_local
 from mailbeacon.send.headers import check_text, check_value, check_written, refuse_owned
+from mailbeacon.send.options import DeliveryOptions, TrackingOptions
+from mailbeacon.send.outgoing import OutgoingMessage, summary
 
-MAX_RECIPIENTS = 1000
 _HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # printable ASCII except ':'
 # Headers made from fields; a sender sets them through the matching field. (Headers
 # nobody may set are in headers.OWNED.)
@@ -37,35 +41,6 @@ class Attachment:
 
 
 @dataclass(frozen=True)
-class TrackingOptions:
-    """Per-message overrides of the domain's tracking settings (None: use the domain's)."""
-
-    tracking: bool | None = None
-    opens: bool | None = None
-    clicks: str | None = None  # yes | no | htmlonly
-    pixel_top: bool | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"tracking": self.tracking, "opens": self.opens, "clicks": self.clicks,
-                "pixel_top": self.pixel_top}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TrackingOptions:
-        return cls(data.get("tracking"), data.get("opens"), data.get("clicks"),
-                   data.get("pixel_top"))
-
-
-@dataclass(frozen=True)
-class DeliveryOptions:
-    """How and when to deliver, whatever the path the message came in by."""
-
-    testmode: bool = False  # record as delivered (650), relay nothing
-    deliver_at: int | None = None  # microseconds; None: now
-    # Batch sending: address (lowercase) -> variables for %recipient.NAME% substitution.
-    recipient_variables: dict[str, dict[str, Any]] | None = None
-
-
-@dataclass(frozen=True)
 class Submission:
     sender: tuple[str, str]  # (display name, address)
     to: list[tuple[str, str]]
@@ -81,23 +56,26 @@ class Submission:
     attachments: list[Attachment] = field(default_factory=list)
     delivery: DeliveryOptions = DeliveryOptions()
 
-    def recipients(self) -> list[str]:
-        """Every envelope recipient once (case-insensitively), in the order given."""
-        seen: dict[str, str] = {}
-        for _, address in (*self.to, *self.cc, *self.bcc):
-            seen.setdefault(address.lower(), address)
-        return list(seen.values())
+    def outgoing(self, domain: str, method: str = "http") -> OutgoingMessage:
+        """The message to queue, with a new Message-ID at `domain`; BadRequest for
+        anything a relay or a recipient should never see. Blocking (builds MIME)."""
+        check_submission(self)
+        now = time.time()
+        message_id = f"{message_id_local(int(now * 1_000_000))}@{domain}"
+        mime = build_mime(self, message_id, now)
+        return OutgoingMessage(
+            mime=mime.as_bytes(), message_id=message_id, sender=self.sender[1],
+            recipients=tuple(a for _, a in (*self.to, *self.cc, *self.bcc)),
+            headers=summary(message_id, mime),
+            tags=tuple(self.tags), variables=self.variables, options=self.options,
+            delivery=self.delivery, method=method)
 
 
 def check_submission(sub: Submission) -> None:
-    """BadRequest for anything a relay or a recipient should never see."""
-    if not sub.to:
-        raise BadRequest("'to' parameter is missing")
+    """BadRequest for what only a message given in fields can get wrong (the checks all
+    paths share are OutgoingMessage's)."""
     if sub.text is None and sub.html is None:
         raise BadRequest("Need at least one of 'text' or 'html' parameters specified")
-    if len(sub.recipients()) > MAX_RECIPIENTS:
-        raise BadRequest(f"Too many recipients: at most {MAX_RECIPIENTS} per message")
-    check_tags(sub.tags)
     check_value("'subject' parameter", "Subject", sub.subject)
     for param, pairs, name in (("from", [sub.sender], "From"), ("to", sub.to, "To"),
                                ("cc", sub.cc, "Cc")):

@@ -31,13 +31,12 @@ from sqlalchemy import and_, bindparam, or_, select
 from mailbeacon.domains.domain import Domain
 from mailbeacon.events.vocabulary import EventRecord, EventType, MessageInfo, Severity, build_event
 from mailbeacon.events.writer import write_events
-from mailbeacon.inbound.effects import RelayFailure
 from mailbeacon.model.tokens import TokenCodec
 from mailbeacon.send.compose import Tracking
 from mailbeacon.send.compose_pool import COMPOSER_CACHE, ComposePool, CompositionError, Draft
-from mailbeacon.send.outbox import LocalOutbox
-from mailbeacon.send.relay import Outcome, Relay
-from mailbeacon.send.submission import TrackingOptions
+from mailbeacon.send.options import TrackingOptions
+from mailbeacon.send.refusal import RelayFailure
+from mailbeacon.send.transport import Outcome, Parcel, Transport
 from mailbeacon.storage.db import Database, now_us
 from mailbeacon.storage.schema import deliveries, domains, messages
 from mailbeacon.suppress.rules import Block, blocks_each
@@ -88,13 +87,13 @@ Change = tuple[Job, dict[str, Any], EventRecord | None, RelayFailure | None]
 
 
 class DeliveryWorker:
-    def __init__(self, db: Database, relay: Relay | LocalOutbox, codec: TokenCodec,
+    def __init__(self, db: Database, transport: Transport, codec: TokenCodec,
                  default_base: str, concurrency: int = 10, poll_interval: float = 1.0,
                  retry: RetryPolicy | None = None,
                  clock: Callable[[], int] = now_us,
                  compose_pool: ComposePool | None = None) -> None:
         self._db = db
-        self._relay = relay
+        self._transport = transport
         self._codec = codec
         self._default_base = default_base
         self._concurrency = max(1, concurrency)
@@ -169,10 +168,8 @@ class DeliveryWorker:
             composed = await self._pool.compose(job.draft, job.delivery_id, job.recipient)
         except CompositionError as exc:
             return Unsendable(str(exc))
-        if isinstance(self._relay, Relay) and composed.wire is not None:
-            return await self._relay.send(composed.data, composed.envelope_sender,
-                                          job.recipient, wire=composed.wire)
-        return await self._relay.send(composed.data, composed.envelope_sender, job.recipient)
+        return await self._transport.send(Parcel(job.delivery_id, composed.envelope_sender,
+                                                 job.recipient, composed.data, composed.wire))
 
     def _draft(self, row: Any, domain: Domain, mime: bytes | None) -> Draft | Unsendable:
         """What composing this message needs; Unsendable when its row is unusable."""
@@ -345,11 +342,10 @@ class DeliveryWorker:
             status = {
                 "code": outcome.code, "message": outcome.message,
                 "description": outcome.description, "attempt-no": job.attempt,
-                "mx-host": self._relay.host if outcome is not TESTMODE else "",
+                "mx-host": self._transport.host if outcome is not TESTMODE else "",
                 "session-seconds": round(seconds, 3),
             }
-            failure = RelayFailure.of(outcome.code, outcome.message, job.recipient,
-                                      outcome.permanent)
+            failure = RelayFailure.of(outcome.code, outcome.message, outcome.permanent)
             if failure is not None:  # classified as a returned bounce would be
                 status.update(failure.status_fields())
             new_status, event, retry_at = self._outcome_event(job, outcome, status, envelope,

@@ -19,9 +19,10 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from mailbeacon.domains import domain as dom
 from mailbeacon.domains.domain import Domain
 from mailbeacon.send import intake
-from mailbeacon.send.intake import Intake, accept, intake_writer
-from mailbeacon.send.relay import Outcome, Relay
+from mailbeacon.send.intake import Intake, IntakeWriter
+from mailbeacon.send.relay import Relay
 from mailbeacon.send.submission import Submission
+from mailbeacon.send.transport import Outcome
 from mailbeacon.send.worker import DeliveryWorker
 from mailbeacon.storage.db import Database, now_us
 from mailbeacon.storage.schema import contacts, deliveries, events, messages, stats_buckets
@@ -80,16 +81,20 @@ def submission(recipient: str) -> Submission:
                       subject=f"Hello {recipient}", text="Hi", html="<p>Hi</p>")
 
 
+def accept(writer: IntakeWriter, domain: Domain, sub: Submission) -> str:
+    return writer.accept(domain, sub.outgoing(domain.name))
+
+
 class Sender:
     """accept() in a thread of its own; what it returned or raised, once."""
 
-    def __init__(self, db: Database, domain: Domain, recipient: str) -> None:
+    def __init__(self, writer: IntakeWriter, domain: Domain, recipient: str) -> None:
         self.results: list[str] = []
         self.errors: list[BaseException] = []
 
         def run() -> None:
             try:
-                self.results.append(accept(db, domain, submission(recipient)))
+                self.results.append(accept(writer, domain, submission(recipient)))
             except BaseException as exc:
                 self.errors.append(exc)
 
@@ -107,6 +112,11 @@ def domain(db: Database) -> Domain:
     return dom.add_domain(db, "example.com")
 
 
+@pytest.fixture
+def writer(db: Database) -> IntakeWriter:
+    return IntakeWriter(db)
+
+
 def count(db: Database, table: sa.Table, *where: Any) -> int:
     with db.read() as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(table)
@@ -121,11 +131,11 @@ def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:
 
 
 def test_concurrent_intakes_share_one_commit(db: Database, domain: Domain,
+                                             writer: IntakeWriter,
                                              gate: Gate) -> None:
-    writer = intake_writer(db)
-    first = Sender(db, domain, "user0@example.org")
+    first = Sender(writer, domain, "user0@example.org")
     assert gate.entered.wait(10)
-    rest = [Sender(db, domain, f"user{i}@example.org") for i in range(1, 10)]
+    rest = [Sender(writer, domain, f"user{i}@example.org") for i in range(1, 10)]
     wait_until(lambda: writer.waiting == 9)
     time.sleep(0.05)
     # Nobody is answered before their transaction commits, and nothing is visible yet.
@@ -161,13 +171,12 @@ def test_concurrent_intakes_share_one_commit(db: Database, domain: Domain,
 
 
 def test_a_failed_batch_fails_each_of_its_requests(db: Database, domain: Domain,
-                                                   gate: Gate) -> None:
+                                                   writer: IntakeWriter, gate: Gate) -> None:
     gate.fail = lambda batch: (OperationalError("INSERT", {}, Exception("database is away"))
                                if len(batch) > 1 else None)
-    writer = intake_writer(db)
-    first = Sender(db, domain, "first@example.org")
+    first = Sender(writer, domain, "first@example.org")
     assert gate.entered.wait(10)
-    rest = [Sender(db, domain, f"user{i}@example.org") for i in range(4)]
+    rest = [Sender(writer, domain, f"user{i}@example.org") for i in range(4)]
     wait_until(lambda: writer.waiting == 4)
     gate.open()
     for sender in [first, *rest]:
@@ -183,22 +192,22 @@ def test_a_failed_batch_fails_each_of_its_requests(db: Database, domain: Domain,
     assert count(db, events) == 1
     # The writer is not stuck: the next message is stored at once.
     gate.fail = lambda batch: None
-    accept(db, domain, submission("later@example.org"))
+    accept(writer, domain, submission("later@example.org"))
     assert count(db, messages) == 2
 
 
 def test_a_bad_message_does_not_sink_its_batch(db: Database, domain: Domain,
+                                               writer: IntakeWriter,
                                                gate: Gate) -> None:
     # A domain that is gone by the time its message is stored (a foreign key fails).
     ghost = dataclasses.replace(domain, name="ghost.example")
-    writer = intake_writer(db)
-    first = Sender(db, domain, "first@example.org")
+    first = Sender(writer, domain, "first@example.org")
     assert gate.entered.wait(10)
-    good = Sender(db, domain, "good1@example.org")
+    good = Sender(writer, domain, "good1@example.org")
     wait_until(lambda: writer.waiting == 1)
-    bad = Sender(db, ghost, "bad@example.org")
+    bad = Sender(writer, ghost, "bad@example.org")
     wait_until(lambda: writer.waiting == 2)
-    also_good = Sender(db, domain, "good2@example.org")
+    also_good = Sender(writer, domain, "good2@example.org")
     wait_until(lambda: writer.waiting == 3)
     gate.open()
     for sender in (first, good, bad, also_good):
@@ -218,7 +227,8 @@ class Interrupted(BaseException):
     pass
 
 
-def test_an_interrupted_waiter_leaves_no_one_stuck(db: Database, domain: Domain, gate: Gate,
+def test_an_interrupted_waiter_leaves_no_one_stuck(db: Database, domain: Domain,
+                                                   writer: IntakeWriter, gate: Gate,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """A request made leader of the next batch but interrupted before it starts (only a
     main thread can be) passes the lead on instead of leaving the queue stalled."""
@@ -235,12 +245,11 @@ def test_an_interrupted_waiter_leaves_no_one_stuck(db: Database, domain: Domain,
                 self.wake = WakesInterrupted()
 
     monkeypatch.setattr(intake, "_Ticket", Ticket)
-    writer = intake_writer(db)
-    first = Sender(db, domain, "first@example.org")
+    first = Sender(writer, domain, "first@example.org")
     assert gate.entered.wait(10)
-    interrupted = Sender(db, domain, "interrupted@example.org")
+    interrupted = Sender(writer, domain, "interrupted@example.org")
     wait_until(lambda: writer.waiting == 1)
-    after = Sender(db, domain, "after@example.org")
+    after = Sender(writer, domain, "after@example.org")
     wait_until(lambda: writer.waiting == 2)
     gate.open()
     for sender in (first, interrupted, after):
@@ -260,7 +269,7 @@ def _form(i: int) -> dict[str, str]:
 async def test_concurrent_api_sends_are_each_queued_once(service: Service,
                                                          smtp_relay: SmtpRelay,
                                                          gate: Gate) -> None:
-    writer = intake_writer(service.runtime.db)
+    writer = service.runtime.intake
 
     async def send(i: int) -> httpx.Response:
         return await service.client.post("/v3/example.com/messages", data=_form(i))
@@ -290,7 +299,7 @@ async def test_a_failed_batch_is_an_error_to_each_client(service: Service,
     "Queued"; the next request is queued as usual."""
     gate.fail = lambda batch: (OperationalError("INSERT", {}, Exception("database is away"))
                                if len(batch) > 1 else None)
-    writer = intake_writer(service.runtime.db)
+    writer = service.runtime.intake
     await service.start_http()
 
     async def send(i: int) -> httpx.Response:

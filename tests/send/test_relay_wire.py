@@ -7,6 +7,7 @@ import pytest
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
 from mailbeacon.send.relay import Relay, transparent
+from mailbeacon.send.transport import Parcel
 from tests.support import SmtpRelay
 
 MESSAGES = [
@@ -25,9 +26,9 @@ def test_transparent_matches_aiosmtplib(message: bytes) -> None:
 async def test_relay_receives_the_same_bytes_either_way(smtp_relay: SmtpRelay) -> None:
     relay = Relay.from_url(smtp_relay.url)
     for message in MESSAGES:
-        plain = await relay.send(message, "a@example.com", "b@example.org")
-        wired = await relay.send(message, "a@example.com", "b@example.org",
-                                 wire=transparent(message))
+        plain = await relay.send(Parcel("d1", "a@example.com", "b@example.org", message))
+        wired = await relay.send(Parcel("d2", "a@example.com", "b@example.org", message,
+                                        transparent(message)))
         assert plain.delivered and wired.delivered
     received = [r.data for r in smtp_relay.received]
     assert received[0::2] == received[1::2]
@@ -38,6 +39,6 @@ async def test_data_refused_after_a_prepared_payload(smtp_relay: SmtpRelay) -> N
         return "552 5.3.4 Message too big"
 
     smtp_relay.handle_DATA = refuse  # type: ignore[method-assign]
-    outcome = await Relay.from_url(smtp_relay.url).send(
-        MESSAGES[0], "a@example.com", "b@example.org", wire=transparent(MESSAGES[0]))
+    outcome = await Relay.from_url(smtp_relay.url).send(Parcel(
+        "d1", "a@example.com", "b@example.org", MESSAGES[0], transparent(MESSAGES[0])))
     assert (outcome.code, outcome.permanent) == (552, True)

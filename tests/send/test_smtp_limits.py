@@ -45,8 +45,9 @@ async def quick_auth_server(service_factory: Callable[..., Any]
     the mailbeacon's runtime."""
     async with service_factory() as svc:
         runtime = svc.runtime
-        server = await start_smtp_server("127.0.0.1", 0, SmtpHandler(runtime.db, runtime.inbound),
-                                         runtime.keys, 200_000, None, limits=QUICK_AUTH)
+        handler = SmtpHandler(runtime.db, runtime.intake, runtime.inbound)
+        server = await start_smtp_server("127.0.0.1", 0, handler, runtime.keys, 200_000, None,
+                                         limits=QUICK_AUTH)
         try:
             yield int(server.sockets[0].getsockname()[1]), runtime
         finally:
