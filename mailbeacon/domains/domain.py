@@ -18,7 +18,6 @@ from mailbeacon.storage.db import Database, now_us
 from mailbeacon.storage.schema import domains
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-CLICK_MODES = ("yes", "no", "htmlonly")
 DEFAULT_FOOTER_HTML = (
     '<p style="font-size:12px;color:#777">To stop receiving these emails, '
     '<a href="%unsubscribe_url%">unsubscribe</a>.</p>')
