@@ -123,7 +123,7 @@ def test_finished_webhook_deliveries_go_others_stay(db: Database) -> None:
     def row(domain: str, status: str, age_days: int) -> dict[str, Any]:
         created_at = NOW - age_days * DAY
         return {"id": new_id(created_at), "domain": domain, "webhook": "opened", "url": "https://h/",
-                "event_id": new_id(), "payload": "{}", "status": status,
+                "event_id": new_id(), "payload": {}, "status": status,
                 "next_attempt_at": NOW, "created_at": created_at}
 
     rows = [row("example.com", s, 20) for s in ("done", "rejected", "pending", "failed")]
