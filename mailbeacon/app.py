@@ -33,7 +33,6 @@ from mailbeacon.dashboard import build_dashboard
 from mailbeacon.errors import ApiError
 from mailbeacon.net.limits import LimitBody
 from mailbeacon.runtime import Runtime
-from mailbeacon.settings import Settings
 from mailbeacon.track.endpoints import TrackingEndpoints
 from mailbeacon.track.unsubscribe import UnsubscribeEndpoint
 
@@ -117,6 +116,3 @@ def build_api(runtime: Runtime) -> Starlette:
     app.state.runtime = runtime
     return app
 
-
-def create_app(settings: Settings) -> MailbeaconApp:
-    return MailbeaconApp(Runtime(settings))

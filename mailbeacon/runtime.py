@@ -163,7 +163,8 @@ class Runtime:
                 except subprocess.TimeoutExpired:
                     log.error("%s did not stop in 30 s; killed", name)
                     child.kill()
-        self.db.dispose()
+        # Closing pooled connections talks to PostgreSQL: off the event loop.
+        await asyncio.to_thread(self.db.dispose)
 
     async def _purge_loop(self) -> None:
         """Hourly: raw events past each domain's retention go; stats stay."""

@@ -2,7 +2,7 @@
 
 Each setting is read from the command line (`--http`), else the environment
 (`MAILBEACON_HTTP`), else its default, into one frozen `Settings` object at start-up.
-A test checks that every setting is documented in docs/configuration.md.
+tests/cli/test_cli.py checks that every setting is documented in README.md (Configuration).
 """
 
 from __future__ import annotations

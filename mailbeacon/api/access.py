@@ -5,7 +5,12 @@ without one, and tests/api/test_key_scopes.py calls every route of the app with 
 domain-scoped send-only key, so no route can forget the check.
 
     @requires(DOMAIN)            # a full key of the domain in {domain}
-    async def list_tags(request): ...
+    async def list_tags(request):
+        domain = path_domain(request)   # the Domain record, read once by @requires
+
+For a route with a domain in its path, `@requires` also reads that domain once, after
+the key's check (a 403 says nothing about whether a domain exists) and before the
+endpoint runs: an unknown domain is a 404 `{"message": "Domain not found: ..."}`.
 
 The key itself was checked by `auth.RequireApiKey`, which leaves its grant in the
 request's state.
@@ -18,13 +23,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mailbeacon.api.forms import runtime
 from mailbeacon.domains.apikeys import Grant, Role
+from mailbeacon.domains.domain import Domain, get_domain
 from mailbeacon.errors import Forbidden, Unauthorized
 
 STATE_KEY = "api_key"  # where RequireApiKey leaves the grant, in scope["state"]
+DOMAIN_KEY = "domain"  # where @requires leaves the path's Domain, in scope["state"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,10 @@ def requires(need: Need) -> Callable[[E], E]:
         @functools.wraps(endpoint)
         async def guarded(request: Request, *args: Any) -> Response:
             authorize(calling_key(request), need, request.path_params)
+            if need.domain_param is not None:
+                name = str(request.path_params[need.domain_param])
+                found = await run_in_threadpool(get_domain, runtime(request).db, name)
+                request.scope.setdefault("state", {})[DOMAIN_KEY] = found
             return await endpoint(request, *args)
 
         guarded.need = need  # type: ignore[attr-defined]
@@ -68,6 +81,14 @@ def need_of(endpoint: Callable[..., Any]) -> Need:
         raise TypeError(f"API endpoint {getattr(endpoint, '__qualname__', endpoint)} "
                         "declares no @requires(...): say which keys may call it")
     return need
+
+
+def path_domain(request: Request) -> Domain:
+    """The domain named in the path, as `@requires` read it (its NotFound came first)."""
+    found = request.scope.get("state", {}).get(DOMAIN_KEY)
+    if not isinstance(found, Domain):  # a route whose Need names no domain parameter
+        raise TypeError(f"{request.url.path}: the route's @requires names no domain")
+    return found
 
 
 def calling_key(request: Request) -> Grant:

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mailbeacon.api.access import DOMAIN, DOMAIN_SETTINGS, requires
+from mailbeacon.api.access import DOMAIN, DOMAIN_SETTINGS, path_domain, requires
 from mailbeacon.api.forms import query_limit, read_form, runtime, text_field
 from mailbeacon.api.paging import api_url, page_links
 from mailbeacon.domains import domain as dom
@@ -40,7 +40,7 @@ from mailbeacon.events.query import (
     fetch_page,
 )
 from mailbeacon.insight import contacts as ct
-from mailbeacon.insight import engagement, retention
+from mailbeacon.insight import engagement
 from mailbeacon.model.clock import parse_rfc2822, rfc2822
 from mailbeacon.model.paging import parse_page
 from mailbeacon.storage.db import now_us
@@ -87,7 +87,7 @@ async def list_contacts(request: Request) -> JSONResponse:
             and filters.min_score > filters.max_score):
         raise BadRequest("'min_score' is greater than 'max_score'")
     db = runtime(request).db
-    domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
+    domain = path_domain(request)
     now, half_life = now_us(), half_life_days(request)
     found = await run_in_threadpool(
         lambda: ct.list_contacts(db, domain.name, sort=sort_key, descending=descending,
@@ -112,7 +112,7 @@ async def list_contacts(request: Request) -> JSONResponse:
 @requires(DOMAIN)
 async def get_contact(request: Request) -> JSONResponse:
     db = runtime(request).db
-    domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
+    domain = path_domain(request)
     address = ct.address_key(request.path_params["address"])
     details = await run_in_threadpool(ct.contact_details, db, domain.name, address)
     return JSONResponse(ct.details_json(details, now_us(), half_life_days(request)))
@@ -122,7 +122,7 @@ async def get_contact(request: Request) -> JSONResponse:
 async def contact_timeline(request: Request) -> JSONResponse:
     """Every event about the address, newest first (the Events API's items and paging)."""
     db = runtime(request).db
-    domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
+    domain = path_domain(request)
     address = ct.address_key(request.path_params["address"])
     token = request.query_params.get("page")
     if token:
@@ -155,7 +155,7 @@ async def update_consent(request: Request) -> JSONResponse:
     form = await read_form(request)
     consent = ct.parse_consent(text_field(form, "consent"))
     db = runtime(request).db
-    domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
+    domain = path_domain(request)
     contact = await run_in_threadpool(ct.set_consent, db, domain.name,
                                       request.path_params["address"], consent)
     return JSONResponse({"message": "Consent updated", "address": contact.address,
@@ -166,7 +166,7 @@ async def update_consent(request: Request) -> JSONResponse:
 @requires(DOMAIN)
 async def erase_contact(request: Request) -> JSONResponse:
     db = runtime(request).db
-    domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
+    domain = path_domain(request)
     address = ct.address_key(request.path_params["address"])
     done = await run_in_threadpool(ct.erase_contact, db, domain.name, address)
     return JSONResponse({
@@ -186,7 +186,7 @@ async def erase_contact(request: Request) -> JSONResponse:
 @requires(DOMAIN)
 async def message_recipients(request: Request) -> JSONResponse:
     db = runtime(request).db
-    domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
+    domain = path_domain(request)
     message_id = request.path_params["message_id"]
     limit = _int(request, "limit", MAX_RECIPIENTS_PAGE, MAX_RECIPIENTS_PAGE)
     after = _delivery_pivot(request)
@@ -202,7 +202,7 @@ async def message_recipients(request: Request) -> JSONResponse:
 @requires(DOMAIN)
 async def recipient_messages(request: Request) -> JSONResponse:
     db = runtime(request).db
-    domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
+    domain = path_domain(request)
     address = ct.address_key(request.path_params["address"])
     limit = query_limit(request)
     before = _delivery_pivot(request)
@@ -242,25 +242,22 @@ def _delivery_paging(base: str, limit: int, found: list[ct.RecipientStatus],
 
 @requires(DOMAIN_SETTINGS)
 async def get_privacy(request: Request) -> JSONResponse:
-    found = await run_in_threadpool(retention.get_privacy, runtime(request).db,
-                                    request.path_params["name"])
-    return JSONResponse({"privacy": found.to_json()})
+    return JSONResponse({"privacy": dom.privacy_json(path_domain(request))})
 
 
 @requires(DOMAIN_SETTINGS)
 async def update_privacy(request: Request) -> JSONResponse:
     form = await read_form(request)
-    changes = retention.parse_privacy(
+    changes = dom.parse_privacy(
         text_field(form, "track_activities"), text_field(form, "truncate_ips"),
         text_field(form, "retention_days"))
     if not changes:
         raise BadRequest("Nothing to change: give 'track_activities' (always, consent, "
                          "never), 'truncate_ips' (yes, no) or 'retention_days' (1 to 3650)")
-    found = await run_in_threadpool(
-        lambda: retention.update_privacy(runtime(request).db, request.path_params["name"],
-                                         **changes))
+    found = await run_in_threadpool(lambda: dom.update_domain(
+        runtime(request).db, path_domain(request).name, **changes))
     return JSONResponse({"message": "Domain privacy settings have been updated",
-                         "privacy": found.to_json()})
+                         "privacy": dom.privacy_json(found)})
 
 
 # --- parameters ----------------------------------------------------------------------

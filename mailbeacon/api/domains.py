@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -16,14 +14,12 @@ from mailbeacon.api.access import (
     DOMAIN_SETTINGS,
     INSTALLATION,
     calling_key,
+    path_domain,
     requires,
 )
 from mailbeacon.api.forms import read_form, required, runtime, text_field
 from mailbeacon.domains import domain as dom
 from mailbeacon.errors import BadRequest
-from mailbeacon.storage.db import Database
-from mailbeacon.storage.schema import domains as domains_table
-from mailbeacon.track.bots import Thresholds
 
 
 @requires(INSTALLATION)
@@ -53,8 +49,7 @@ async def list_domains(request: Request) -> JSONResponse:
 
 @requires(DOMAIN_SETTINGS)
 async def get_domain(request: Request) -> JSONResponse:
-    domain = await run_in_threadpool(dom.get_domain, runtime(request).db,
-                                     request.path_params["name"])
+    domain = path_domain(request)
     return JSONResponse({"domain": dom.domain_json(domain),
                          "tracking": dom.tracking_json(domain)})
 
@@ -78,15 +73,14 @@ async def update_domain(request: Request) -> JSONResponse:
         raise BadRequest("Nothing to change: give 'tracking_url', 'bounce_domain' or "
                          "'soft_bounce_limit' (empty text resets)")
     domain = await run_in_threadpool(dom.update_domain, runtime(request).db,
-                                     request.path_params["name"], **changes)
+                                     path_domain(request).name, **changes)
     return JSONResponse({"message": "Domain has been updated",
                          "domain": dom.domain_json(domain)})
 
 
 @requires(DOMAIN_SETTINGS)
 async def get_tracking(request: Request) -> JSONResponse:
-    domain = await run_in_threadpool(dom.get_domain, runtime(request).db,
-                                     request.path_params["name"])
+    domain = path_domain(request)
     return JSONResponse({"tracking": dom.tracking_json(domain)})
 
 
@@ -99,7 +93,7 @@ async def update_open_tracking(request: Request) -> JSONResponse:
     if top is not None:
         changes["pixel_top"] = dom.parse_bool(top, "place_at_the_top")
     domain = await run_in_threadpool(dom.update_domain, runtime(request).db,
-                                     request.path_params["name"], **changes)
+                                     path_domain(request).name, **changes)
     return JSONResponse({"message": "Domain tracking settings have been updated",
                          "open": dom.tracking_json(domain)["open"]})
 
@@ -109,7 +103,7 @@ async def update_click_tracking(request: Request) -> JSONResponse:
     form = await read_form(request)
     mode = dom.parse_click_mode(required(form, "active"), "active")
     domain = await run_in_threadpool(dom.update_domain, runtime(request).db,
-                                     request.path_params["name"], track_clicks=mode)
+                                     path_domain(request).name, track_clicks=mode)
     return JSONResponse({"message": "Domain tracking settings have been updated",
                          "click": dom.tracking_json(domain)["click"]})
 
@@ -130,7 +124,7 @@ async def update_unsubscribe_tracking(request: Request) -> JSONResponse:
         if value is not None:
             changes[column] = value or None
     domain = await run_in_threadpool(dom.update_domain, runtime(request).db,
-                                     request.path_params["name"], **changes)
+                                     path_domain(request).name, **changes)
     return JSONResponse({"message": "Domain tracking settings have been updated",
                          "unsubscribe": dom.tracking_json(domain)["unsubscribe"]})
 
@@ -138,8 +132,7 @@ async def update_unsubscribe_tracking(request: Request) -> JSONResponse:
 @requires(DOMAIN_SETTINGS)
 async def bot_thresholds(request: Request) -> JSONResponse:
     """GET or PUT the thresholds of the link-scanner heuristics (track/bots.py)."""
-    db = runtime(request).db
-    domain = await run_in_threadpool(dom.get_domain, db, request.path_params["name"])
+    domain = path_domain(request)
     if request.method == "PUT":
         form = await read_form(request)
         fields: dict[str, Any] = {}
@@ -151,21 +144,13 @@ async def bot_thresholds(request: Request) -> JSONResponse:
                 except ValueError as exc:
                     raise BadRequest(f"'{name}' must be a number") from exc
         try:
-            thresholds = Thresholds.from_json({**_stored_thresholds(db, domain.name),
-                                               **fields})
+            thresholds = dom.Thresholds.from_json({**domain.bot_thresholds.to_json(),
+                                                   **fields})
         except ValueError as exc:
             raise BadRequest(str(exc)) from exc
-        await run_in_threadpool(dom.update_domain, db, domain.name,
-                                bot_thresholds=json.dumps(thresholds.to_json()))
-    stored = await run_in_threadpool(_stored_thresholds, db, domain.name)
-    return JSONResponse({"bots": Thresholds.from_json(stored).to_json()})
-
-
-def _stored_thresholds(db: Database, name: str) -> dict[str, Any]:
-    with db.read() as conn:
-        raw = conn.execute(select(domains_table.c.bot_thresholds)
-                           .where(domains_table.c.name == name)).scalar()
-    return dict(json.loads(raw)) if raw else {}
+        domain = await run_in_threadpool(dom.update_domain, runtime(request).db, domain.name,
+                                         bot_thresholds=thresholds)
+    return JSONResponse({"bots": domain.bot_thresholds.to_json()})
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:

@@ -7,10 +7,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mailbeacon.api.access import DOMAIN, requires
+from mailbeacon.api.access import DOMAIN, path_domain, requires
 from mailbeacon.api.forms import runtime
 from mailbeacon.api.paging import api_url
-from mailbeacon.domains import domain as dom
 from mailbeacon.events.query import (
     EventQuery,
     Page,
@@ -33,7 +32,7 @@ async def events_page(request: Request) -> JSONResponse:
 
 async def _page(request: Request, query: EventQuery) -> JSONResponse:
     db = runtime(request).db
-    domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
+    domain = path_domain(request)
 
     def fetch() -> Page:
         with db.read() as conn:

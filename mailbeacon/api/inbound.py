@@ -11,10 +11,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mailbeacon.api.access import DOMAIN, requires
+from mailbeacon.api.access import DOMAIN, path_domain, requires
 from mailbeacon.api.forms import query_limit, runtime
 from mailbeacon.api.paging import api_url, page_links
-from mailbeacon.domains import domain as dom
 from mailbeacon.inbound.reports import list_reports
 from mailbeacon.model.paging import parse_page
 
@@ -26,7 +25,7 @@ async def list_inbound(request: Request) -> JSONResponse:
     page = parse_page(params.get("page", "first"))
     matched, pivot = params.get("matched"), params.get("id")
     db = runtime(request).db
-    domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
+    domain = path_domain(request)
     found = await run_in_threadpool(list_reports, db, domain, matched, limit, page, pivot)
     paging = page_links(api_url(request, f"/v3/{domain.name}/inbound?"), "id", page, pivot,
                         found.items[0]["id"] if found.items else None,

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mailbeacon.api.access import SEND, requires
+from mailbeacon.api.access import SEND, path_domain, requires
 from mailbeacon.api.forms import read_form, required, runtime, text_field, text_fields
 from mailbeacon.domains import domain as dom
 from mailbeacon.errors import BadRequest
@@ -30,7 +30,7 @@ _CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+
 @requires(SEND)
 async def send_message(request: Request) -> JSONResponse:
     rt = runtime(request)
-    domain = await run_in_threadpool(dom.get_domain, rt.db, request.path_params["domain"])
+    domain = path_domain(request)
     form = await read_form(request)
     submission = submission_from_form(form, await _attachments(form))
 
@@ -46,7 +46,7 @@ async def send_message(request: Request) -> JSONResponse:
 async def send_mime(request: Request) -> JSONResponse:
     """messages.mime: the message as raw MIME in `message`, recipients in `to`."""
     rt = runtime(request)
-    domain = await run_in_threadpool(dom.get_domain, rt.db, request.path_params["domain"])
+    domain = path_domain(request)
     form = await read_form(request)
     values = form.getlist("message")
     if not values:

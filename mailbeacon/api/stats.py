@@ -25,11 +25,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mailbeacon.api.access import DOMAIN, requires
+from mailbeacon.api.access import DOMAIN, path_domain, requires
 from mailbeacon.api.forms import query_limit, runtime
 from mailbeacon.api.paging import api_url, page_links
 from mailbeacon.api.tags import path_tag, tag_json
-from mailbeacon.domains import domain as dom
 from mailbeacon.errors import BadRequest
 from mailbeacon.insight import stats
 from mailbeacon.insight import tags as tg
@@ -39,9 +38,8 @@ T = TypeVar("T")
 
 
 async def _query(request: Request, run: Callable[[Connection, str], T]) -> T:
-    """`run(conn, domain)` on a read connection, after a 404 for an unknown domain."""
-    db = runtime(request).db
-    domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
+    """`run(conn, domain)` on a read connection, in a worker thread."""
+    db, domain = runtime(request).db, path_domain(request)
 
     def read() -> T:
         with db.read() as conn:
@@ -139,7 +137,7 @@ async def list_campaigns(request: Request) -> JSONResponse:
     start, end = stats.parse_bounds(params)
     human = _human(request)
     db = runtime(request).db
-    domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
+    domain = path_domain(request)
     found = await run_in_threadpool(tg.list_tags, db, domain.name, limit, page, pivot or "",
                                     prefix)
 

@@ -17,10 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mailbeacon.api.access import DOMAIN, requires
+from mailbeacon.api.access import DOMAIN, path_domain, requires
 from mailbeacon.api.forms import query_limit, read_form, runtime, text_field, text_fields
 from mailbeacon.api.paging import api_url, page_links
-from mailbeacon.domains import domain as dom
 from mailbeacon.errors import BadRequest
 from mailbeacon.model.clock import rfc2822
 from mailbeacon.model.paging import parse_page
@@ -53,7 +52,7 @@ async def list_entries(request: Request, kind: Kind) -> JSONResponse:
         raise BadRequest(f"'address' is required with page={page}: the address to page from")
     term = params.get("term", "")
     db = runtime(request).db
-    domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
+    domain = path_domain(request)
     found = await run_in_threadpool(sl.list_entries, db, domain.name, kind, limit, page,
                                     pivot or "", term)
 
@@ -71,7 +70,7 @@ async def list_entries(request: Request, kind: Kind) -> JSONResponse:
 
 async def get_entry(request: Request, kind: Kind) -> JSONResponse:
     db = runtime(request).db
-    domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
+    domain = path_domain(request)
     key = sl.lookup_key(request.path_params["address"])
     found = await run_in_threadpool(sl.get_entry, db, domain.name, kind, key)
     return JSONResponse(entry_json(kind, found))
@@ -80,7 +79,7 @@ async def get_entry(request: Request, kind: Kind) -> JSONResponse:
 async def add_entries(request: Request, kind: Kind) -> JSONResponse:
     """A form adds one address; a JSON array adds up to 1000, all or none."""
     db = runtime(request).db
-    domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
+    domain = path_domain(request)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
         try:
@@ -110,7 +109,7 @@ async def add_entries(request: Request, kind: Kind) -> JSONResponse:
 async def import_entries(request: Request, kind: Kind) -> JSONResponse:
     """A CSV file in `file` (multipart): every row is checked before any is written."""
     db = runtime(request).db
-    domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
+    domain = path_domain(request)
     form = await read_form(request)
     upload = form.get("file")
     if upload is None:
@@ -129,7 +128,7 @@ async def import_entries(request: Request, kind: Kind) -> JSONResponse:
 async def delete_entry(request: Request, kind: Kind) -> JSONResponse:
     """Remove one address; for unsubscribes `?tag=` removes only that scope."""
     db = runtime(request).db
-    domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
+    domain = path_domain(request)
     key = sl.lookup_key(request.path_params["address"])
     tag = request.query_params.get("tag")
     scope = sl.normalize_scope(tag) if kind is Kind.UNSUBSCRIBE and tag else None
@@ -142,7 +141,7 @@ async def delete_entry(request: Request, kind: Kind) -> JSONResponse:
 
 async def delete_all(request: Request, kind: Kind) -> JSONResponse:
     db = runtime(request).db
-    domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
+    domain = path_domain(request)
     await run_in_threadpool(sl.delete_all, db, domain.name, kind)
     return JSONResponse({"message": _REMOVED[kind][1]})
 

@@ -10,10 +10,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mailbeacon.api.access import DOMAIN, requires
+from mailbeacon.api.access import DOMAIN, path_domain, requires
 from mailbeacon.api.forms import query_limit, read_form, runtime, text_field
 from mailbeacon.api.paging import api_url, page_links
-from mailbeacon.domains import domain as dom
 from mailbeacon.errors import BadRequest
 from mailbeacon.insight import tags as tg
 from mailbeacon.model.paging import parse_page
@@ -30,7 +29,7 @@ async def list_tags(request: Request) -> JSONResponse:
         raise BadRequest(f"'tag' is required with page={page}: the tag to page from")
     prefix = params.get("prefix", "")
     db = runtime(request).db
-    domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
+    domain = path_domain(request)
     found = await run_in_threadpool(tg.list_tags, db, domain.name, limit, page, pivot or "",
                                     prefix)
 
@@ -49,7 +48,7 @@ async def list_tags(request: Request) -> JSONResponse:
 async def get_tag(request: Request) -> JSONResponse:
     tag = path_tag(request.path_params["tag"])
     db = runtime(request).db
-    domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
+    domain = path_domain(request)
     found = await run_in_threadpool(tg.get_tag, db, domain.name, tag)
     return JSONResponse(tag_json(found))
 
@@ -63,7 +62,7 @@ async def update_tag(request: Request) -> JSONResponse:
     if description is None:
         raise BadRequest("'description' parameter is missing")
     db = runtime(request).db
-    domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
+    domain = path_domain(request)
     await run_in_threadpool(tg.update_tag, db, domain.name, tag, description)
     return JSONResponse({"message": "Tag updated"})
 
@@ -72,7 +71,7 @@ async def update_tag(request: Request) -> JSONResponse:
 async def delete_tag(request: Request) -> JSONResponse:
     tag = path_tag(request.path_params["tag"])
     db = runtime(request).db
-    domain = await run_in_threadpool(dom.get_domain, db, request.path_params["domain"])
+    domain = path_domain(request)
     await run_in_threadpool(tg.delete_tag, db, domain.name, tag)
     return JSONResponse({"message": "Tag deleted"})
 

@@ -8,30 +8,23 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mailbeacon.api.access import DOMAIN, requires
+from mailbeacon.api.access import DOMAIN, path_domain, requires
 from mailbeacon.api.forms import query_limit, read_form, runtime, text_field, text_fields
-from mailbeacon.domains import domain as dom
 from mailbeacon.errors import BadRequest
 from mailbeacon.events.fanout import WEBHOOK_IDS
 from mailbeacon.webhooks import deliveries, store
 
 
-async def _domain(request: Request) -> str:
-    found = await run_in_threadpool(dom.get_domain, runtime(request).db,
-                                    request.path_params["domain"])
-    return found.name
-
-
 @requires(DOMAIN)
 async def list_webhooks(request: Request) -> JSONResponse:
-    domain = await _domain(request)
+    domain = path_domain(request).name
     found = await run_in_threadpool(store.urls, runtime(request).db, domain)
     return JSONResponse({"webhooks": {k: {"urls": v} for k, v in found.items()}})
 
 
 @requires(DOMAIN)
 async def create_webhook(request: Request) -> JSONResponse:
-    domain = await _domain(request)
+    domain = path_domain(request).name
     form = await read_form(request)
     webhook = text_field(form, "id") or ""
     urls = await run_in_threadpool(store.set_urls, runtime(request).db, domain,
@@ -42,7 +35,7 @@ async def create_webhook(request: Request) -> JSONResponse:
 
 @requires(DOMAIN)
 async def get_webhook(request: Request) -> JSONResponse:
-    domain = await _domain(request)
+    domain = path_domain(request).name
     webhook = store.check_webhook_id(request.path_params["webhook"])
     found = (await run_in_threadpool(store.urls, runtime(request).db, domain)).get(webhook)
     if not found:
@@ -52,7 +45,7 @@ async def get_webhook(request: Request) -> JSONResponse:
 
 @requires(DOMAIN)
 async def update_webhook(request: Request) -> JSONResponse:
-    domain = await _domain(request)
+    domain = path_domain(request).name
     form = await read_form(request)
     urls = await run_in_threadpool(store.set_urls, runtime(request).db, domain,
                                    request.path_params["webhook"], text_fields(form, "url"),
@@ -62,7 +55,7 @@ async def update_webhook(request: Request) -> JSONResponse:
 
 @requires(DOMAIN)
 async def delete_webhook(request: Request) -> JSONResponse:
-    domain = await _domain(request)
+    domain = path_domain(request).name
     urls = await run_in_threadpool(store.delete, runtime(request).db, domain,
                                    request.path_params["webhook"])
     return JSONResponse({"message": "Webhook has been deleted", "webhook": {"urls": urls}})
@@ -70,14 +63,14 @@ async def delete_webhook(request: Request) -> JSONResponse:
 
 @requires(DOMAIN)
 async def get_signing_key(request: Request) -> JSONResponse:
-    domain = await _domain(request)
+    domain = path_domain(request).name
     key = await run_in_threadpool(store.signing_key, runtime(request).db, domain)
     return JSONResponse({"http_signing_key": key})
 
 
 @requires(DOMAIN)
 async def rotate_signing_key(request: Request) -> JSONResponse:
-    domain = await _domain(request)
+    domain = path_domain(request).name
     key = await run_in_threadpool(store.signing_key, runtime(request).db, domain, True)
     return JSONResponse({"message": "The signing key has been rotated",
                          "http_signing_key": key})
@@ -85,7 +78,7 @@ async def rotate_signing_key(request: Request) -> JSONResponse:
 
 @requires(DOMAIN)
 async def list_deliveries(request: Request) -> JSONResponse:
-    domain = await _domain(request)
+    domain = path_domain(request).name
     limit = query_limit(request)
     items = await run_in_threadpool(
         deliveries.list_deliveries, runtime(request).db, domain,
@@ -96,7 +89,7 @@ async def list_deliveries(request: Request) -> JSONResponse:
 
 @requires(DOMAIN)
 async def replay_all(request: Request) -> JSONResponse:
-    domain = await _domain(request)
+    domain = path_domain(request).name
     count = await run_in_threadpool(deliveries.replay, runtime(request).db, domain)
     runtime(request).webhooks_queued()
     return JSONResponse({"message": f"{count} failed deliveries will be sent again",
@@ -105,7 +98,7 @@ async def replay_all(request: Request) -> JSONResponse:
 
 @requires(DOMAIN)
 async def replay_one(request: Request) -> JSONResponse:
-    domain = await _domain(request)
+    domain = path_domain(request).name
     count = await run_in_threadpool(deliveries.replay, runtime(request).db, domain,
                                     request.path_params["delivery"])
     runtime(request).webhooks_queued()
@@ -117,7 +110,7 @@ async def test_webhook(request: Request) -> JSONResponse:
     """Post a sample event to a URL now and show the answer: its status and the start of
     its body, the body only where private addresses are allowed (else this would read
     internal services for anyone with an API key)."""
-    domain = await _domain(request)
+    domain = path_domain(request).name
     form = await read_form(request)
     url = text_field(form, "url") or ""
     event = text_field(form, "event") or "delivered"

@@ -117,12 +117,6 @@ def get_user(db: Database, username: str) -> User:
     return User.from_row(row)
 
 
-def user_by_id(db: Database, user_id: str) -> User | None:
-    with db.read() as conn:
-        row = conn.execute(select(users).where(users.c.id == user_id)).first()
-    return User.from_row(row) if row else None
-
-
 def list_users(db: Database) -> list[User]:
     with db.read() as conn:
         rows = conn.execute(select(users).order_by(users.c.username)).all()

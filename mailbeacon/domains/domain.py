@@ -1,10 +1,17 @@
-"""Sending domains and their tracking settings."""
+"""Sending domains and their settings: tracking, bounces, DKIM, privacy, bot thresholds.
+
+`Domain` is the one record of a domain's settings; read it with `get_domain` (or
+`find_domain` inside a transaction) and change it with `update_domain`.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+import json
+import logging
+import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from email.utils import formatdate
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,12 +24,56 @@ from mailbeacon.model.ids import new_id
 from mailbeacon.storage.db import Database, now_us
 from mailbeacon.storage.schema import domains
 
+log = logging.getLogger("mailbeacon.domains")
+
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-CLICK_MODES = ("yes", "no", "htmlonly")
 DEFAULT_FOOTER_HTML = (
     '<p style="font-size:12px;color:#777">To stop receiving these emails, '
     '<a href="%unsubscribe_url%">unsubscribe</a>.</p>')
 DEFAULT_FOOTER_TEXT = "\n\nTo stop receiving these emails, unsubscribe: %unsubscribe_url%\n"
+TRACK_ACTIVITIES = ("always", "consent", "never")  # privacy: whose activity is recorded
+MIN_RETENTION_DAYS = 1
+MAX_RETENTION_DAYS = 3650
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Per-domain timing limits of the scanner rules, stored as JSON in the domain row."""
+
+    click_after_delivery_seconds: float = 3.0  # a click sooner than this is a scanner
+    burst_links: int = 3  # this many different links of one message ...
+    burst_seconds: float = 1.0  # ... clicked within this many seconds is a scanner
+
+    def __post_init__(self) -> None:
+        for name in ("click_after_delivery_seconds", "burst_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                math.isfinite(value) and value >= 0
+            ):
+                raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
+            object.__setattr__(self, name, float(value))  # JSON may hold 3 for 3.0
+        if isinstance(self.burst_links, bool) or not isinstance(self.burst_links, int) or (
+            self.burst_links < 2
+        ):
+            raise ValueError(f"burst_links must be an integer >= 2, got {self.burst_links!r}")
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> Thresholds:
+        """Thresholds from a domain's stored JSON; missing keys take the defaults.
+
+        Raises ValueError naming the key for an unknown key or an unusable value.
+        """
+        if data is None:
+            return cls()
+        if not isinstance(data, dict):
+            raise ValueError(f"bot thresholds must be a JSON object, got {data!r}")
+        unknown = sorted(set(data) - {field.name for field in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown bot threshold(s): {', '.join(map(str, unknown))}")
+        return cls(**data)
+
+    def to_json(self) -> dict[str, float | int]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -42,14 +93,26 @@ class Domain:
     footer_text: str | None = None
     soft_bounce_limit: int = 5
     list_unsubscribe: bool = True  # one-click headers on every message (not only scoped)
+    # Privacy (DESIGN 12).
+    track_activities: str = "always"  # always | consent | never
+    truncate_ips: bool = False
+    retention_days: int = 30  # raw events and webhook deliveries (insight/retention)
+    bot_thresholds: Thresholds = field(default_factory=Thresholds)
 
     @classmethod
     def from_row(cls, row: Any) -> Domain:
-        return cls(row.name, row.id, row.created_at, bool(row.track_opens), row.track_clicks,
-                   bool(row.pixel_top), row.tracking_url, row.bounce_domain,
-                   row.dkim_selector, row.dkim_private_key, bool(row.unsubscribe_footer),
-                   row.footer_html, row.footer_text, row.soft_bounce_limit,
-                   bool(row.list_unsubscribe))
+        return cls(
+            name=row.name, id=row.id, created_at=row.created_at,
+            track_opens=bool(row.track_opens), track_clicks=row.track_clicks,
+            pixel_top=bool(row.pixel_top), tracking_url=row.tracking_url,
+            bounce_domain=row.bounce_domain, dkim_selector=row.dkim_selector,
+            dkim_private_key=row.dkim_private_key,
+            unsubscribe_footer=bool(row.unsubscribe_footer), footer_html=row.footer_html,
+            footer_text=row.footer_text, soft_bounce_limit=row.soft_bounce_limit,
+            list_unsubscribe=bool(row.list_unsubscribe),
+            track_activities=row.track_activities, truncate_ips=bool(row.truncate_ips),
+            retention_days=int(row.retention_days),
+            bot_thresholds=_stored_thresholds(row.name, row.bot_thresholds))
 
     def tracking_base(self, default: str) -> str:
         return (self.tracking_url or default).rstrip("/")
@@ -58,6 +121,20 @@ class Domain:
     def verp_domain(self) -> str:
         """Where bounces and mailto unsubscribes come back to."""
         return self.bounce_domain or self.name
+
+
+def _stored_thresholds(name: str, raw: str | None) -> Thresholds:
+    """The thresholds stored as JSON text; the defaults when there are none, or when the
+    stored ones are unusable (only ever written through `Thresholds`, so that means a
+    hand-edited row: hits are still judged, with the defaults, rather than failing)."""
+    if not raw:
+        return Thresholds()
+    try:
+        return Thresholds.from_json(json.loads(raw))
+    except ValueError:
+        log.warning("domain %s: unusable bot_thresholds in the database, using the "
+                    "defaults", name)
+        return Thresholds()
 
 
 def normalize_name(name: str) -> str:
@@ -148,6 +225,30 @@ def parse_click_mode(value: str, name: str) -> str:
     return "yes" if parse_bool(lowered, name) else "no"
 
 
+def parse_privacy(track_activities: str | None = None, truncate_ips: str | None = None,
+                  retention_days: str | None = None) -> dict[str, Any]:
+    """Privacy changes from form values (None: unchanged), for `update_domain`;
+    BadRequest naming a bad one."""
+    changes: dict[str, Any] = {}
+    if track_activities is not None:
+        value = track_activities.strip().lower()
+        if value not in TRACK_ACTIVITIES:
+            raise BadRequest(f"'track_activities' must be one of {', '.join(TRACK_ACTIVITIES)}, "
+                             f"got {track_activities!r}")
+        changes["track_activities"] = value
+    if truncate_ips is not None:
+        changes["truncate_ips"] = parse_bool(truncate_ips, "truncate_ips")
+    if retention_days is not None:
+        raw = retention_days.strip()
+        # The length check keeps int() away from absurdly long digit strings.
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 5
+                and MIN_RETENTION_DAYS <= int(raw) <= MAX_RETENTION_DAYS):
+            raise BadRequest(f"'retention_days' must be an integer from {MIN_RETENTION_DAYS} "
+                             f"to {MAX_RETENTION_DAYS}, got {retention_days!r}")
+        changes["retention_days"] = int(raw)
+    return changes
+
+
 def add_domain(db: Database, name: str, tracking_url: str | None = None) -> Domain:
     name = normalize_name(name)
     url = validate_tracking_url(tracking_url) if tracking_url else None
@@ -182,19 +283,29 @@ def list_domains(db: Database, limit: int = 100, skip: int = 0) -> tuple[int, li
     return int(total), [Domain.from_row(r) for r in rows]
 
 
+_SETTINGS = frozenset({
+    "track_opens", "track_clicks", "pixel_top", "tracking_url", "bounce_domain",
+    "dkim_selector", "dkim_private_key", "unsubscribe_footer", "footer_html", "footer_text",
+    "soft_bounce_limit", "list_unsubscribe", "track_activities", "truncate_ips",
+    "retention_days", "bot_thresholds"})
+
+
 def update_domain(db: Database, name: str, **changes: Any) -> Domain:
-    """Change settings: tracking, bounce domain, DKIM key, unsubscribe footer, limits."""
-    allowed = {"track_opens", "track_clicks", "pixel_top", "tracking_url", "bounce_domain",
-               "dkim_selector", "dkim_private_key", "unsubscribe_footer", "footer_html",
-               "footer_text", "soft_bounce_limit", "bot_thresholds", "list_unsubscribe"}
-    unknown = set(changes) - allowed
+    """Change settings (the fields of `Domain`, values already checked); the domain
+    afterwards, read in the same transaction. NotFound for an unknown domain."""
+    unknown = set(changes) - _SETTINGS
     if unknown:
         raise ValueError(f"unknown domain settings: {sorted(unknown)}")
-    domain = get_domain(db, name)
-    if changes:
-        with db.write() as conn:
-            conn.execute(domains.update().where(domains.c.name == domain.name).values(**changes))
-    return get_domain(db, domain.name)
+    if isinstance(changes.get("bot_thresholds"), Thresholds):
+        changes["bot_thresholds"] = json.dumps(changes["bot_thresholds"].to_json())
+    with db.write() as conn:
+        if changes:
+            conn.execute(domains.update().where(domains.c.name == name.lower())
+                         .values(**changes))
+        found = find_domain(conn, name)
+    if found is None:
+        raise NotFound(f"Domain not found: {name}")
+    return found
 
 
 def domain_json(domain: Domain) -> dict[str, Any]:
@@ -229,6 +340,11 @@ def tracking_json(domain: Domain) -> dict[str, Any]:
                         "html_footer": domain.footer_html or DEFAULT_FOOTER_HTML,
                         "text_footer": domain.footer_text or DEFAULT_FOOTER_TEXT},
     }
+
+
+def privacy_json(domain: Domain) -> dict[str, Any]:
+    return {"track_activities": domain.track_activities, "truncate_ips": domain.truncate_ips,
+            "retention_days": domain.retention_days}
 
 
 def _rfc2822(micros: int) -> str:

@@ -6,7 +6,6 @@ transaction as their events (events/writer.py), so none is ever lost.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,7 +53,7 @@ def outbox_rows(conn: Connection, records: Sequence[EventRecord], ids: Sequence[
                     payload["event"] = "first_opened"
                 rows.append({"id": new_id(now), "domain": record.message.domain,
                              "webhook": webhook, "url": url, "event_id": event_id,
-                             "payload": json.dumps(payload, separators=(",", ":")),
+                             "payload": payload,
                              "status": "pending", "attempts": 0, "next_attempt_at": now,
                              "created_at": now})
     if rows:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import re
 import time
@@ -151,10 +150,10 @@ class InboundReceiver:
               conn: Connection | None = None) -> str:
         data = arrival.data
         row = {"id": new_id(), "received_at": now_us(), "source": arrival.source,
-               "mail_from": arrival.sender, "recipients": json.dumps(arrival.recipients),
+               "mail_from": arrival.sender, "recipients": arrival.recipients,
                "host": arrival.hosts[0] if arrival.hosts else "",
                "sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "raw": data,
-               "status": status, "kind": kind, "detail": json.dumps(detail)}
+               "status": status, "kind": kind, "detail": detail}
         try:
             if conn is not None:
                 conn.execute(inbound_messages.insert().values(**row))

@@ -6,7 +6,6 @@ domain shared by several sending domains shows its reports to each of them.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +63,7 @@ def _of(domain: Domain, matched: str | None) -> list[Any]:
 
 
 def report_json(row: Any) -> dict[str, Any]:
-    detail = json.loads(row.detail or "{}")
+    detail = row.detail or {}
     return {
         "id": row.id,
         "received-at": row.received_at / 1_000_000,
@@ -72,7 +71,7 @@ def report_json(row: Any) -> dict[str, Any]:
         "status": row.status,
         "kind": row.kind,
         "mail-from": row.mail_from,
-        "recipients": json.loads(row.recipients or "[]"),
+        "recipients": row.recipients or [],
         "size": row.size,
         "results": detail.get("results", []),
     }

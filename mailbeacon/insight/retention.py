@@ -1,4 +1,4 @@
-"""Privacy settings of a domain, and the retention purge (DESIGN 12).
+"""The retention purge (DESIGN 12); the privacy settings are on the Domain record.
 
 `purge` deletes raw data older than each domain's `retention_days`: events, finished
 webhook deliveries, and stored inbound messages. Stats counters (stats_buckets,
@@ -14,97 +14,18 @@ in several processes at once are harmless, only wasteful.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, select
 
-from mailbeacon.domains.domain import parse_bool
-from mailbeacon.errors import BadRequest, NotFound
 from mailbeacon.model.ids import id_from_parts
 from mailbeacon.storage.db import Database, now_us
 from mailbeacon.storage.schema import domains, events, inbound_messages, webhook_deliveries
 
 DAY_US = 86_400 * 1_000_000
 BATCH_SIZE = 5000
-TRACK_ACTIVITIES = ("always", "consent", "never")
-MIN_RETENTION_DAYS = 1
-MAX_RETENTION_DAYS = 3650
 DEFAULT_RETENTION_DAYS = 30  # the column's default; inbound messages when no domain exists
 FINISHED_WEBHOOKS = ("done", "rejected")  # failed ones stay: they can be replayed
-
-
-# --- privacy settings ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Privacy:
-    track_activities: str  # always | consent | never
-    truncate_ips: bool
-    retention_days: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {"track_activities": self.track_activities, "truncate_ips": self.truncate_ips,
-                "retention_days": self.retention_days}
-
-
-def get_privacy(db: Database, name: str) -> Privacy:
-    with db.read() as conn:
-        row = conn.execute(select(domains.c.track_activities, domains.c.truncate_ips,
-                                  domains.c.retention_days)
-                           .where(domains.c.name == name.strip().lower())).first()
-    if row is None:
-        raise NotFound(f"Domain not found: {name}")
-    return Privacy(row.track_activities, bool(row.truncate_ips), int(row.retention_days))
-
-
-def parse_privacy(track_activities: str | None = None, truncate_ips: str | None = None,
-                  retention_days: str | None = None) -> dict[str, Any]:
-    """Column changes from form values (None: unchanged); BadRequest naming a bad one."""
-    changes: dict[str, Any] = {}
-    if track_activities is not None:
-        value = track_activities.strip().lower()
-        if value not in TRACK_ACTIVITIES:
-            raise BadRequest(f"'track_activities' must be one of {', '.join(TRACK_ACTIVITIES)}, "
-                             f"got {track_activities!r}")
-        changes["track_activities"] = value
-    if truncate_ips is not None:
-        changes["truncate_ips"] = parse_bool(truncate_ips, "truncate_ips")
-    if retention_days is not None:
-        raw = retention_days.strip()
-        # The length check keeps int() away from absurdly long digit strings.
-        if not (raw.isascii() and raw.isdigit() and len(raw) <= 5
-                and MIN_RETENTION_DAYS <= int(raw) <= MAX_RETENTION_DAYS):
-            raise BadRequest(f"'retention_days' must be an integer from {MIN_RETENTION_DAYS} "
-                             f"to {MAX_RETENTION_DAYS}, got {retention_days!r}")
-        changes["retention_days"] = int(raw)
-    return changes
-
-
-def update_privacy(db: Database, name: str, *, track_activities: str | None = None,
-                   truncate_ips: bool | None = None,
-                   retention_days: int | None = None) -> Privacy:
-    """Change a domain's privacy settings (None: unchanged); the settings afterwards."""
-    changes: dict[str, Any] = {}
-    if track_activities is not None:
-        if track_activities not in TRACK_ACTIVITIES:
-            raise BadRequest(f"'track_activities' must be one of {', '.join(TRACK_ACTIVITIES)}")
-        changes["track_activities"] = track_activities
-    if truncate_ips is not None:
-        changes["truncate_ips"] = truncate_ips
-    if retention_days is not None:
-        if not MIN_RETENTION_DAYS <= retention_days <= MAX_RETENTION_DAYS:
-            raise BadRequest(f"'retention_days' must be an integer from {MIN_RETENTION_DAYS} "
-                             f"to {MAX_RETENTION_DAYS}")
-        changes["retention_days"] = retention_days
-    name = name.strip().lower()
-    if changes:
-        with db.write() as conn:
-            done = conn.execute(domains.update().where(domains.c.name == name)
-                                .values(**changes)).rowcount
-        if not done:
-            raise NotFound(f"Domain not found: {name}")
-    return get_privacy(db, name)
 
 
 # --- the purge -----------------------------------------------------------------------

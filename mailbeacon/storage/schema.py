@@ -1,7 +1,9 @@
 """All tables, in one SQLAlchemy Core MetaData (DESIGN section 2).
 
 Times are integer microseconds since the epoch (exact comparisons and keyset paging);
-JSON is stored as text so SQLite and PostgreSQL hold the same bytes.
+JSON is stored as text so SQLite and PostgreSQL hold the same bytes: `JSONText` columns
+(storage/types.py) encode and decode it; the JSON columns still typed `Text` are
+written or parsed by code that does so by hand, each marked "JSON text" below.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from sqlalchemy import (
     Text,
     func,
 )
+
+from mailbeacon.storage.types import JSONText
 
 metadata = MetaData(
     naming_convention={
@@ -81,7 +85,9 @@ domains = Table(
     Column("track_activities", String(8), nullable=False, server_default="always"),
     Column("truncate_ips", Boolean, nullable=False, server_default="0"),
     Column("retention_days", Integer, nullable=False, server_default="30"),
-    Column("bot_thresholds", Text, nullable=True),  # JSON, see track/bots.Thresholds
+    # JSON text, see domains/domain.Thresholds: read through the Domain record, and
+    # parsed by hand in track/hits.py (JSONText once that reads the record).
+    Column("bot_thresholds", Text, nullable=True),
     # List-Unsubscribe and List-Unsubscribe-Post (RFC 8058) on every message; off: only
     # on messages with a footer or an unsubscribe placeholder.
     Column("list_unsubscribe", Boolean, nullable=False, server_default="1"),
@@ -95,6 +101,9 @@ messages = Table(
     Column("message_id", String(255), nullable=False),  # RFC 5322 Message-ID, no <>
     Column("created_at", BigInteger, nullable=False),
     Column("sender", Text, nullable=False),  # envelope sender address
+    # JSON text, encoded by send/intake.py and decoded where read (send/worker.py,
+    # events/vocabulary.py, insight/contacts.py, dashboard/messages.py, which also
+    # matches a tag inside `tags` with LIKE): JSONText once intake and worker move.
     Column("headers", Text, nullable=False),  # JSON: from, to, subject, message-id
     Column("tags", Text, nullable=False),  # JSON list, lowercased
     Column("user_variables", Text, nullable=False),  # JSON object
@@ -137,7 +146,9 @@ events = Table(
     Column("delivery_id", ID, nullable=True),
     Column("severity", String(16), nullable=True),
     Column("tags", Text, nullable=False, default=""),  # "|a|b|" for exact LIKE matches
-    Column("data", Text, nullable=False),  # the event JSON as served
+    # The event JSON as served, as text: the event writer (storage/db.insert_events)
+    # encodes it once, and a page of events could be spliced from these texts verbatim.
+    Column("data", Text, nullable=False),
 )
 Index("ix_events_domain_id", events.c.domain, events.c.id)
 Index("ix_events_domain_recipient", events.c.domain, events.c.recipient, events.c.id)
@@ -235,7 +246,7 @@ inbound_messages = Table(
     Column("received_at", BigInteger, nullable=False),
     Column("source", String(16), nullable=False),  # smtp | mailbox
     Column("mail_from", Text, nullable=False, server_default=""),
-    Column("recipients", Text, nullable=False, server_default="[]"),  # JSON list
+    Column("recipients", JSONText, nullable=False, server_default="[]"),  # a list
     # The bounce domain it was addressed to: whose reports these are (unmatched ones too).
     Column("host", String(253), nullable=False, server_default=""),
     Column("sha256", String(64), nullable=False, unique=True),  # a re-polled copy is skipped
@@ -243,7 +254,8 @@ inbound_messages = Table(
     Column("raw", LargeBinary, nullable=False),
     Column("status", String(16), nullable=False),  # processed | ignored | unmatched | error
     Column("kind", String(16), nullable=False, server_default=""),
-    Column("detail", Text, nullable=False, server_default=""),  # JSON: results and matches
+    # Results and matches; "" (old rows) reads as None.
+    Column("detail", JSONText, nullable=False, server_default=""),
 )
 Index("ix_inbound_messages_received", inbound_messages.c.received_at)
 Index("ix_inbound_messages_host", inbound_messages.c.host, inbound_messages.c.status,
@@ -270,7 +282,7 @@ webhook_deliveries = Table(
     Column("webhook", String(24), nullable=False),
     Column("url", String(2048), nullable=False),
     Column("event_id", ID, nullable=False),
-    Column("payload", Text, nullable=False),  # the event JSON ("event-data")
+    Column("payload", JSONText, nullable=False),  # the event JSON ("event-data")
     Column("status", String(16), nullable=False),  # pending|sending|done|rejected|failed
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", BigInteger, nullable=False),

@@ -17,56 +17,19 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import NamedTuple
+
+# Thresholds are a domain setting, kept on the Domain record; re-exported for the
+# modules that judge hits with them.
+from mailbeacon.domains.domain import Thresholds as Thresholds
 
 NOT_BOT = ""
 APPLE = "apple"  # Apple Mail Privacy Protection prefetches every message at delivery
 GMAIL = "gmail"  # Google's image proxy, fetching when the person opens the message
 GENERIC = "generic"  # link scanners, previewers, scripts; also Yahoo's image proxy
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Per-domain timing limits of the scanner rules, stored as JSON in the domain row."""
-
-    click_after_delivery_seconds: float = 3.0  # a click sooner than this is a scanner
-    burst_links: int = 3  # this many different links of one message ...
-    burst_seconds: float = 1.0  # ... clicked within this many seconds is a scanner
-
-    def __post_init__(self) -> None:
-        for name in ("click_after_delivery_seconds", "burst_seconds"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not (
-                math.isfinite(value) and value >= 0
-            ):
-                raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
-            object.__setattr__(self, name, float(value))  # JSON may hold 3 for 3.0
-        if isinstance(self.burst_links, bool) or not isinstance(self.burst_links, int) or (
-            self.burst_links < 2
-        ):
-            raise ValueError(f"burst_links must be an integer >= 2, got {self.burst_links!r}")
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any] | None) -> Thresholds:
-        """Thresholds from a domain's stored JSON; missing keys take the defaults.
-
-        Raises ValueError naming the key for an unknown key or an unusable value.
-        """
-        if data is None:
-            return cls()
-        if not isinstance(data, dict):
-            raise ValueError(f"bot thresholds must be a JSON object, got {data!r}")
-        unknown = sorted(set(data) - {field.name for field in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown bot threshold(s): {', '.join(map(str, unknown))}")
-        return cls(**data)
-
-    def to_json(self) -> dict[str, float | int]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping
@@ -151,7 +150,7 @@ class WebhookSender:
         endpoint = endpoint_of(row.url)
         try:
             key = row.key or await asyncio.to_thread(signing_key, self._db, row.domain)
-            answer = await post(client, row.url, json.loads(row.payload), key,
+            answer = await post(client, row.url, row.payload, key,
                                 timeout=self._timeout, forbid_private=self._forbid_private)
             await asyncio.to_thread(self._record, row, answer)
         except Exception:  # the lease runs out and the post is made again

@@ -11,7 +11,6 @@ import hmac
 import secrets
 import string
 import time
-from typing import Any
 
 _TOKEN_ALPHABET = string.ascii_lowercase + string.digits
 
@@ -29,11 +28,3 @@ def signature_block(key: str, now: float | None = None) -> dict[str, str]:
     token = "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(50))
     return {"timestamp": timestamp, "token": token, "signature": sign(key, timestamp, token)}
 
-
-def verify(key: str, block: dict[str, Any]) -> bool:
-    """What a receiver does (constant-time comparison)."""
-    try:
-        expected = sign(key, str(block["timestamp"]), str(block["token"]))
-        return hmac.compare_digest(expected, str(block["signature"]))
-    except (KeyError, TypeError):
-        return False

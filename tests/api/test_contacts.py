@@ -442,7 +442,7 @@ async def test_erasure_removes_the_person_but_keeps_stats_and_suppressions(
              "created_at": now}])
         conn.execute(webhook_deliveries.insert(), [
             {"id": new_id(), "domain": DOMAIN, "webhook": "opened", "url": "https://h/",
-             "event_id": e, "payload": "{}", "status": "done", "next_attempt_at": now,
+             "event_id": e, "payload": {}, "status": "done", "next_attempt_at": now,
              "created_at": now} for e in (alice_events[0], bob_events[0])])
 
     r = await client.delete(f"{BASE}/contacts/ALICE@x.org")

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from sqlalchemy import Engine, event
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -140,3 +142,39 @@ def test_a_route_that_declares_nothing_is_refused_at_start_up() -> None:
 
     with pytest.raises(TypeError, match="declares no @requires"):
         merge_routes([Route("/v3/{domain}/new", undeclared, methods=["GET"])])
+
+
+async def test_an_unknown_domain_is_a_404_on_every_domain_route(service: Service) -> None:
+    """`@requires` reads the path's domain once for every route that names one."""
+    routes = [(m, p) for m, p in api_routes(service) if not is_installation_wide(p)]
+    assert len(routes) > 40
+    for method, path in routes:
+        r = await service.client.request(method, fill(path, "nowhere.example"))
+        assert r.status_code == 404, (method, path, r.status_code, r.text)
+        assert r.json() == {"message": "Domain not found: nowhere.example"}, (method, path)
+
+
+async def test_the_domain_is_read_once_per_request(service: Service) -> None:
+    reads: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if re.search(r"\bFROM domains\b", statement):
+            reads.append(statement)
+
+    # Every engine: SQLite reads and writes through two.
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        for method, path in (("GET", f"/v3/{OWN}/tags"), ("GET", f"/v3/domains/{OWN}/bots"),
+                             ("PUT", f"/v3/domains/{OWN}/bots"),
+                             ("GET", f"/v3/domains/{OWN}/privacy"),
+                             ("GET", f"/v3/domains/{OWN}/webhooks")):
+            reads.clear()
+            data = {"burst_links": "4"} if method == "PUT" else None
+            r = await service.client.request(method, path, data=data)
+            assert r.status_code == 200, (path, r.text)
+            # PUT reads the domain back in its write transaction: twice in all.
+            assert len(reads) == (2 if method == "PUT" else 1), (method, path, reads)
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+    assert (await service.client.get(f"/v3/domains/{OWN}/bots")).json()["bots"][
+        "burst_links"] == 4

@@ -1,4 +1,4 @@
-"""The retention purge and the privacy settings behind it, on both backends."""
+"""The retention purge, on both backends (the privacy settings: tests/domains)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import Connection, select
 
 from mailbeacon.domains import domain as dom
-from mailbeacon.errors import BadRequest, NotFound
 from mailbeacon.insight import retention
 from mailbeacon.model.ids import id_from_parts, new_id
 from mailbeacon.storage.db import Database
@@ -29,7 +28,7 @@ NOW = 1_800_000_000 * 1_000_000  # µs, a fixed "now" for every purge below
 
 def add_domain(db: Database, name: str, days: int) -> None:
     dom.add_domain(db, name)
-    retention.update_privacy(db, name, retention_days=days)
+    dom.update_domain(db, name, retention_days=days)
 
 
 def add_events(db: Database, domain: str, age_days: float, count: int,
@@ -103,7 +102,7 @@ def test_a_longer_retention_keeps_more(db: Database) -> None:
     assert retention.purge(db, NOW)["events"] == 2
     assert event_ids(db) == set()
     old = add_events(db, "example.com", 60, 2)
-    retention.update_privacy(db, "example.com", retention_days=90)
+    dom.update_domain(db, "example.com", retention_days=90)
     assert retention.purge(db, NOW) == {"events": 0, "webhook_deliveries": 0,
                                         "inbound_messages": 0}
     assert event_ids(db) == set(old)
@@ -124,7 +123,7 @@ def test_finished_webhook_deliveries_go_others_stay(db: Database) -> None:
     def row(domain: str, status: str, age_days: int) -> dict[str, Any]:
         created_at = NOW - age_days * DAY
         return {"id": new_id(created_at), "domain": domain, "webhook": "opened", "url": "https://h/",
-                "event_id": new_id(), "payload": "{}", "status": status,
+                "event_id": new_id(), "payload": {}, "status": status,
                 "next_attempt_at": NOW, "created_at": created_at}
 
     rows = [row("example.com", s, 20) for s in ("done", "rejected", "pending", "failed")]
@@ -165,27 +164,3 @@ def test_inbound_messages_follow_the_longest_retention(db: Database) -> None:
 def test_purge_of_an_empty_database_uses_the_clock(db: Database) -> None:
     assert retention.purge(db) == {"events": 0, "webhook_deliveries": 0,
                                    "inbound_messages": 0}
-
-
-def test_privacy_settings_are_validated(db: Database) -> None:
-    dom.add_domain(db, "example.com")
-    assert retention.get_privacy(db, "Example.COM") == retention.Privacy("always", False, 30)
-    found = retention.update_privacy(db, "example.com", track_activities="never",
-                                     truncate_ips=True, retention_days=1)
-    assert found == retention.Privacy("never", True, 1)
-    assert retention.update_privacy(db, "example.com") == found  # nothing to change
-    for bad in ({"track_activities": "sometimes"}, {"retention_days": 0},
-                {"retention_days": 3651}):
-        with pytest.raises(BadRequest):
-            retention.update_privacy(db, "example.com", **bad)
-    with pytest.raises(NotFound):
-        retention.update_privacy(db, "nowhere.example", retention_days=5)
-    with pytest.raises(NotFound):
-        retention.get_privacy(db, "nowhere.example")
-    assert retention.parse_privacy(" CONSENT ", "no", " 365 ") == {
-        "track_activities": "consent", "truncate_ips": False, "retention_days": 365}
-    assert retention.parse_privacy() == {}
-    for args in (("x", None, None), (None, "perhaps", None), (None, None, "1.5"),
-                 (None, None, "١٢")):  # Arabic-Indic digits: isdigit() but not ASCII
-        with pytest.raises(BadRequest):
-            retention.parse_privacy(*args)
