@@ -36,6 +36,7 @@ _COMPRESSED = 0x80  # kind flag: the tail is zlib-compressed
 _MAX_TOKEN_CHARS = 4096
 _SHA256_BLOCK = 64
 _TAIL_CACHE = 4096  # link payloads remembered (index and URL): a few messages' links
+_TAIL_CACHED_CHARS = 2048
 
 
 class Kind(enum.IntEnum):
@@ -100,9 +101,10 @@ class TokenCodec:
         found = self._tails.get(key)
         if found is None:
             found = _tail(token)
-            if len(self._tails) >= _TAIL_CACHE:
-                self._tails.clear()
-            self._tails[key] = found
+            if len(token.url) + len(token.scope) <= _TAIL_CACHED_CHARS:  # a few MB at most
+                if len(self._tails) >= _TAIL_CACHE:
+                    self._tails.clear()
+                self._tails[key] = found
         return found
 
     def decode(self, text: str) -> Token:

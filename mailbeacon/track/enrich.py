@@ -43,6 +43,7 @@ DESKTOP, MOBILE, TABLET = "desktop", "mobile", "tablet"
 
 # Real user agents are under 500 characters; the cap bounds regex time on hostile input.
 _MAX_PARSED_CHARS = 1024
+_CACHED_CHARS = 512
 
 
 @dataclass(frozen=True)
@@ -140,12 +141,19 @@ _OS_DEVICES = {
 _NOT_A_DEVICE = (LIBRARY, ROBOT)
 
 
-@functools.lru_cache(maxsize=10_000)
 def client_info(user_agent: str) -> ClientInfo:
     """Client name, type, OS and device of a user agent; cached, as parsing dominates a hit.
 
-    Never raises: an empty or unrecognised agent gives "unknown" fields.
+    Never raises: an empty or unrecognised agent gives "unknown" fields. Only agents of a
+    real agent's length are cached: the cache holds 10,000 agents, and a client may send
+    one of up to the 64 KiB a request head may have (600 MB held, were they cached).
     """
+    if len(user_agent) <= _CACHED_CHARS:
+        return _cached_client_info(user_agent)
+    return _client_info(user_agent)
+
+
+def _client_info(user_agent: str) -> ClientInfo:
     ua = user_agent.strip()[:_MAX_PARSED_CHARS]
     if not ua:
         return ClientInfo(UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN, user_agent)
@@ -176,6 +184,9 @@ def client_info(user_agent: str) -> ClientInfo:
     if client_type in _NOT_A_DEVICE:
         device = UNKNOWN
     return ClientInfo(name, client_type, os_name, device, user_agent)
+
+
+_cached_client_info = functools.lru_cache(maxsize=10_000)(_client_info)
 
 
 def _device_type(device: ua_parser.Device | None, os_name: str) -> str:
