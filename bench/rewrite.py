@@ -3,8 +3,10 @@
     python bench/rewrite.py [--seconds 3] [--pathological-mb 10]
 
 Prints plans/s (analysing a document once per message), renders/s (one recipient's
-copy: 60 signed click tokens and a pixel) and, as the baseline measured in the same run,
-how fast Python's own html.parser merely reads the same document. Then the time to plan
+copy: 60 signed click tokens and a pixel, signed as Composer.render does; then with each
+token made by codec.encode, and with no signing at all, to show what signing costs)
+and, as the baseline measured in the same run, how fast Python's own html.parser merely
+reads the same document. Then the time to plan
 documents of `--pathological-mb` MB built to defeat a scanner (a run of "<", unclosed
 tags and comments, long attribute runs), against the newsletter's rate per MB: the scan
 is linear, so these stay within a small factor of it (html.parser took 57 s on 10 MB of
@@ -58,13 +60,26 @@ def main() -> None:
     plan = plan_html(html)
     delivery = new_id()
 
-    def click(link: Link) -> str:
-        token = Token(Kind.CLICK, delivery, link.index, link.url)
-        return f"https://t.example.com/c/{codec.encode(token)}"
-
     def render() -> str:
+        # As Composer.render does: one signer per delivery (recipient), a token per link.
+        tokens = codec.for_delivery(delivery)
+
+        def click(link: Link) -> str:
+            return f"https://t.example.com/c/{tokens.click(link.index, link.url)}"
+
+        return plan.render(click, f"https://t.example.com/o/{tokens.open()}")
+
+    def render_tokens() -> str:
+        # Each token made from a Token value (codec.encode), as before for_delivery.
+        def click(link: Link) -> str:
+            token = Token(Kind.CLICK, delivery, link.index, link.url)
+            return f"https://t.example.com/c/{codec.encode(token)}"
+
         pixel = f"https://t.example.com/o/{codec.encode(Token(Kind.OPEN, delivery))}"
         return plan.render(click, pixel)
+
+    def render_plain() -> str:  # the same document with no tokens: the join alone
+        return plan.render(lambda link: link.url, "https://t.example.com/o/x")
 
     def parse_only() -> None:
         reader = HTMLParser()
@@ -74,11 +89,17 @@ def main() -> None:
     baseline = rate(parse_only, args.seconds)
     plans = rate(lambda: plan_html(html), args.seconds)
     renders = rate(render, args.seconds)
+    encodes = rate(render_tokens, args.seconds)
+    plain = rate(render_plain, args.seconds)
     print(f"document: {len(html) / 1000:.0f} KB, {len(plan.links)} tracked links")
     print(f"html.parser read only (baseline): {baseline:8.0f} /s")
     print(f"plan (once per message):          {plans:8.0f} /s  ({plans / baseline:.2f}x baseline)")
     print(f"render (once per recipient):      {renders:8.0f} /s  "
           f"({renders / baseline:.1f}x baseline)")
+    print(f"  the same, tokens by codec.encode: {encodes:8.0f} /s  "
+          f"({encodes / baseline:.1f}x baseline)")
+    print(f"  the same without signing:         {plain:8.0f} /s  "
+          f"({plain / baseline:.1f}x baseline)")
     size = int(args.pathological_mb * 1_000_000)
     per_mb = 1_000_000 / len(html) / plans  # seconds to plan 1 MB of newsletter
     print(f"pathological documents of {size / 1e6:g} MB "

@@ -59,11 +59,13 @@ class Runtime:
         # messages in one queue.
         self.intake = IntakeWriter(self.db)
         journal = settings.recording == "journal"
+        # Hits are enriched in this process unless a loader process loads the journal;
+        # only then is the geo data loaded here (GeoLookup loads it at first use anyway).
+        enriches = not (journal and (run_worker or extra_http))
         self.recorder = Recorder(
-            self.db, HitWriter(GeoLookup(settings.geoip_db or None),
+            self.db, HitWriter(GeoLookup(settings.geoip_db or None, preload=enriches),
                                settings.engagement_half_life_days),
-            Spool(Path(settings.spool_dir)), journal=journal,
-            load_in_process=not (journal and (run_worker or extra_http)))
+            Spool(Path(settings.spool_dir)), journal=journal, load_in_process=enriches)
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self.relay = Relay.from_url(settings.relay, settings.relay_timeout) if settings.relay \
             else None

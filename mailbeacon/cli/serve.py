@@ -83,7 +83,8 @@ def load_journal(parent: int | None, **options: Any) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.nice(10)  # answering hits comes first; the journal waits safely on disk meanwhile
     db = open_database(options)
-    writer = HitWriter(GeoLookup(settings.geoip_db or None), settings.engagement_half_life_days)
+    writer = HitWriter(GeoLookup(settings.geoip_db or None, preload=True),
+                       settings.engagement_half_life_days)
     spool = Spool(Path(settings.spool_dir))
     stopping = False
 

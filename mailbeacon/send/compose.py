@@ -29,7 +29,7 @@ from typing import Any
 from mailbeacon.domains.domain import DEFAULT_FOOTER_HTML, DEFAULT_FOOTER_TEXT, Domain
 from mailbeacon.model.addresses import format_mailboxes, needs_smtputf8
 from mailbeacon.model.hit import HONEYPOT_INDEX
-from mailbeacon.model.tokens import Kind, Token, TokenCodec
+from mailbeacon.model.tokens import DeliveryTokens, TokenCodec
 from mailbeacon.send import dkim
 from mailbeacon.send.headers import VerifyingPolicy, verify_generated
 from mailbeacon.send.options import TrackingOptions
@@ -207,15 +207,17 @@ class Composer:
     def render(self, delivery_id: str, recipient: str) -> Composed:
         t = self._tracking
         variables = (self._rvars or {}).get(recipient.lower(), {}) if self._rvars else None
+        tokens = self._codec.for_delivery(delivery_id)  # signs this delivery's tokens
         click_url: Callable[[Link], str] | None = None
         if t.clicks != "no":
+            clicks = f"{t.base_url}/c/"
+
             def click_url(link: Link) -> str:
-                token = Token(Kind.CLICK, delivery_id, link.index, link.url)
-                return f"{t.base_url}/c/{self._codec.encode(token)}"
+                return clicks + tokens.click(link.index, link.url)
         pixel = None
         if t.opens:
-            pixel = f"{t.base_url}/o/{self._codec.encode(Token(Kind.OPEN, delivery_id))}"
-        fill = self._placeholders(delivery_id)
+            pixel = f"{t.base_url}/o/{tokens.open()}"
+        fill = self._placeholders(tokens)
         substitute = (None if variables is None
                       else partial(substitute_variables, variables=variables))
         for i, part in enumerate(self._parts):
@@ -254,18 +256,16 @@ class Composer:
         verify_generated(data, msg.keys())
         if self._key is not None:
             data = dkim.sign(data, self._domain.name, self._key)
-        bounce = self._codec.encode(Token(Kind.BOUNCE, delivery_id))
-        return Composed(data, f"bounce+{bounce}@{self._domain.verp_domain}")
+        return Composed(data, f"bounce+{tokens.bounce()}@{self._domain.verp_domain}")
 
-    def _placeholders(self, delivery_id: str) -> Callable[[str], str]:
-        base, codec, verp = self._tracking.base_url, self._codec, self._domain.verp_domain
+    def _placeholders(self, tokens: DeliveryTokens) -> Callable[[str], str]:
+        base, verp = self._tracking.base_url, self._domain.verp_domain
 
         def replace(match: re.Match[str]) -> str:
             name = match.group(1)
             if name == "unsubscribe_email":
-                return f"unsub+{codec.encode(Token(Kind.UNSUBSCRIBE, delivery_id))}@{verp}"
-            token = Token(Kind.UNSUBSCRIBE, delivery_id, scope=_SCOPES[name])
-            return f"{base}/u/{codec.encode(token)}"
+                return f"unsub+{tokens.unsubscribe()}@{verp}"
+            return f"{base}/u/{tokens.unsubscribe(_SCOPES[name])}"
 
         return lambda text: _UNSUBSCRIBE_PLACEHOLDER.sub(replace, text)
 

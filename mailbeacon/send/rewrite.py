@@ -88,7 +88,11 @@ _UNQUOTED_SAFE = re.compile(r"[^\s\"'=<>`]+")
 
 def _attr(url: str, quote: str) -> str:
     """Format a replacement attribute value for the original quoting style."""
-    value = html.escape(url)  # escapes & < > " ' so it is safe in any quoting style
+    # Tracking URLs seldom hold any of & < > " ': five scans are cheaper than escaping.
+    if "&" in url or "<" in url or ">" in url or '"' in url or "'" in url:
+        value = html.escape(url)  # escapes & < > " ' so it is safe in any quoting style
+    else:
+        value = url
     if quote or _UNQUOTED_SAFE.fullmatch(value):
         return value
     return f'"{value}"'

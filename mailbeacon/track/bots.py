@@ -114,10 +114,19 @@ AUTOMATION_AGENTS: tuple[str, ...] = (
 _BOT_WORD = re.compile(r"(?<!cu)bot(?![a-z])")
 
 
-@functools.lru_cache(maxsize=4096)
 def _automation_agent(user_agent: str) -> bool:
+    # Cached for agents of a real agent's length only: one may be up to 64 KiB long.
+    if len(user_agent) <= 512:
+        return _cached_automation_agent(user_agent)
+    return _is_automation_agent(user_agent)
+
+
+def _is_automation_agent(user_agent: str) -> bool:
     agent = user_agent.lower()
     return any(token in agent for token in AUTOMATION_AGENTS) or bool(_BOT_WORD.search(agent))
+
+
+_cached_automation_agent = functools.lru_cache(maxsize=4096)(_is_automation_agent)
 
 
 # MPP sends exactly this; no browser or mail client does.

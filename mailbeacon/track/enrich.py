@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import logging
 import os
 import re
 import threading
@@ -26,6 +27,8 @@ import maxminddb
 import ua_parser
 
 from mailbeacon.errors import ConfigError
+
+log = logging.getLogger("mailbeacon.enrich")
 
 UNKNOWN = "unknown"
 
@@ -40,6 +43,7 @@ DESKTOP, MOBILE, TABLET = "desktop", "mobile", "tablet"
 
 # Real user agents are under 500 characters; the cap bounds regex time on hostile input.
 _MAX_PARSED_CHARS = 1024
+_CACHED_CHARS = 512
 
 
 @dataclass(frozen=True)
@@ -137,12 +141,19 @@ _OS_DEVICES = {
 _NOT_A_DEVICE = (LIBRARY, ROBOT)
 
 
-@functools.lru_cache(maxsize=10_000)
 def client_info(user_agent: str) -> ClientInfo:
     """Client name, type, OS and device of a user agent; cached, as parsing dominates a hit.
 
-    Never raises: an empty or unrecognised agent gives "unknown" fields.
+    Never raises: an empty or unrecognised agent gives "unknown" fields. Only agents of a
+    real agent's length are cached: the cache holds 10,000 agents, and a client may send
+    one of up to the 64 KiB a request head may have (600 MB held, were they cached).
     """
+    if len(user_agent) <= _CACHED_CHARS:
+        return _cached_client_info(user_agent)
+    return _client_info(user_agent)
+
+
+def _client_info(user_agent: str) -> ClientInfo:
     ua = user_agent.strip()[:_MAX_PARSED_CHARS]
     if not ua:
         return ClientInfo(UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN, user_agent)
@@ -173,6 +184,9 @@ def client_info(user_agent: str) -> ClientInfo:
     if client_type in _NOT_A_DEVICE:
         device = UNKNOWN
     return ClientInfo(name, client_type, os_name, device, user_agent)
+
+
+_cached_client_info = functools.lru_cache(maxsize=10_000)(_client_info)
 
 
 def _device_type(device: ua_parser.Device | None, os_name: str) -> str:
@@ -241,17 +255,40 @@ def _shared_geoip2fast() -> Any:
         return _geoip2fast
 
 
+def geo_data_loaded() -> bool:
+    """Whether this process has loaded the bundled geo data (about 110 MB resident)."""
+    return _geoip2fast is not None
+
+
 class GeoLookup:
     """IP address -> country and network owner, plus region, city, coordinates from a City db.
 
-    Construct once at start-up (loading the bundled data takes about 0.25 s); `lookup` is
-    thread-safe, cached, and never raises.
+    The bundled data (about 110 MB resident, 1 s to load) is loaded on the first lookup,
+    so a process that never enriches a hit (an HTTP process that journals hits for a
+    loader process) never holds it; `preload` loads it now, in a background thread, for a
+    process that will enrich, so that its first hit does not wait. A City database is
+    opened at once (memory-mapped: cheap), so that a wrong one is refused at start-up.
+    `lookup` is thread-safe, cached, and never raises.
     """
 
-    def __init__(self, city_db: str | None = None, *, cache_size: int = 16_384) -> None:
+    def __init__(self, city_db: str | None = None, *, cache_size: int = 16_384,
+                 preload: bool = False) -> None:
         self._city = _open_city_db(city_db) if city_db else None
-        self._fast = _shared_geoip2fast()
+        self._fast: Any = None
         self._cached = functools.lru_cache(maxsize=cache_size)(self._lookup)
+        if preload:
+            threading.Thread(target=self._preload, name="geo-data", daemon=True).start()
+
+    def load(self) -> None:
+        """Load the bundled data now, if not yet; later lookups find it in place."""
+        if self._fast is None:
+            self._fast = _shared_geoip2fast()
+
+    def _preload(self) -> None:
+        try:
+            self.load()
+        except Exception:  # lookups try again, and give no place meanwhile
+            log.exception("cannot load the bundled geo data")
 
     def lookup(self, ip: str) -> Geo:
         """Where `ip` is; an empty `Geo` for a malformed, private or unknown address."""
@@ -269,6 +306,8 @@ class GeoLookup:
             address = address.ipv4_mapped
         if not address.is_global:
             return NO_GEO
+        if self._fast is None:
+            self.load()
         found = self._fast.lookup(str(address))
         country = found.country_code if _is_country_code(found.country_code) else ""
         as_name = "" if found.asn_name in _NO_AS_NAMES else str(found.asn_name)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import zlib
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mailbeacon.errors import TokenError
-from mailbeacon.model.ids import new_id
-from mailbeacon.model.tokens import Kind, Token, TokenCodec
+from mailbeacon.model.ids import id_to_bytes, new_id
+from mailbeacon.model.tokens import _TAIL_CACHE, Kind, Token, TokenCodec, b32encode, key_id
 
 OLD, NEW = b"old-secret-key-0123456789", b"new-secret-key-9876543210"
 codec = TokenCodec([OLD])
@@ -110,3 +113,68 @@ def test_any_payload_round_trips(index: int, url: str, scope: str, upper: bool) 
 def test_random_base32_never_verifies(text: str) -> None:
     with pytest.raises(TokenError):
         codec.decode(text)
+
+
+def _reference(key: bytes, token: Token) -> str:
+    """The token layout of the module docstring, written out with the standard library
+    only: tokens sent before the fast signer must stay the tokens it makes."""
+    if token.kind is Kind.CLICK:
+        tail = token.link_index.to_bytes(2, "big") + token.url.encode()
+    elif token.kind is Kind.UNSUBSCRIBE:
+        tail = token.scope.encode()
+    else:
+        tail = b""
+    kind = int(token.kind)
+    if len(tail) > 48:
+        packer = zlib.compressobj(9, zlib.DEFLATED, 9, 1)
+        packed = packer.compress(tail) + packer.flush()
+        if len(packed) < len(tail):
+            tail, kind = packed, kind | 0x80
+    body = bytes([1, key_id(key), kind]) + id_to_bytes(token.delivery_id) + tail
+    mac = hmac.new(key, body, hashlib.sha256).digest()[:16]
+    return base64.b32encode(body + mac).decode().rstrip("=").lower()
+
+
+@given(index=st.integers(0, 65535), url=st.text(max_size=300), scope=st.text(max_size=50),
+       key=st.binary(min_size=16, max_size=100))
+def test_tokens_are_those_of_the_reference_layout(index: int, url: str, scope: str,
+                                                  key: bytes) -> None:
+    """Byte for byte, by codec.encode and by the per-delivery signer, for any key length
+    (over 64 bytes HMAC hashes the key first)."""
+    signer, delivery = TokenCodec([key]), new_id()
+    tokens = signer.for_delivery(delivery)
+    click = Token(Kind.CLICK, delivery, index, url)
+    unsubscribe = Token(Kind.UNSUBSCRIBE, delivery, scope=scope)
+    assert signer.encode(click) == tokens.click(index, url) == _reference(key, click)
+    assert tokens.click(index, url) == _reference(key, click)  # from the payload cache
+    assert (signer.encode(unsubscribe) == tokens.unsubscribe(scope)
+            == _reference(key, unsubscribe))
+    for kind, made in ((Kind.OPEN, tokens.open()), (Kind.BOUNCE, tokens.bounce())):
+        assert made == _reference(key, Token(kind, delivery))
+        assert signer.decode(made) == Token(kind, delivery)
+
+
+def test_tokens_made_by_an_earlier_version_still_decode() -> None:
+    """Links already in people's mailboxes (made by the release before the fast signer)."""
+    old, delivery = TokenCodec([b"key-of-an-earlier-release-0123"]), "0123456789abcdefghijklmn00"
+    click = ("ahjqeacegikmoqsuwy247bdfhjlnoaaaanuhi5dqom5c6l3tnbxxaltfpbqw24dmmuxgg33nf5yc6mz7"
+             "ov2g2x3tn52xey3fhvxgk53tez2xi3k7nvswi2lvnu6wk3lbnfwc5murgt3s3dqvi2bx75ujborj6")
+    url = "https://shop.example.com/p/3?utm_source=news&utm_medium=email"
+    assert old.decode(click) == Token(Kind.CLICK, delivery, 3, url)
+    assert old.encode(Token(Kind.CLICK, delivery, 3, url)) == click
+    opened = "ahjqcacegikmoqsuwy247bdfhjlnoagqyypu73k567vrc7kh7m6b5m2d"
+    assert old.decode(opened) == Token(Kind.OPEN, delivery)
+    assert old.for_delivery(delivery).open() == opened
+
+
+@given(st.binary(max_size=600))
+def test_b32encode_is_base64s(data: bytes) -> None:
+    assert b32encode(data) == base64.b32encode(data).decode().rstrip("=").lower()
+
+
+def test_link_payloads_remembered_are_bounded() -> None:
+    fresh = TokenCodec([OLD])
+    signer = fresh.for_delivery(DELIVERY)
+    for index in range(_TAIL_CACHE * 2 + 5):
+        signer.click(index % 65536, f"https://example.net/{index}")
+    assert 0 < len(fresh._tails) <= _TAIL_CACHE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -97,10 +98,16 @@ def test_client_info_json_uses_mailgun_keys() -> None:
 
 
 def test_client_info_is_cached() -> None:
-    client_info(CHROME_WINDOWS)
-    hits = client_info.cache_info().hits
     assert client_info(CHROME_WINDOWS) is client_info(CHROME_WINDOWS)
-    assert client_info.cache_info().hits == hits + 2
+
+
+def test_long_agents_are_not_cached() -> None:
+    """The cache is bounded in entries, so each entry must be small: an agent of a few
+    KB (a request head may carry 64 KiB) is parsed again rather than kept."""
+    long_agent = CHROME_WINDOWS + " x" * 2000
+    assert client_info(long_agent) == client_info(long_agent)
+    assert client_info(long_agent) is not client_info(long_agent)
+    assert client_info(long_agent).client_name == "Chrome"
 
 
 @given(st.text(max_size=3000))
@@ -162,7 +169,8 @@ def test_lookup_never_raises(ip: str) -> None:
 
 def test_loading_does_not_change_the_environment() -> None:
     # geoip2fast sets PYTHONWARNINGS=ignore on import; our subprocesses must not inherit it.
-    code = ("import os; from mailbeacon.track.enrich import GeoLookup; GeoLookup(); "
+    code = ("import os; from mailbeacon.track.enrich import GeoLookup, geo_data_loaded; "
+            "GeoLookup().lookup('81.2.69.142'); assert geo_data_loaded(); "
             "print(os.environ.get('PYTHONWARNINGS'), os.environ.get('PYTHONIOENCODING'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={"PATH": ""}).stdout
@@ -215,3 +223,65 @@ def test_city_database_adds_region_city_and_coordinates(tmp_path: Path) -> None:
     # Not in the City database: the bundled country still answers.
     assert city.lookup("17.0.0.1") == Geo("US", as_name="APPLE-ENGINEERING")
     assert city.lookup("10.0.0.1") == NO_GEO
+
+
+# Run in a fresh interpreter: this one has loaded the geo data long ago (GEO above).
+_LAZY = """
+import json, os, sys, time
+from mailbeacon.runtime import Runtime
+from mailbeacon.settings import Settings
+from mailbeacon.track.enrich import GeoLookup, geo_data_loaded
+
+url, spool, recording = sys.argv[1:4]
+settings = Settings(database_url=url, spool_dir=spool, recording=recording)
+seen = {}
+serve = Runtime(settings)  # serve itself
+extra = Runtime(settings, serve_pid=os.getppid())  # a further HTTP process of it
+seen["at_start"] = geo_data_loaded() or "geoip2fast" in sys.modules
+deadline = time.monotonic() + 30  # commit mode: loaded now, in the background
+while recording == "commit" and not geo_data_loaded() and time.monotonic() < deadline:
+    time.sleep(0.05)
+seen["soon"] = geo_data_loaded()
+seen["first_lookup"] = GeoLookup().lookup("81.2.69.142").country
+seen["after"] = geo_data_loaded()
+for runtime in (serve, extra):
+    runtime.db.dispose()
+print(json.dumps(seen))
+"""
+
+
+def _geo_in_runtimes(database_url: str, tmp_path: Path, recording: str) -> dict[str, object]:
+    out = subprocess.run([sys.executable, "-c", _LAZY, database_url, str(tmp_path / "spool"),
+                          recording], capture_output=True, text=True, check=True,
+                         timeout=120).stdout
+    return dict(json.loads(out.splitlines()[-1]))
+
+
+def test_journal_processes_do_not_load_the_geo_data(database_url: str, tmp_path: Path) -> None:
+    """With recording=journal a loader process enriches hits: serve and its further
+    HTTP processes only append to the journal, and never hold the ~110 MB of geo data;
+    a lookup (a hit committed directly when the journal cannot be written) loads it."""
+    seen = _geo_in_runtimes(database_url, tmp_path, "journal")
+    assert seen == {"at_start": False, "soon": False, "first_lookup": "GB", "after": True}
+
+
+def test_a_process_that_commits_hits_loads_the_geo_data_at_start(
+        database_url: str, tmp_path: Path) -> None:
+    """recording=commit: the process enriches its own hits, so the data is loaded in the
+    background at start rather than by (and in the time of) the first hit."""
+    seen = _geo_in_runtimes(database_url, tmp_path, "commit")
+    assert seen == {"at_start": seen["at_start"], "soon": True, "first_lookup": "GB",
+                    "after": True}
+
+
+def test_lookups_while_the_data_loads_wait_for_it() -> None:
+    """Threads looking up at once, before anything is loaded, load it once and all find
+    the place (the first lookups wait; none answers "unknown")."""
+    code = ("from concurrent.futures import ThreadPoolExecutor\n"
+            "from mailbeacon.track.enrich import GeoLookup, geo_data_loaded\n"
+            "geo = GeoLookup(preload=True)\n"
+            "with ThreadPoolExecutor(8) as pool:\n"
+            "    print(set(pool.map(lambda ip: geo.lookup(ip).country, ['81.2.69.142'] * 64)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    assert out.split() == ["{'GB'}"]
