@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import IntegrityError
@@ -42,6 +42,7 @@ class Domain:
     footer_text: str | None = None
     soft_bounce_limit: int = 5
     list_unsubscribe: bool = True  # one-click headers on every message (not only scoped)
+    web_scheme: str | None = None  # http | https (Mailgun's); None: as the base URL says
 
     @classmethod
     def from_row(cls, row: Any) -> Domain:
@@ -49,10 +50,18 @@ class Domain:
                    bool(row.pixel_top), row.tracking_url, row.bounce_domain,
                    row.dkim_selector, row.dkim_private_key, bool(row.unsubscribe_footer),
                    row.footer_html, row.footer_text, row.soft_bounce_limit,
-                   bool(row.list_unsubscribe))
+                   bool(row.list_unsubscribe), row.web_scheme)
 
     def tracking_base(self, default: str) -> str:
-        return (self.tracking_url or default).rstrip("/")
+        """The base of this domain's tracking links: its tracking URL, else `default` (the
+        public URL), in its `web_scheme` when set. A port written for the other scheme
+        is dropped: https://email.example.com, not https://email.example.com:80."""
+        base = (self.tracking_url or default).rstrip("/")
+        parts = urlsplit(base)
+        if self.web_scheme is None or parts.scheme == self.web_scheme or not parts.hostname:
+            return base
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        return urlunsplit((self.web_scheme, host, parts.path, "", ""))
 
     @property
     def verp_domain(self) -> str:
@@ -148,6 +157,15 @@ def parse_click_mode(value: str, name: str) -> str:
     return "yes" if parse_bool(lowered, name) else "no"
 
 
+def parse_web_scheme(value: str) -> str | None:
+    """`web_scheme` as the API and the dashboard take it: http or https; empty: None
+    (links keep the scheme of the tracking URL, or of the public URL)."""
+    lowered = value.strip().lower()
+    if lowered not in ("", "http", "https"):
+        raise BadRequest(f"'web_scheme' must be http or https, got '{value}'")
+    return lowered or None
+
+
 def add_domain(db: Database, name: str, tracking_url: str | None = None) -> Domain:
     name = normalize_name(name)
     url = validate_tracking_url(tracking_url) if tracking_url else None
@@ -186,7 +204,8 @@ def update_domain(db: Database, name: str, **changes: Any) -> Domain:
     """Change settings: tracking, bounce domain, DKIM key, unsubscribe footer, limits."""
     allowed = {"track_opens", "track_clicks", "pixel_top", "tracking_url", "bounce_domain",
                "dkim_selector", "dkim_private_key", "unsubscribe_footer", "footer_html",
-               "footer_text", "soft_bounce_limit", "bot_thresholds", "list_unsubscribe"}
+               "footer_text", "soft_bounce_limit", "bot_thresholds", "list_unsubscribe",
+               "web_scheme"}
     unknown = set(changes) - allowed
     if unknown:
         raise ValueError(f"unknown domain settings: {sorted(unknown)}")
@@ -206,7 +225,7 @@ def domain_json(domain: Domain) -> dict[str, Any]:
         "created_at": _rfc2822(domain.created_at),
         "state": "active",
         "type": "custom",
-        "web_scheme": scheme,
+        "web_scheme": domain.web_scheme or scheme,
         "tracking_url": domain.tracking_url,
         "bounce_domain": domain.verp_domain,
         "dkim_selector": domain.dkim_selector,
