@@ -32,9 +32,8 @@ async def create_domain(request: Request) -> JSONResponse:
     name = required(form, "name")
     db = runtime(request).db
     scheme = dom.parse_web_scheme(text_field(form, "web_scheme") or "")
-    domain = await run_in_threadpool(dom.add_domain, db, name, text_field(form, "tracking_url"))
-    if scheme is not None:
-        domain = await run_in_threadpool(dom.update_domain, db, domain.name, web_scheme=scheme)
+    domain = await run_in_threadpool(dom.add_domain, db, name, text_field(form, "tracking_url"),
+                                     scheme)
     return JSONResponse({"message": "Domain has been created",
                          "domain": dom.domain_json(domain),
                          "tracking": dom.tracking_json(domain)})

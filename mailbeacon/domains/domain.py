@@ -166,14 +166,15 @@ def parse_web_scheme(value: str) -> str | None:
     return lowered or None
 
 
-def add_domain(db: Database, name: str, tracking_url: str | None = None) -> Domain:
+def add_domain(db: Database, name: str, tracking_url: str | None = None,
+               web_scheme: str | None = None) -> Domain:
     name = normalize_name(name)
     url = validate_tracking_url(tracking_url) if tracking_url else None
     try:
         with db.write() as conn:
             conn.execute(domains.insert().values(
                 name=name, id=new_id(), created_at=now_us(), track_opens=True,
-                track_clicks="yes", pixel_top=False, tracking_url=url))
+                track_clicks="yes", pixel_top=False, tracking_url=url, web_scheme=web_scheme))
     except IntegrityError as exc:
         raise BadRequest(f"Domain already exists: {name}") from exc
     return get_domain(db, name)
