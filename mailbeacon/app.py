@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from mailbeacon.api import (
     contacts,
@@ -34,6 +34,7 @@ from mailbeacon.errors import ApiError
 from mailbeacon.net.limits import LimitBody
 from mailbeacon.runtime import Runtime
 from mailbeacon.track.endpoints import TrackingEndpoints
+from mailbeacon.track.hosts import ASK_PATH, HSTS_HEADER, TlsAsk, TrackingHosts
 from mailbeacon.track.unsubscribe import UnsubscribeEndpoint
 
 _OPENAPI_METHODS = JSONResponse({"message": "Method not allowed: /openapi.json is GET only"},
@@ -50,9 +51,16 @@ class MailbeaconApp:
         self.dashboard = build_dashboard(runtime)
         self.api = build_api(runtime)
         self.openapi = JSONResponse(openapi_document(self.api.routes))
+        self.hosts = TrackingHosts(runtime.db, runtime.settings.public_url)
+        self.tls_ask = TlsAsk(self.hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         prefix = scope["path"][:3] if scope["type"] == "http" else ""
+        if prefix:
+            send = self._with_hsts(scope, send)
+        if prefix == "/tl" and scope["path"] == ASK_PATH:  # Caddy's on-demand TLS question
+            await self.tls_ask(scope, receive, send)
+            return
         if prefix == "/op" and scope["path"] == "/openapi.json":  # public: no secrets in it
             read_only = scope["method"] in ("GET", "HEAD")
             await (self.openapi if read_only else _OPENAPI_METHODS)(scope, receive, send)
@@ -66,6 +74,20 @@ class MailbeaconApp:
             await self.dashboard(scope, receive, send)  # its own login, not API keys
         else:
             await self.api(scope, receive, send)
+
+    def _with_hsts(self, scope: Scope, send: Send) -> Send:
+        """`send`, adding Strict-Transport-Security when the host asks for it (a browser
+        heeds it only over HTTPS: RFC 6797 8.1)."""
+        host = next((v for k, v in scope["headers"] if k == b"host"), b"")
+        if not self.hosts.hsts(host.decode("latin-1")):
+            return send
+
+        async def send_with_hsts(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), HSTS_HEADER]}
+            await send(message)
+
+        return send_with_hsts
 
 
 def merge_routes(routes: list[BaseRoute]) -> list[BaseRoute]:

@@ -26,7 +26,8 @@ def server(app: MailbeaconApp, host: str, port: int, limits: Limits | None = Non
     limits = fit_descriptors(limits)
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False,
-        http=protocol_factory(runtime.codec, runtime.recorder, limits),  # type: ignore[arg-type]
+        http=protocol_factory(runtime.codec, runtime.recorder, limits,  # type: ignore[arg-type]
+                              hosts=app.hosts),
         **options)
     return uvicorn.Server(check_forwarded(config))
 

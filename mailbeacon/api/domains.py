@@ -27,7 +27,9 @@ async def create_domain(request: Request) -> JSONResponse:
     form = await read_form(request)
     name = required(form, "name")
     db = runtime(request).db
-    domain = await run_in_threadpool(dom.add_domain, db, name, text_field(form, "tracking_url"))
+    scheme = dom.parse_web_scheme(text_field(form, "web_scheme") or "")
+    domain = await run_in_threadpool(dom.add_domain, db, name, text_field(form, "tracking_url"),
+                                     scheme)
     return JSONResponse({"message": "Domain has been created",
                          "domain": dom.domain_json(domain),
                          "tracking": dom.tracking_json(domain)})
@@ -64,14 +66,17 @@ async def update_domain(request: Request) -> JSONResponse:
     bounce = text_field(form, "bounce_domain")
     if bounce is not None:
         changes["bounce_domain"] = dom.normalize_name(bounce) if bounce.strip() else None
+    scheme = text_field(form, "web_scheme")
+    if scheme is not None:
+        changes["web_scheme"] = dom.parse_web_scheme(scheme)
     limit = text_field(form, "soft_bounce_limit")
     if limit is not None:
         if not limit.strip().isdigit() or not 1 <= int(limit) <= 1000:
             raise BadRequest("'soft_bounce_limit' must be an integer from 1 to 1000")
         changes["soft_bounce_limit"] = int(limit)
     if not changes:
-        raise BadRequest("Nothing to change: give 'tracking_url', 'bounce_domain' or "
-                         "'soft_bounce_limit' (empty text resets)")
+        raise BadRequest("Nothing to change: give 'tracking_url', 'web_scheme', "
+                         "'bounce_domain' or 'soft_bounce_limit' (empty text resets)")
     domain = await run_in_threadpool(dom.update_domain, runtime(request).db,
                                      path_domain(request).name, **changes)
     return JSONResponse({"message": "Domain has been updated",

@@ -17,8 +17,9 @@ from mailbeacon import __version__
 _TRACKING = ["active", "place_at_the_top"]
 # (method, path) -> form fields; every field is a string, as in a form.
 FORMS: dict[tuple[str, str], list[str]] = {
-    ("POST", "/v3/domains"): ["name", "tracking_url"],
-    ("PUT", "/v3/domains/{name}"): ["tracking_url", "bounce_domain", "soft_bounce_limit"],
+    ("POST", "/v3/domains"): ["name", "tracking_url", "web_scheme"],
+    ("PUT", "/v3/domains/{name}"): ["tracking_url", "web_scheme", "bounce_domain",
+                                    "soft_bounce_limit"],
     ("PUT", "/v3/domains/{name}/tracking/open"): _TRACKING,
     ("PUT", "/v3/domains/{name}/tracking/click"): ["active"],
     ("PUT", "/v3/domains/{name}/tracking/unsubscribe"): ["active", "html_footer",

@@ -78,6 +78,7 @@ async def save_tracking(request: Request, form: FormData) -> Response:
                                              "track_clicks"),
         "pixel_top": checkbox(form, "pixel_top"),
         "tracking_url": dom.validate_tracking_url(url) if url else None,
+        "web_scheme": dom.parse_web_scheme(text_field(form, "web_scheme")),
     }
     await in_thread(dom.update_domain, dashboard(request).runtime.db, domain.name, **changes)
     return redirect(request, _back(domain.name, "tracking"),

@@ -14,7 +14,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from email.utils import formatdate
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import IntegrityError
@@ -98,6 +98,7 @@ class Domain:
     truncate_ips: bool = False
     retention_days: int = 30  # raw events and webhook deliveries (insight/retention)
     bot_thresholds: Thresholds = field(default_factory=Thresholds)
+    web_scheme: str | None = None  # http | https (Mailgun's); None: as the base URL says
 
     @classmethod
     def from_row(cls, row: Any) -> Domain:
@@ -112,10 +113,19 @@ class Domain:
             list_unsubscribe=bool(row.list_unsubscribe),
             track_activities=row.track_activities, truncate_ips=bool(row.truncate_ips),
             retention_days=int(row.retention_days),
-            bot_thresholds=_stored_thresholds(row.name, row.bot_thresholds))
+            bot_thresholds=_stored_thresholds(row.name, row.bot_thresholds),
+            web_scheme=row.web_scheme)
 
     def tracking_base(self, default: str) -> str:
-        return (self.tracking_url or default).rstrip("/")
+        """The base of this domain's tracking links: its tracking URL, else `default` (the
+        public URL), in its `web_scheme` when set. A port written for the other scheme
+        is dropped: https://email.example.com, not https://email.example.com:80."""
+        base = (self.tracking_url or default).rstrip("/")
+        parts = urlsplit(base)
+        if self.web_scheme is None or parts.scheme == self.web_scheme or not parts.hostname:
+            return base
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        return urlunsplit((self.web_scheme, host, parts.path, "", ""))
 
     @property
     def verp_domain(self) -> str:
@@ -249,14 +259,24 @@ def parse_privacy(track_activities: str | None = None, truncate_ips: str | None 
     return changes
 
 
-def add_domain(db: Database, name: str, tracking_url: str | None = None) -> Domain:
+def parse_web_scheme(value: str) -> str | None:
+    """`web_scheme` as the API and the dashboard take it: http or https; empty: None
+    (links keep the scheme of the tracking URL, or of the public URL)."""
+    lowered = value.strip().lower()
+    if lowered not in ("", "http", "https"):
+        raise BadRequest(f"'web_scheme' must be http or https, got '{value}'")
+    return lowered or None
+
+
+def add_domain(db: Database, name: str, tracking_url: str | None = None,
+               web_scheme: str | None = None) -> Domain:
     name = normalize_name(name)
     url = validate_tracking_url(tracking_url) if tracking_url else None
     try:
         with db.write() as conn:
             conn.execute(domains.insert().values(
                 name=name, id=new_id(), created_at=now_us(), track_opens=True,
-                track_clicks="yes", pixel_top=False, tracking_url=url))
+                track_clicks="yes", pixel_top=False, tracking_url=url, web_scheme=web_scheme))
     except IntegrityError as exc:
         raise BadRequest(f"Domain already exists: {name}") from exc
     return get_domain(db, name)
@@ -287,7 +307,7 @@ _SETTINGS = frozenset({
     "track_opens", "track_clicks", "pixel_top", "tracking_url", "bounce_domain",
     "dkim_selector", "dkim_private_key", "unsubscribe_footer", "footer_html", "footer_text",
     "soft_bounce_limit", "list_unsubscribe", "track_activities", "truncate_ips",
-    "retention_days", "bot_thresholds"})
+    "retention_days", "bot_thresholds", "web_scheme"})
 
 
 def update_domain(db: Database, name: str, **changes: Any) -> Domain:
@@ -317,7 +337,7 @@ def domain_json(domain: Domain) -> dict[str, Any]:
         "created_at": _rfc2822(domain.created_at),
         "state": "active",
         "type": "custom",
-        "web_scheme": scheme,
+        "web_scheme": domain.web_scheme or scheme,
         "tracking_url": domain.tracking_url,
         "bounce_domain": domain.verp_domain,
         "dkim_selector": domain.dkim_selector,

@@ -91,6 +91,7 @@ domains = Table(
     # List-Unsubscribe and List-Unsubscribe-Post (RFC 8058) on every message; off: only
     # on messages with a footer or an unsubscribe placeholder.
     Column("list_unsubscribe", Boolean, nullable=False, server_default="1"),
+    Column("web_scheme", String(5), nullable=True),  # http | https; None: as the URL says
 )
 
 messages = Table(

@@ -39,6 +39,7 @@ from mailbeacon.model.tokens import TokenCodec
 from mailbeacon.net.connections import GuardedHttp, Limits, make_room, refusal, refuse
 from mailbeacon.net.forwarded import client_address
 from mailbeacon.track.endpoints import NOT_FOUND_ANSWER, PIXEL_ANSWER, Answer, answer
+from mailbeacon.track.hosts import HSTS_HEADER, TrackingHosts
 from mailbeacon.track.recorder import Recorder
 
 log = logging.getLogger("mailbeacon.track")
@@ -96,7 +97,8 @@ class TrackingFront(asyncio.Protocol):
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None, *, codec: TokenCodec,
-                 recorder: Recorder, clock: _Clock, trusted: Any, limits: Limits) -> None:
+                 recorder: Recorder, clock: _Clock, trusted: Any, limits: Limits,
+                 hosts: TrackingHosts | None = None) -> None:
         self._config = config
         self._server_state = server_state
         self._app_state = app_state
@@ -106,6 +108,7 @@ class TrackingFront(asyncio.Protocol):
         self._clock = clock
         self._trusted = trusted  # uvicorn's trusted proxies; None: X-Forwarded-For ignored
         self._limits = limits
+        self._hosts = hosts  # whose tracking hosts answer with HSTS
         self._head_started: float | None = None  # loop time of the unanswered head's start
         self._transport: asyncio.Transport | None = None
         self._peer = ""
@@ -230,14 +233,18 @@ class TrackingFront(asyncio.Protocol):
         head = self._head
         method = "HEAD" if head.head_only else "GET"
         path = unquote(self._path.decode("latin-1"))  # as uvicorn gives the ASGI app
-        user_agent = forwarded = ""
+        user_agent = forwarded = host = ""
         for name, value in head.headers:
             if name == b"user-agent":
                 user_agent = value.decode("latin-1")
+            elif name == b"host":
+                host = value.decode("latin-1")
             elif name == b"x-forwarded-for":
                 forwarded = f"{forwarded}, {value.decode('latin-1')}" if forwarded \
                     else value.decode("latin-1")
         reply, hit = answer(self._codec, method, path, self._client_ip(forwarded), user_agent)
+        if self._hosts is not None and self._hosts.hsts(host):
+            reply = Answer(reply.status, (*reply.headers, HSTS_HEADER), reply.body)
         data = self._http(reply, head.head_only, head.keep_alive)
         if hit is None:
             self._waiting.append((None, data))
@@ -388,10 +395,10 @@ async def _no_app(scope: Any, receive: Any, send: Any) -> None:
     """ProxyHeadersMiddleware needs an app; only its trusted-hosts rules are used."""
 
 
-def protocol_factory(codec: TokenCodec, recorder: Recorder,
-                     limits: Limits | None = None) -> Callable[..., TrackingFront]:
+def protocol_factory(codec: TokenCodec, recorder: Recorder, limits: Limits | None = None,
+                     hosts: TrackingHosts | None = None) -> Callable[..., TrackingFront]:
     """What uvicorn's `http` setting takes: it calls this with its protocol arguments.
-    One factory per server."""
+    One factory per server; `hosts`: which Host headers get HSTS."""
     limits = limits or Limits()
     clock = _Clock()
     trusted: list[Any] = []  # the server's trusted proxies, parsed on its first connection
@@ -403,6 +410,6 @@ def protocol_factory(codec: TokenCodec, recorder: Recorder,
                            .trusted_hosts if config.proxy_headers else None)
         return TrackingFront(config, server_state, app_state, _loop, codec=codec,
                              recorder=recorder, clock=clock, trusted=trusted[0],
-                             limits=limits)
+                             limits=limits, hosts=hosts)
 
     return build
