@@ -9,12 +9,14 @@ with a few statements at the end.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import ipaddress
 import json
 import logging
 from collections import Counter, OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -90,7 +92,8 @@ class HitWriter:
 
     def store(self, conn: Connection, hits: Sequence[Hit]) -> None:
         """Everything a batch of hits writes, events and their stats included."""
-        write_events(conn, self.write(conn, hits))
+        with _collector_paused():
+            write_events(conn, self.write(conn, hits))
 
     def write(self, conn: Connection, hits: Sequence[Hit]) -> list[EventRecord]:
         ids = sorted({h.delivery_id for h in hits})
@@ -358,6 +361,20 @@ class HitWriter:
                  "score_rank": engagement.rank(p.score, p.score_at, self._half_life),
                  "opens": p.opens, "clicks": p.clicks, "last_activity_at": p.last_activity_at}
                 for (d, a), p in changed])
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector off while a batch is built: a batch's thousands of
+    short-lived dicts and lists (none in a cycle, all freed by reference counting)
+    otherwise set off full collections that took 40% of the loader's time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 _STATE_COLUMNS = tuple(blank_state_row("", ""))
