@@ -96,6 +96,7 @@ def load_journal(parent: int | None, **options: Any) -> None:
     signal.signal(signal.SIGINT, stop)
     while not stopping and parent in (None, os.getppid()):
         try:
+            spool.report_lag()
             if spool.pending() and spool.replay(writer.store, db.write):
                 continue
         except Exception as exc:  # the database is away: the journal waits on disk

@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from mailbeacon.events.vocabulary import UNIQUE_OPENED, EventRecord, EventType, Severity
 from mailbeacon.model.ids import new_id
+from mailbeacon.storage.bulk import any_of, insert_rows, list_param
 from mailbeacon.storage.db import now_us
-from mailbeacon.storage.schema import webhook_deliveries, webhooks
+from mailbeacon.storage.schema import webhook_deliveries
 
 WEBHOOK_IDS = ("accepted", "delivered", "opened", "clicked", "unsubscribed", "complained",
                "permanent_fail", "temporary_fail", "first_opened")
@@ -38,23 +39,25 @@ def outbox_rows(conn: Connection, records: Sequence[EventRecord], ids: Sequence[
     if not names:
         return
     subscribed: dict[tuple[str, str], list[str]] = {}
-    for row in conn.execute(select(webhooks).where(webhooks.c.domain.in_(names))
-                            .order_by(webhooks.c.created_at)):
-        subscribed.setdefault((row.domain, row.webhook), []).append(row.url)
+    for domain, webhook, url in conn.exec_driver_sql(
+            f"SELECT domain, webhook, url FROM webhooks WHERE domain {any_of(conn)} "
+            "ORDER BY created_at", (list_param(conn, names),)):
+        subscribed.setdefault((domain, webhook), []).append(url)
     if not subscribed:
         return
     now = now_us()
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[Any, ...]] = []
     for record, event_id in zip(records, ids, strict=True):
         for webhook in webhook_ids_for(record):
             for url in subscribed.get((record.message.domain, webhook), []):
                 payload = dict(record.data, id=event_id)
                 if webhook == "first_opened":
                     payload["event"] = "first_opened"
-                rows.append({"id": new_id(now), "domain": record.message.domain,
-                             "webhook": webhook, "url": url, "event_id": event_id,
-                             "payload": payload,
-                             "status": "pending", "attempts": 0, "next_attempt_at": now,
-                             "created_at": now})
-    if rows:
-        conn.execute(webhook_deliveries.insert(), rows)
+                rows.append((new_id(now), record.message.domain, webhook, url, event_id,
+                             json.dumps(payload, separators=(",", ":")), "pending", 0, now,
+                             now))
+    insert_rows(conn, webhook_deliveries, _COLUMNS, rows)
+
+
+_COLUMNS = ("id", "domain", "webhook", "url", "event_id", "payload", "status", "attempts",
+            "next_attempt_at", "created_at")

@@ -6,15 +6,16 @@ never drift from events (DESIGN 2, 3).
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import Connection
 
 from mailbeacon.events.failures import NEW_FAILURE_COUNTERS
 from mailbeacon.events.fanout import outbox_rows
 from mailbeacon.events.vocabulary import EventRecord
-from mailbeacon.storage.db import insert_events, upsert_add
+from mailbeacon.storage.bulk import upsert_rows
+from mailbeacon.storage.db import insert_events
 from mailbeacon.storage.schema import dimension_stats, stats_buckets
 
 HOUR_US = 3600 * 1_000_000
@@ -27,41 +28,66 @@ def write_events(conn: Connection, records: Sequence[EventRecord]) -> list[str]:
 
     Call it last in the transaction: id allocation holds a lock until commit.
     """
-    counts: Counter[tuple[str, str, str, int]] = Counter()
-    humans: Counter[tuple[str, str, str, int]] = Counter()
-    dims: Counter[tuple[str, str, str, str, str, int]] = Counter()
-    dim_humans: Counter[tuple[str, str, str, str, str, int]] = Counter()
+    # Counted first per message's tag set and whole dimension set, then spread over
+    # each tag and dimension: a few dict updates per event however many tags it has.
+    by_hour: dict[tuple[str, tuple[str, ...], str, int], list[int]] = {}
+    by_day: dict[tuple[str, tuple[str, ...], str, tuple[tuple[str, str], ...], int],
+                 list[int]] = {}
     for record in records:
-        hour = record.ts // HOUR_US * 3600
-        day = record.ts // DAY_US * 86400
-        domain = record.message.domain
-        dimensions = {"provider": record.recipient.rpartition("@")[2].lower() or "unknown",
-                      **record.dimensions}
+        message = record.message
+        domain, tags = message.domain, tuple(message.tags)
+        dimensions: tuple[tuple[str, str], ...] | None = None
         for counter, added, human in record.stats_counters():
-            for tag in ("", *record.message.tags):
-                counts[(domain, tag, counter, hour)] += added
-                humans[(domain, tag, counter, hour)] += human
-                if counter in NEW_FAILURE_COUNTERS:
-                    continue  # read by hour only: no breakdown by dimension
-                for dimension, value in dimensions.items():
-                    key = (domain, tag, counter, dimension, value[:128] or "unknown", day)
-                    dims[key] += added
-                    dim_humans[key] += human
-    upsert_add(
-        conn, stats_buckets,
-        [{"domain": d, "tag": t, "event": e, "hour": h, "count": n,
-          "human_count": humans[(d, t, e, h)]}
-         for (d, t, e, h), n in sorted(counts.items())],
-        keys=("domain", "tag", "event", "hour"), add=("count", "human_count"),
-    )
-    upsert_add(
-        conn, dimension_stats,
-        [{"domain": d, "tag": t, "event": e, "dimension": dim, "value": v, "day": day,
-          "count": n, "human_count": dim_humans[(d, t, e, dim, v, day)]}
-         for (d, t, e, dim, v, day), n in sorted(dims.items())],
-        keys=("domain", "tag", "event", "dimension", "value", "day"),
-        add=("count", "human_count"),
-    )
+            key = (domain, tags, counter, record.ts // HOUR_US * 3600)
+            found = by_hour.get(key)
+            if found is None:
+                by_hour[key] = [added, human]
+            else:
+                found[0] += added
+                found[1] += human
+            if counter in NEW_FAILURE_COUNTERS:
+                continue  # read by hour only: no breakdown by dimension
+            if dimensions is None:
+                dimensions = tuple({
+                    "provider": record.recipient.rpartition("@")[2].lower() or "unknown",
+                    **record.dimensions}.items())
+            day_key = (domain, tags, counter, dimensions, record.ts // DAY_US * 86400)
+            found = by_day.get(day_key)
+            if found is None:
+                by_day[day_key] = [added, human]
+            else:
+                found[0] += added
+                found[1] += human
+    counts: dict[tuple[str, str, str, int], list[int]] = {}
+    for (domain, tags, counter, hour), (added, human) in by_hour.items():
+        for tag in ("", *tags):
+            _add(counts, (domain, tag, counter, hour), added, human)
+    dims: dict[tuple[str, str, str, str, str, int], list[int]] = {}
+    for (domain, tags, counter, dimensions, day), (added, human) in by_day.items():
+        for tag in ("", *tags):
+            for dimension, value in dimensions:
+                _add(dims, (domain, tag, counter, dimension, value[:128] or "unknown", day),
+                     added, human)
+    # In key order: two writers on PostgreSQL then lock rows in the same order.
+    upsert_rows(conn, stats_buckets,
+                ("domain", "tag", "event", "hour", "count", "human_count"),
+                [(*key, n, human) for key, (n, human) in sorted(counts.items())],
+                keys=("domain", "tag", "event", "hour"), add=("count", "human_count"))
+    upsert_rows(conn, dimension_stats,
+                ("domain", "tag", "event", "dimension", "value", "day", "count",
+                 "human_count"),
+                [(*key, n, human) for key, (n, human) in sorted(dims.items())],
+                keys=("domain", "tag", "event", "dimension", "value", "day"),
+                add=("count", "human_count"))
     ids = insert_events(conn, [r.row() for r in records])
     outbox_rows(conn, records, ids)  # webhooks: in the same transaction as their events
     return ids
+
+
+def _add(counts: dict[Any, list[int]], key: Any, added: int, human: int) -> None:
+    found = counts.get(key)
+    if found is None:
+        counts[key] = [added, human]
+    else:
+        found[0] += added
+        found[1] += human

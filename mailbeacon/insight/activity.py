@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from mailbeacon.insight import engagement
+from mailbeacon.storage.bulk import upsert_rows
 from mailbeacon.storage.db import conflict_insert
 from mailbeacon.storage.schema import contacts, recipient_state
 
@@ -31,12 +32,11 @@ class ContactScore:
 def upsert_contacts(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert contacts or overwrite the given columns of existing ones."""
     now = max((r.get("last_activity_at") or 0) for r in rows)
-    stmt = conflict_insert(conn, contacts)
-    columns = [c for c in rows[0] if c not in ("domain", "address")]
-    conn.execute(stmt.on_conflict_do_update(
-        index_elements=["domain", "address"],
-        set_={c: stmt.excluded[c] for c in columns}),
-        [{**r, "created_at": r.get("created_at", now)} for r in rows])
+    columns = [c for c in rows[0] if c != "created_at"]
+    upsert_rows(conn, contacts, [*columns, "created_at"],
+                [(*(r[c] for c in columns), r.get("created_at", now)) for r in rows],
+                keys=("domain", "address"),
+                replace=[c for c in columns if c not in ("domain", "address")])
 
 
 def engage(conn: Connection, domain: str, address: str, action: str, nth: int, ts: int,

@@ -15,12 +15,13 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 from mailbeacon.errors import ConfigError
 from mailbeacon.model.ids import id_from_parts, id_micros
+from mailbeacon.storage.bulk import insert_rows, upsert_rows
 from mailbeacon.storage.schema import event_tags, events
 
 # Any constant works; it names the lock that serialises event-id allocation on PostgreSQL.
@@ -123,21 +124,17 @@ def upsert_add(
 ) -> None:
     """Insert rows; on a key conflict add the `add` columns, keep the greatest `latest`
     values, and keep a stored `earliest` value (the first one recorded), taking the new
-    one only where none was stored. One statement on both backends."""
+    one only where none was stored. One statement on both backends (storage/bulk.py)."""
     if not rows:
         return
-    stmt = conflict_insert(conn, table)
-    ex = stmt.excluded
-    sets: dict[str, Any] = {c: table.c[c] + ex[c] for c in add}
-    sets.update({c: _greatest(conn, func.coalesce(table.c[c], ex[c]),
-                              func.coalesce(ex[c], table.c[c])) for c in latest})
-    sets.update({c: func.coalesce(table.c[c], ex[c]) for c in earliest})
-    conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=sets), list(rows))
+    columns = list(rows[0])
+    upsert_rows(conn, table, columns, [tuple(r[c] for c in columns) for r in rows],
+                keys, add=add, latest=latest, earliest=earliest)
 
 
-def _greatest(conn: Connection, a: Any, b: Any) -> Any:
-    # SQLite's two-argument max() is the scalar maximum (NULL if either is NULL).
-    return func.greatest(a, b) if conn.dialect.name == "postgresql" else func.max(a, b)
+_EVENT_COLUMNS = ("id", "domain", "ts", "event", "recipient", "message_id", "delivery_id",
+                  "severity", "tags", "data")
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -153,23 +150,31 @@ def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[str]
     """
     if not rows:
         return []
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_EVENTS_LOCK})")
-    last = conn.execute(select(func.max(events.c.id))).scalar()
-    start = max(now_us(), id_micros(last) + 1 if last else 0)
-    ids = [id_from_parts(start + i, os.urandom(8)) for i in range(len(rows))]
+    ids = new_event_ids(conn, len(rows))
     stored = []
     tagged = []
     for row, id_ in zip(rows, ids, strict=True):
-        data = dict(row["data"], id=id_)
-        stored.append({**row, "id": id_, "data": json.dumps(data, separators=(",", ":"))})
-        tagged += [{"event_id": id_, "tag": tag, "domain": row["domain"]}
-                   for tag in event_tag_names(row.get("tags") or "")]
-    conn.execute(events.insert(), stored)
-    if tagged:
-        # The tag index of the Events API, in the same transaction as its events.
-        conn.execute(event_tags.insert(), tagged)
+        get = row.get
+        tags = get("tags") or ""
+        stored.append((id_, row["domain"], row["ts"], row["event"], get("recipient"),
+                       get("message_id"), get("delivery_id"), get("severity"), tags,
+                       _dumps(dict(row["data"], id=id_))))
+        if tags:
+            tagged += [(row["domain"], tag, id_) for tag in event_tag_names(tags)]
+    insert_rows(conn, events, _EVENT_COLUMNS, stored)
+    # The tag index of the Events API, in the same transaction as its events.
+    insert_rows(conn, event_tags, ("domain", "tag", "event_id"), tagged)
     return ids
+
+
+def new_event_ids(conn: Connection, count: int) -> list[str]:
+    """`count` new event ids, each greater than every stored one, under the lock that
+    serialises event writers until the transaction ends (see insert_events)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_EVENTS_LOCK})")
+    last = conn.exec_driver_sql("SELECT max(id) FROM events").scalar()
+    start = max(now_us(), id_micros(last) + 1 if last else 0)
+    return [id_from_parts(start + i, os.urandom(8)) for i in range(count)]
 
 
 def event_tag_names(tags: str) -> list[str]:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from mailbeacon.model.hit import Hit
 from mailbeacon.storage.db import Database
 from mailbeacon.track.hits import HitWriter
-from mailbeacon.track.spool import Spool
+from mailbeacon.track.spool import LAG_LOG_SECONDS, Spool
 
 __all__ = ["Hit", "Recorder"]
 
@@ -62,6 +62,12 @@ class Recorder:
         self.fallen_back = 0
         self.unrecorded = 0  # answered but stored nowhere (journal and database failed)
         self._fallbacks: set[asyncio.Task[None]] = set()
+
+    def loader_lag(self) -> float:
+        """Seconds since the oldest hit not yet in the database was made (journal or
+        outage spool; 0 when everything is loaded), whichever process loads it. Reads
+        the first line of each waiting file: call it from a thread, not the loop."""
+        return self.spool.lag() if self.spool is not None else 0.0
 
     @property
     def loads_elsewhere(self) -> bool:
@@ -124,6 +130,9 @@ class Recorder:
         loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
+            # One turn of the loop: the requests already read in this turn join the batch
+            # (a commit is now shorter than a turn under load; no timer for all that).
+            await asyncio.sleep(0)
             self._wake.clear()
             hits, batch = self._take()
             if batch is None:
@@ -210,8 +219,12 @@ class Recorder:
         second once the database is back."""
         assert self.spool is not None
         loop = asyncio.get_running_loop()
+        next_report = loop.time() + LAG_LOG_SECONDS
         while True:
             await asyncio.sleep(0.02 if self.journal else 1.0)
+            if loop.time() >= next_report:  # the lag in the log (Spool.report_lag)
+                next_report = loop.time() + LAG_LOG_SECONDS
+                await loop.run_in_executor(self._executor, self.spool.report_lag, 0.0)
             if loop.time() < self._down_until or not self.spool.pending():
                 continue
             try:

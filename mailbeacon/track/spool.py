@@ -32,6 +32,8 @@ _MARK = "spool:"
 MARK_DAYS = 1.0  # a loaded file's mark matters only until its file is gone; then purged
 SET_ASIDE = "set-aside"  # subfolder for lines that are not hits (never named hits-*)
 _LOGGED_LINES = 10  # bad lines logged one by one per file; the rest counted
+LAG_LOG_SECONDS = 10.0  # how often the loader logs its lag
+LAG_WARN_SECONDS = 30.0  # a lag this long is logged as a warning
 
 
 class Spool:
@@ -57,6 +59,11 @@ class Spool:
         self._purged = 0.0  # time.monotonic() of the last purge of old marks
         self.set_aside = 0  # lines that were not hits, set aside while loading
         self.rescued = 0  # hits written again after their open file was removed
+        # The loader's lag: seconds since the oldest hit not yet in the database was
+        # made, as last measured by `lag()` (0 when all is loaded). For metrics.
+        self.lag_seconds = 0.0
+        self.loaded = 0  # hits loaded by this process
+        self._reported = (time.monotonic(), 0)  # (when, loaded) at the last lag log line
 
     def append(self, hits: Sequence[Hit]) -> None:
         """Write hits to the current journal file, whole lines or nothing; raises
@@ -156,6 +163,34 @@ class Spool:
             return True
         return self.folder.is_dir() and any(self.folder.glob("hits-*"))
 
+    def lag(self) -> float:
+        """Seconds since the oldest hit still waiting in the journal was made: the first
+        line of each waiting file, open ones included (any process can measure it)."""
+        oldest: int | None = None
+        with contextlib.suppress(OSError):  # the folder removed meanwhile: nothing waits
+            for path in self.folder.glob("hits-*"):
+                first = _first_ts(path)
+                if first is not None and (oldest is None or first < oldest):
+                    oldest = first
+        self.lag_seconds = 0.0 if oldest is None else max(
+            0.0, time.time() - oldest / 1_000_000)
+        return self.lag_seconds
+
+    def report_lag(self, every: float = LAG_LOG_SECONDS) -> None:
+        """Log the lag and the loading rate, at most once per `every` seconds: info
+        while the loader keeps up, a warning once it is LAG_WARN_SECONDS behind."""
+        now = time.monotonic()
+        then, loaded_then = self._reported
+        if now - then < every:
+            return
+        lag = self.lag()
+        self._reported = (now, self.loaded)
+        rate = (self.loaded - loaded_then) / (now - then)
+        if lag or rate:
+            log.log(logging.WARNING if lag >= LAG_WARN_SECONDS else logging.INFO,
+                    "journal loader: oldest unloaded hit %.1f s old, %.0f hits/s loaded",
+                    lag, rate)
+
     def replay(self, commit: Callable[[Connection, list[Hit]], object],
                transaction: Callable[[], object]) -> int:
         """Load every closed journal file; returns the number of hits loaded.
@@ -192,7 +227,8 @@ class Spool:
                 conn.execute(installation.insert().values(name=mark, value=_loaded_now()))
                 loaded = len(hits)
         claimed.unlink()
-        log.info("loaded %d journaled hits from %s", len(hits), claimed.name)
+        self.loaded += loaded
+        log.debug("loaded %d journaled hits from %s", len(hits), claimed.name)
         return loaded
 
     def _read(self, path: Path) -> list[Hit]:
@@ -273,6 +309,20 @@ def _alive(name: str) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _first_ts(path: Path) -> int | None:
+    """The time of a journal file's first hit; None if it is gone or has none yet."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(65536)
+    except OSError:
+        return None
+    line, newline, _ = head.partition(b"\n")
+    try:
+        return _hit(line.decode("utf-8")).ts if newline else None
+    except (ValueError, TypeError, KeyError, IndexError):
+        return None
 
 
 def _line(hit: Hit) -> str:
