@@ -41,9 +41,8 @@ from mailbeacon.events.query import (
 )
 from mailbeacon.insight import contacts as ct
 from mailbeacon.insight import engagement
-from mailbeacon.model.clock import parse_rfc2822, rfc2822
+from mailbeacon.model.clock import now_us, parse_rfc2822, rfc2822
 from mailbeacon.model.paging import parse_page
-from mailbeacon.storage.db import now_us
 
 MAX_RECIPIENTS_PAGE = 1000  # a message has at most 1000 recipients (submission.py)
 _SCORE = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,15})?")

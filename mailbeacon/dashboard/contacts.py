@@ -19,7 +19,8 @@ from starlette.routing import Route
 from mailbeacon.errors import BadRequest, NotFound
 from mailbeacon.events.query import EventQuery, Filter
 from mailbeacon.insight import contacts as ct
-from mailbeacon.storage.db import Database, now_us
+from mailbeacon.model.clock import now_us
+from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import soft_bounces
 from mailbeacon.suppress.lists import delete_entry
 from mailbeacon.suppress.rules import SuppressionKind

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, select
 
+from mailbeacon.model.clock import now_us
 from mailbeacon.settings import Settings
-from mailbeacon.storage.db import Database, now_us
+from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import installation, users
 from mailbeacon.track.keyring import stored_secret
 

@@ -20,8 +20,9 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mailbeacon.errors import BadRequest, NotFound
+from mailbeacon.model.clock import now_us
 from mailbeacon.model.ids import new_id
-from mailbeacon.storage.db import Database, now_us
+from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import users
 
 # About 50-100 ms and 32 MiB per check: slow enough for guessing, fine for one login.

@@ -25,8 +25,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mailbeacon.domains import domain as dom
 from mailbeacon.errors import BadRequest, NotFound
+from mailbeacon.model.clock import now_us
 from mailbeacon.model.ids import new_id
-from mailbeacon.storage.db import Database, now_us
+from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import api_keys
 
 log = logging.getLogger("mailbeacon.domains.apikeys")

@@ -20,8 +20,9 @@ from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import IntegrityError
 
 from mailbeacon.errors import BadRequest, NotFound
+from mailbeacon.model.clock import now_us
 from mailbeacon.model.ids import new_id
-from mailbeacon.storage.db import Database, now_us
+from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import domains
 
 log = logging.getLogger("mailbeacon.domains")

@@ -6,15 +6,16 @@ transaction as their events (events/writer.py), so none is ever lost.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection
 
 from mailbeacon.events.vocabulary import UNIQUE_OPENED, EventRecord, EventType, Severity
+from mailbeacon.model.clock import now_us
 from mailbeacon.model.ids import new_id
 from mailbeacon.storage.bulk import any_of, insert_rows, list_param
-from mailbeacon.storage.db import now_us
 from mailbeacon.storage.schema import webhook_deliveries
 
 WEBHOOK_IDS = ("accepted", "delivered", "opened", "clicked", "unsubscribed", "complained",

@@ -16,7 +16,6 @@ import asyncio
 import hashlib
 import logging
 import re
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from email.message import Message
@@ -38,10 +37,11 @@ from mailbeacon.inbound.parser import Result, parse
 from mailbeacon.inbound.ties import Match, reply_tie, tie
 from mailbeacon.insight.activity import engage, mark_bounced
 from mailbeacon.insight.stats import UNMATCHED_REPORT
+from mailbeacon.model.clock import now_us
 from mailbeacon.model.hit import Hit, HitSink
 from mailbeacon.model.ids import new_id
 from mailbeacon.model.tokens import Kind, Token, TokenCodec
-from mailbeacon.storage.db import Database, now_us, upsert_add
+from mailbeacon.storage.db import Database, upsert_add
 from mailbeacon.storage.schema import domains, inbound_messages, stats_buckets
 from mailbeacon.suppress import rules as suppressions
 from mailbeacon.suppress.effects import allowlisted, apply_failure
@@ -110,7 +110,7 @@ class InboundReceiver:
         unsubscribe = next((t for t in arrival.tokens if t.kind is Kind.UNSUBSCRIBE), None)
         if unsubscribe is not None:
             await self._recorder.record(Hit(
-                Kind.UNSUBSCRIBE, unsubscribe.delivery_id, time.time_ns() // 1000, "", "",
+                Kind.UNSUBSCRIBE, unsubscribe.delivery_id, now_us(), "", "",
                 "MAIL", scope=unsubscribe.scope))
             return await asyncio.to_thread(self._keep, arrival, "processed", "unsubscribe", {})
         if arrival.error:

@@ -29,10 +29,10 @@ from sqlalchemy import ColumnElement, Connection, and_, delete, exists, func, or
 from mailbeacon.errors import BadRequest, NotFound
 from mailbeacon.insight import engagement
 from mailbeacon.model.addresses import check_address
-from mailbeacon.model.clock import rfc2822
+from mailbeacon.model.clock import now_us, rfc2822
 from mailbeacon.model.ids import id_to_bytes
 from mailbeacon.model.paging import Page, byte_order
-from mailbeacon.storage.db import Database, conflict_insert, now_us
+from mailbeacon.storage.db import Database, conflict_insert
 from mailbeacon.storage.schema import (
     contacts,
     deliveries,

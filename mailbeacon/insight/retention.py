@@ -18,8 +18,9 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, delete, select
 
+from mailbeacon.model.clock import now_us
 from mailbeacon.model.ids import id_from_parts
-from mailbeacon.storage.db import Database, now_us
+from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import domains, events, inbound_messages, webhook_deliveries
 
 DAY_US = 86_400 * 1_000_000

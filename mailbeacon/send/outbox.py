@@ -11,9 +11,10 @@ import asyncio
 from email import message_from_bytes
 from email.policy import default
 
+from mailbeacon.model.clock import now_us
 from mailbeacon.model.ids import new_id
 from mailbeacon.send.transport import Outcome, Parcel
-from mailbeacon.storage.db import Database, now_us
+from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import local_outbox
 
 

@@ -31,13 +31,14 @@ from sqlalchemy import and_, bindparam, or_, select
 from mailbeacon.domains.domain import Domain
 from mailbeacon.events.vocabulary import EventRecord, EventType, MessageInfo, Severity, build_event
 from mailbeacon.events.writer import write_events
+from mailbeacon.model.clock import now_us
 from mailbeacon.model.tokens import TokenCodec
 from mailbeacon.send.compose import Tracking
 from mailbeacon.send.compose_pool import COMPOSER_CACHE, ComposePool, CompositionError, Draft
 from mailbeacon.send.options import TrackingOptions
 from mailbeacon.send.refusal import RelayFailure
 from mailbeacon.send.transport import Outcome, Parcel, Transport
-from mailbeacon.storage.db import Database, now_us
+from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import deliveries, domains, messages
 from mailbeacon.suppress.rules import Block, blocks_each
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -20,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 from mailbeacon.errors import ConfigError
+from mailbeacon.model.clock import now_us
 from mailbeacon.model.ids import id_from_parts, id_micros
 from mailbeacon.storage.bulk import insert_rows, upsert_rows
 from mailbeacon.storage.schema import event_tags, events
@@ -29,8 +29,6 @@ _EVENTS_LOCK = 0x6D61696C62656163
 _MIGRATE_LOCK = _EVENTS_LOCK + 1
 
 
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 class Database:

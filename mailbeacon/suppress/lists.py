@@ -20,10 +20,10 @@ from sqlalchemy import Connection, delete, select
 from mailbeacon.errors import BadRequest, NotFound
 from mailbeacon.model import spreadsheet
 from mailbeacon.model.addresses import check_address
-from mailbeacon.model.clock import parse_rfc2822, rfc2822
+from mailbeacon.model.clock import now_us, parse_rfc2822, rfc2822
 from mailbeacon.model.paging import Page, byte_order
 from mailbeacon.model.tags import check_tags, normalize_tags
-from mailbeacon.storage.db import Database, now_us
+from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import soft_bounces, suppressions
 from mailbeacon.suppress import rules as suppression_rows
 from mailbeacon.suppress.rules import ALL_SCOPE, SuppressionKind

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import html
 import logging
-import time
 
 from starlette.requests import Request
 
 from mailbeacon.errors import TokenError
+from mailbeacon.model.clock import now_us
 from mailbeacon.model.hit import Hit
 from mailbeacon.model.tokens import Kind, TokenCodec
 from mailbeacon.track.endpoints import Receive, Scope, Send, client_ip, header, respond
@@ -68,7 +68,7 @@ class UnsubscribeEndpoint:
                 "Not unsubscribed", "The request did not say List-Unsubscribe=One-Click."),
                 method)
             return
-        hit = Hit(Kind.UNSUBSCRIBE, token.delivery_id, time.time_ns() // 1000,
+        hit = Hit(Kind.UNSUBSCRIBE, token.delivery_id, now_us(),
                   client_ip(scope), header(scope, b"user-agent"), method, scope=token.scope)
         try:
             await self._recorder.record(hit)

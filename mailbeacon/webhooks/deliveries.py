@@ -10,8 +10,9 @@ import httpx
 from sqlalchemy import func, select
 
 from mailbeacon.errors import BadRequest, NotFound
+from mailbeacon.model.clock import now_us
 from mailbeacon.model.ids import new_id
-from mailbeacon.storage.db import Database, now_us
+from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import webhook_deliveries
 from mailbeacon.webhooks.outgoing import Answer, post
 from mailbeacon.webhooks.store import check_url, redact, signing_key

@@ -25,7 +25,8 @@ from urllib.parse import urlsplit
 import httpx
 from sqlalchemy import and_, or_, select
 
-from mailbeacon.storage.db import Database, now_us
+from mailbeacon.model.clock import now_us
+from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import domains, webhook_deliveries
 from mailbeacon.webhooks.outgoing import Answer, post
 from mailbeacon.webhooks.store import redact, signing_key

@@ -13,7 +13,8 @@ from sqlalchemy import select
 
 from mailbeacon.errors import BadRequest, NotFound
 from mailbeacon.events.fanout import WEBHOOK_IDS
-from mailbeacon.storage.db import Database, now_us
+from mailbeacon.model.clock import now_us
+from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import domains, webhooks
 from mailbeacon.webhooks.signing import new_signing_key
 

@@ -20,8 +20,9 @@ import pytest
 from sqlalchemy import func, select
 
 from mailbeacon.insight import engagement
+from mailbeacon.model.clock import now_us
 from mailbeacon.model.ids import new_id
-from mailbeacon.storage.db import Database, insert_events, now_us
+from mailbeacon.storage.db import Database, insert_events
 from mailbeacon.storage.schema import (
     contacts,
     deliveries,

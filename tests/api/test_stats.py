@@ -22,7 +22,7 @@ from sqlalchemy import Table
 
 from mailbeacon.insight.tags import touch_tags
 from mailbeacon.model import spreadsheet
-from mailbeacon.storage.db import now_us
+from mailbeacon.model.clock import now_us
 from mailbeacon.storage.schema import dimension_stats, link_stats, stats_buckets
 from mailbeacon.suppress import rules as suppressions
 from mailbeacon.suppress.rules import SuppressionKind

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from mailbeacon.storage.db import now_us
+from mailbeacon.model.clock import now_us
 from mailbeacon.storage.schema import soft_bounces, suppressions
 from tests.support import Service, SmtpRelay
 

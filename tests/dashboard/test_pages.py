@@ -13,8 +13,8 @@ from sqlalchemy import event, select
 from mailbeacon.domains import domain as dom
 from mailbeacon.events.vocabulary import EventType, MessageInfo, Severity, build_event
 from mailbeacon.events.writer import write_events
+from mailbeacon.model.clock import now_us
 from mailbeacon.runtime import Runtime
-from mailbeacon.storage.db import now_us
 from mailbeacon.storage.schema import local_outbox, messages, soft_bounces
 from tests.dashboard.conftest import Dash, with_dashboard
 

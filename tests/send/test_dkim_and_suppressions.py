@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from mailbeacon.cli import main
-from mailbeacon.storage.db import now_us
+from mailbeacon.model.clock import now_us
 from mailbeacon.suppress import rules as suppressions
 from mailbeacon.suppress.rules import SuppressionKind
 from tests.support import Service, SmtpRelay

@@ -18,13 +18,14 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from mailbeacon.domains import domain as dom
 from mailbeacon.domains.domain import Domain
+from mailbeacon.model.clock import now_us
 from mailbeacon.send import intake
 from mailbeacon.send.intake import Intake, IntakeWriter
 from mailbeacon.send.relay import Relay
 from mailbeacon.send.submission import Submission
 from mailbeacon.send.transport import Outcome
 from mailbeacon.send.worker import DeliveryWorker
-from mailbeacon.storage.db import Database, now_us
+from mailbeacon.storage.db import Database
 from mailbeacon.storage.schema import contacts, deliveries, events, messages, stats_buckets
 from mailbeacon.suppress import rules as suppressions
 from mailbeacon.suppress.rules import SuppressionKind

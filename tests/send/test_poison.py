@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from mailbeacon.model.clock import now_us
 from mailbeacon.send.compose_pool import ComposePool
 from mailbeacon.send.relay import Relay
 from mailbeacon.send.worker import DeliveryWorker
-from mailbeacon.storage.db import now_us
 from mailbeacon.storage.schema import deliveries, messages
 from tests.support import ManualClock, Service, SmtpRelay
 

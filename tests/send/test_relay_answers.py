@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from mailbeacon.model.clock import now_us
 from mailbeacon.send.relay import Relay
 from mailbeacon.send.worker import DeliveryWorker, RetryPolicy
-from mailbeacon.storage.db import now_us
 from mailbeacon.storage.schema import soft_bounces, suppressions
 from tests.support import ManualClock, Service, SmtpRelay
 

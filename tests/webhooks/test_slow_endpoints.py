@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mailbeacon.storage.db import now_us
+from mailbeacon.model.clock import now_us
 from mailbeacon.webhooks.sender import PER_ENDPOINT, WebhookSender
 from mailbeacon.webhooks.store import signing_key
 from tests.support import Service

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mailbeacon.storage.db import now_us
+from mailbeacon.model.clock import now_us
 from mailbeacon.webhooks.sender import RETRY_DELAYS, WebhookSender
 from mailbeacon.webhooks.store import signing_key
 from tests.support import Service, SmtpRelay
