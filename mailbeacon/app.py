@@ -31,6 +31,8 @@ from mailbeacon.api.errors import api_error, http_error, unexpected_error
 from mailbeacon.api.openapi import openapi_document
 from mailbeacon.dashboard import build_dashboard
 from mailbeacon.errors import ApiError
+from mailbeacon.health import PATHS as HEALTH_PATHS
+from mailbeacon.health import Health
 from mailbeacon.net.limits import LimitBody
 from mailbeacon.runtime import Runtime
 from mailbeacon.track.endpoints import TrackingEndpoints
@@ -53,6 +55,7 @@ class MailbeaconApp:
         self.openapi = JSONResponse(openapi_document(self.api.routes))
         self.hosts = TrackingHosts(runtime.db, runtime.settings.public_url)
         self.tls_ask = TlsAsk(self.hosts)
+        self.health = Health(runtime)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         prefix = scope["path"][:3] if scope["type"] == "http" else ""
@@ -60,6 +63,9 @@ class MailbeaconApp:
             send = self._with_hsts(scope, send)
         if prefix == "/tl" and scope["path"] == ASK_PATH:  # Caddy's on-demand TLS question
             await self.tls_ask(scope, receive, send)
+            return
+        if prefix in ("/he", "/re", "/me") and scope["path"] in HEALTH_PATHS:  # no API key
+            await self.health(scope, receive, send)
             return
         if prefix == "/op" and scope["path"] == "/openapi.json":  # public: no secrets in it
             read_only = scope["method"] in ("GET", "HEAD")

@@ -99,6 +99,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Comma-separated former secret keys: tokens they signed still verify."),
     Setting("api_key", str, "",
             "An API key accepted besides those made with `mailbeacon keys create`."),
+    Setting("metrics_key", str, "",
+            "Bearer token that /metrics asks for (Prometheus' text format). Empty: "
+            "/metrics answers 404."),
     Setting("max_request_bytes", int, 25 * 1024 * 1024,
             "Largest HTTP request body accepted (413 above it); Mailgun's limit is 25 MB.",
             low=1024, high=2**30),
@@ -160,6 +163,7 @@ class Settings:
     secret_key: str = ""
     old_secret_keys: str = ""
     api_key: str = ""
+    metrics_key: str = ""
     max_request_bytes: int = 25 * 1024 * 1024
     relay_timeout: float = 30.0
     delivery_concurrency: int = 10
