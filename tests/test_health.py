@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select, text
 
 from mailbeacon.storage.db import Database
-from mailbeacon.storage.schema import deliveries
+from mailbeacon.storage.schema import deliveries, webhook_deliveries
 from tests.conftest import Service, SmtpRelay
 
 KEY = "metrics-key-0123456789"
@@ -185,3 +185,28 @@ async def test_metrics_503_when_the_database_is_unreachable(served: Service,
     r = await served.web.get("/metrics", headers={"Authorization": f"Bearer {KEY}"})
     assert r.status_code == 503, r.text
     assert "secret-pw" not in r.text
+
+
+async def test_metrics_webhook_backlog_equals_the_database(
+        service_factory: Callable[..., Any]) -> None:
+    """With the webhook sender stopped, each accepted message leaves one pending post."""
+    async with service_factory(run_worker=False, metrics_key=KEY) as svc:
+        await svc.add_domain("example.com")
+        await svc.start_http()
+        r = await svc.client.post("/v3/domains/example.com/webhooks",
+                                  data={"id": "accepted", "url": "http://127.0.0.1:9/hook"})
+        assert r.status_code == 200, r.text
+        for n in range(3):
+            await svc.send(to=f"r{n}@example.net", subject="hi", text="x",
+                           **{"o:testmode": "no"})
+
+        def pending() -> int:
+            with svc.runtime.db.read() as conn:
+                return int(conn.execute(select(func.count()).where(
+                    webhook_deliveries.c.status == "pending")).scalar_one())
+
+        in_db = await asyncio.to_thread(pending)
+        assert in_db == 3
+        gauge = (await _scrape(svc))["mailbeacon_webhook_deliveries"]
+        assert gauge[(("status", "pending"),)] == in_db
+        assert gauge[(("status", "failed"),)] == 0
