@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from sqlalchemy import event, select
 
+from mailbeacon.dashboard.overview import CHART_STEP_HOURS, HOUR, WINDOWS, chart_data
 from mailbeacon.domains import domain as dom
 from mailbeacon.events.vocabulary import EventType, MessageInfo, Severity, build_event
 from mailbeacon.events.writer import write_events
@@ -419,3 +422,29 @@ async def test_failures_by_reason_on_overview_and_campaign(dash: Dash) -> None:
     await dash.service.add_domain("quiet.example.com")
     quiet = (await dash.client.get("/dashboard/quiet.example.com/")).text
     assert "No failed deliveries" in quiet
+
+
+def test_chart_ends_with_the_block_of_the_current_hour() -> None:
+    # Issue 15 item 1: for every hour of a day, each window's last point holds the current
+    # hour's counts, and the points cover the whole window.
+    day = 1_796_342_400  # a UTC midnight
+    for hour_of_day in range(24):
+        now_hour = day + hour_of_day * HOUR
+        counts = {now_hour: {"delivered": 5}}
+        for window, hours in WINDOWS.items():
+            chart = chart_data(counts, now_hour, window)
+            step = CHART_STEP_HOURS[window]
+            assert len(chart.labels) == hours // step
+            assert chart.series["Delivered"][-1] == 5, (window, hour_of_day)
+            assert sum(chart.series["Delivered"]) == 5
+
+
+async def test_overview_table_shows_the_current_block(dash: Dash) -> None:
+    await send(dash, "alice@example.org")
+    await dash.service.wait_events(1, event="delivered")
+    now = int(time.time())
+    block = datetime.fromtimestamp(now - now % (6 * HOUR), UTC).strftime("%b %d %H:%M")
+    page = (await dash.client.get("/dashboard/example.com/?range=7d")).text
+    table = page[page.index("Chart data as a table"):]
+    rows = re.findall(r'<tr><th scope="row">([^<]+)</th><td class="num">(\d+)</td>', table)
+    assert rows[-1] == (block, "1")
