@@ -83,6 +83,13 @@ def status_label(status: Status, opens: int, clicks: int) -> str:
     return text
 
 
+def fmt_day(seconds: int | float | None) -> str:
+    """'2026-12-04': the UTC day of a time in seconds."""
+    if seconds is None:
+        return "—"
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d")
+
+
 def fmt_seconds(seconds: int | float | None) -> str:
     return "—" if seconds is None else shown(seconds * 1_000_000)
 
@@ -117,7 +124,8 @@ def make_templates() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(dt=shown, ts=fmt_seconds, iso=iso_us, num=fmt_num, pct=fmt_pct,
-                       seg=url_path, qs=urlencode, status_label=status_label)
+                       seg=url_path, qs=urlencode, status_label=status_label,
+                       day=fmt_day)
     env.globals["prefix"] = PREFIX
     return env
 

@@ -536,3 +536,21 @@ async def test_status_precedence_on_every_page(dash: Dash) -> None:
     (item,) = r.json()["items"]
     assert (item["status"], item["indicator"]) == ("deferred", "gray")
     assert item["delivery"]["next_attempt_at"] is not None
+
+
+async def test_campaign_page_headers_and_period(dash: Dash) -> None:
+    # Issue 15 item 7: "Countrie" as a column header, and the period shown with times.
+    human_clicks_at_once(dash)
+    await send(dash, "alice@example.org")
+    await open_and_click(dash, "alice@example.org")
+    await dash.service.wait_events(1, event="clicked")
+    page = (await dash.client.get("/dashboard/example.com/campaigns/autumn?period=7d")).text
+    headers = re.findall(r'<thead><tr><th scope="col">([^<]+)</th><th scope="col" '
+                         r'class="num">Opened</th>', page)
+    assert headers == ["Device", "OS", "Mail client", "Country"]
+    assert "Countrie<" not in page and "00:00:00" not in page
+    today = datetime.now(UTC)
+    first = datetime.fromtimestamp(today.timestamp() - 6 * 86400, UTC).strftime("%Y-%m-%d")
+    hint = re.search(r'<p class="hint">\s*([^<·]+)·', page)
+    assert hint is not None
+    assert hint.group(1).strip() == f"{first} to {today:%Y-%m-%d} (UTC days)"
