@@ -554,3 +554,29 @@ async def test_campaign_page_headers_and_period(dash: Dash) -> None:
     hint = re.search(r'<p class="hint">\s*([^<·]+)·', page)
     assert hint is not None
     assert hint.group(1).strip() == f"{first} to {today:%Y-%m-%d} (UTC days)"
+
+
+async def test_timeline_says_codes_once_and_marks_deferrals(dash: Dash) -> None:
+    # Issue 15 items 3 and 5: "550 5.1.1 550 5.1.1 ..." in the timeline, and a 4xx deferral
+    # shown as a red "failed" badge.
+    await send(dash, "alice@example.org")
+    await dash.service.wait_events(1, event="delivered")
+    delivery_id, row = delivery_of(dash, "alice@example.org")
+    info = MessageInfo("example.com", row.message_id, "s@example.com", {}, ["autumn"], {})
+    now = now_us()
+    with dash.db.write() as conn:
+        write_events(conn, [
+            build_event(EventType.FAILED, now, info, "alice@example.org", delivery_id,
+                        severity=Severity.TEMPORARY, reason="generic",
+                        delivery_status={"code": 451, "enhanced-code": "4.7.1",
+                                         "message": "4.7.1 Try again later"}),
+            build_event(EventType.FAILED, now + 1, info, "alice@example.org", delivery_id,
+                        severity=Severity.PERMANENT, reason="bounce",
+                        delivery_status={"code": 550, "enhanced-code": "5.1.1",
+                                         "message": "550 5.1.1 No such user"})])
+    page = (await dash.client.get(f"/dashboard/example.com/messages/{row.id}")).text
+    timeline = page[page.index('class="events"'):]
+    assert re.findall(r'<span class="ev ev-([a-z]+)">([a-z]+)</span>', timeline)[-2:] == [
+        ("deferred", "deferred"), ("failed", "failed")]
+    assert "<span>temporary generic: 451 4.7.1 Try again later</span>" in timeline
+    assert "<span>permanent bounce: 550 5.1.1 No such user</span>" in timeline
