@@ -333,6 +333,21 @@ def contact_details(db: Database, domain: str, address: str) -> ContactDetails:
     return ContactDetails(contact, found, counts)
 
 
+def suppressed_as(conn: Connection, domain: str, addresses: Sequence[str]
+                  ) -> dict[str, list[str]]:
+    """{address: its suppression kinds (bounce, complaint, unsubscribe), sorted} for the
+    addresses that have any: one query per CHUNK addresses."""
+    found: dict[str, set[str]] = {}
+    for chunk in _chunks(sorted({a.lower() for a in addresses})):
+        rows = conn.execute(
+            select(suppressions.c.address, suppressions.c.kind)
+            .where(suppressions.c.domain == domain, suppressions.c.address.in_(chunk),
+                   suppressions.c.kind != "allowlist"))
+        for address, kind in rows:
+            found.setdefault(address, set()).add(kind)
+    return {a: sorted(kinds) for a, kinds in found.items()}
+
+
 # --- consent -------------------------------------------------------------------------
 
 

@@ -580,3 +580,17 @@ async def test_timeline_says_codes_once_and_marks_deferrals(dash: Dash) -> None:
         ("deferred", "deferred"), ("failed", "failed")]
     assert "<span>temporary generic: 451 4.7.1 Try again later</span>" in timeline
     assert "<span>permanent bounce: 550 5.1.1 No such user</span>" in timeline
+
+
+async def test_contacts_list_marks_suppressed_addresses(dash: Dash) -> None:
+    # Issue 15 item 4: the contacts list marked no suppressed address.
+    for to in ("spam@example.org", "fine@example.org"):
+        await send(dash, to)
+    await dash.service.wait_events(2, event="delivered")
+    r = await dash.client.post("/v3/example.com/complaints", auth=("api", API_KEY),
+                               data={"address": "spam@example.org"})
+    assert r.status_code == 200, r.text
+    page = (await dash.client.get("/dashboard/example.com/contacts?sort=address")).text
+    cells = dict(re.findall(r'>([a-z]+@example\.org)</a></td>.*?<td data-suppressed>([^<]*)</td>',
+                            page, re.S))
+    assert cells == {"fine@example.org": "—", "spam@example.org": "complaint"}
