@@ -143,7 +143,7 @@ def list_rows(conn: Connection, domain: str, *, recipient: str = "", subject: st
     found = found[:limit]
     if ascending:
         found.reverse()
-    outcomes = delivery_outcomes(conn, domain, [r.message_id for r in found]) if found else {}
+    outcomes = delivery_outcomes(conn, domain, [(r.message_id, r.id) for r in found])
     rows = []
     for r in found:
         opens, clicks = int(r.human_open_count or 0), int(r.human_click_count or 0)

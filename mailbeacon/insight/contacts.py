@@ -488,17 +488,18 @@ class Outcome:
 NO_OUTCOME = Outcome()
 
 
-def delivery_outcomes(conn: Connection, domain: str, message_ids: Sequence[str]
+def delivery_outcomes(conn: Connection, domain: str, pairs: Sequence[tuple[str, str]]
                       ) -> dict[str, Outcome]:
-    """{delivery id: Outcome} for the deliveries of these messages (RFC Message-IDs):
-    one query through the events' (domain, message_id) index."""
+    """{delivery id: Outcome} for these (RFC Message-ID, delivery id) pairs (a page of
+    them): one query through the events' (domain, message_id) index."""
     found: dict[str, dict[str, Any]] = {}
-    for chunk in _chunks(sorted(set(message_ids))):
+    for chunk in _chunks(sorted(set(pairs))):
         rows = conn.execute(
             select(events.c.delivery_id, events.c.event, events.c.severity, events.c.data)
-            .where(events.c.domain == domain, events.c.message_id.in_(chunk),
-                   events.c.event.in_(("complained", "unsubscribed", "failed")),
-                   events.c.delivery_id.is_not(None))
+            .where(events.c.domain == domain,
+                   events.c.message_id.in_(sorted({m for m, _ in chunk})),
+                   events.c.delivery_id.in_([d for _, d in chunk]),
+                   events.c.event.in_(("complained", "unsubscribed", "failed")))
             .order_by(events.c.id))
         for row in rows:
             item = found.setdefault(row.delivery_id, {})
@@ -626,7 +627,7 @@ def _status_query() -> Any:
 
 def _with_outcomes(conn: Connection, domain: str, rows: Sequence[Any]
                    ) -> list[RecipientStatus]:
-    outcomes = delivery_outcomes(conn, domain, [r.message_id for r in rows]) if rows else {}
+    outcomes = delivery_outcomes(conn, domain, [(r.message_id, r.delivery_id) for r in rows])
     return [RecipientStatus.from_row(r, outcomes.get(r.delivery_id, NO_OUTCOME))
             for r in rows]
 
