@@ -89,7 +89,10 @@ def contact_list(request: Request) -> Response:
               "next": link("next", found[-1]) if found else None,
               "prev": link("prev", found[0]) if found else None}
     rows = [(c, c.score_now(now, half_life)) for c in found]
+    with dash.runtime.db.read() as conn:
+        suppressed = ct.suppressed_as(conn, domain.name, [c.address for c in found])
     return render(request, "contacts.html", domain=domain, nav="contacts", rows=rows,
+                  suppressed=suppressed,
                   sort=sort, sorts=SORT_LABELS, consent=filters.consent or "", paging=paging)
 
 

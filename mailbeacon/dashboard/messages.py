@@ -15,13 +15,19 @@ from starlette.routing import Route
 
 from mailbeacon.errors import NotFound
 from mailbeacon.events.query import EventQuery, Filter
-from mailbeacon.insight.contacts import message_recipients, status_of
+from mailbeacon.insight.contacts import (
+    NO_OUTCOME,
+    Status,
+    delivery_outcomes,
+    message_recipients,
+    status_of,
+)
 from mailbeacon.model.ids import id_to_bytes
 from mailbeacon.storage.schema import contacts, deliveries, events, messages, recipient_state
 
 from . import mime
 from .timeline import load_timeline
-from .web import dashboard, get_domain, int_param, render
+from .web import dashboard, get_domain, int_param, render, status_label
 
 PAGE_SIZE = 50
 RECIPIENTS_PAGE = 100
@@ -39,23 +45,22 @@ class Row:
     subject: str
     tags: list[str]
     created_at: int
-    status: str  # queued | sending | delivered | failed | bounced | opened | clicked
-    indicator: str  # gray | green | blue | red
-    opens: int
+    shown: Status  # insight.contacts.status_of: the one precedence rule
+    opens: int  # human ones: bots never change a person's status
     clicks: int
-    code: int | None
+
+    @property
+    def status(self) -> str:
+        return self.shown.status
+
+    @property
+    def indicator(self) -> str:
+        return self.shown.indicator
 
     @property
     def label(self) -> str:
         """The indicator's text alternative."""
-        if self.indicator == "red":
-            return f"{self.status.capitalize()}" + (f" ({self.code})" if self.code else "")
-        if self.indicator == "blue":
-            return (f"Clicked {self.clicks} time{'s' if self.clicks != 1 else ''}, "
-                    f"opened {self.opens} time{'s' if self.opens != 1 else ''}")
-        if self.indicator == "green":
-            return f"Opened {self.opens} time{'s' if self.opens != 1 else ''}"
-        return f"Not opened ({self.status})"
+        return status_label(self.shown, self.opens, self.clicks)
 
 
 def _valid_id(value: str | None) -> str | None:
@@ -109,9 +114,10 @@ def list_rows(conn: Connection, domain: str, *, recipient: str = "", subject: st
     """
     d, m, rs = deliveries, messages, recipient_state
     query = (
-        select(d.c.id, d.c.recipient, d.c.status, d.c.last_code, m.c.id.label("message_row"),
-               m.c.created_at, m.c.headers, m.c.tags, rs.c.open_count, rs.c.click_count,
-               rs.c.bounced)
+        select(d.c.id, d.c.recipient, d.c.status, d.c.last_code, d.c.attempts,
+               d.c.next_attempt_at, m.c.id.label("message_row"), m.c.message_id,
+               m.c.created_at, m.c.headers, m.c.tags, rs.c.human_open_count,
+               rs.c.human_click_count, rs.c.bounced)
         .select_from(d.join(m, m.c.id == d.c.message_id)
                      .outerjoin(rs, rs.c.delivery_id == d.c.id))
         .where(m.c.domain == domain)
@@ -137,14 +143,15 @@ def list_rows(conn: Connection, domain: str, *, recipient: str = "", subject: st
     found = found[:limit]
     if ascending:
         found.reverse()
+    outcomes = delivery_outcomes(conn, domain, [(r.message_id, r.id) for r in found])
     rows = []
     for r in found:
-        status, indicator = status_of(r.status, r.last_code, int(r.open_count or 0),
-                                      int(r.click_count or 0), bool(r.bounced))
+        opens, clicks = int(r.human_open_count or 0), int(r.human_click_count or 0)
+        shown = status_of(r.status, r.last_code, opens, clicks, bool(r.bounced),
+                          outcomes.get(r.id, NO_OUTCOME), int(r.attempts), r.next_attempt_at)
         headers = json.loads(r.headers)
         rows.append(Row(r.id, r.message_row, r.recipient, str(headers.get("subject", "")),
-                        json.loads(r.tags), int(r.created_at), status, indicator,
-                        int(r.open_count or 0), int(r.click_count or 0), r.last_code))
+                        json.loads(r.tags), int(r.created_at), shown, opens, clicks))
     return rows, more
 
 

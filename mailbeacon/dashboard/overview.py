@@ -83,11 +83,10 @@ def window_totals(counts: dict[int, dict[str, int]], now_hour: int) -> dict[str,
 def chart_data(counts: dict[int, dict[str, int]], now_hour: int, window: str) -> Chart:
     step = CHART_STEP_HOURS[window]
     points = WINDOWS[window] // step
-    start = now_hour - (WINDOWS[window] - 1) * HOUR
-    if step == 24:  # whole UTC days, so each point is a calendar day
-        start = (now_hour // 86400) * 86400 - (points - 1) * 86400
-    elif step > 1:
-        start = start - start % (step * HOUR)
+    # The last point is the block holding the current hour (whole UTC days when a point is
+    # a day); the others are the `points - 1` blocks before it.
+    block = step * HOUR
+    start = now_hour - now_hour % block - (points - 1) * block
     series = {name: [0] * points for name, _ in CHART_LINES}
     labels = []
     for i in range(points):

@@ -29,9 +29,12 @@ def event_row(item: dict[str, Any]) -> dict[str, Any]:
     reasons = [str(r) for r in item.get("bot-reasons") or []]
     detail = ""
     if status:
-        detail = " ".join(str(v) for v in (status.get("code"), status.get("enhanced-code"),
-                                            status.get("message") or status.get("description"))
-                          if v not in (None, "", 0))
+        text = str(status.get("message") or status.get("description") or "")
+        words = text.split()
+        # A relay's or a bounce's text often starts with the codes already: say them once.
+        codes = [str(v) for v in (status.get("code"), status.get("enhanced-code"))
+                 if v not in (None, "", 0) and str(v) not in words[:2]]
+        detail = " ".join([*codes, text]).strip()
     if item.get("reason") and item.get("event") == "failed":
         detail = f"{item.get('severity', '')} {item['reason']}: {detail}".strip(" :")
     if item.get("event") == "unsubscribed" and item.get("unsubscribe-scope"):
@@ -40,6 +43,9 @@ def event_row(item: dict[str, Any]) -> dict[str, Any]:
         "id": item.get("id", ""),
         "ts": float(item.get("timestamp", 0)) * 1_000_000,
         "event": str(item.get("event", "")),
+        # A temporary failure is a deferral (tried again later), not a red failure.
+        "badge": "deferred" if item.get("event") == "failed"
+        and item.get("severity") == "temporary" else str(item.get("event", "")),
         "recipient": str(item.get("recipient", "")),
         "subject": str(((item.get("message") or {}).get("headers") or {}).get("subject", "")),
         "message_id": str(((item.get("message") or {}).get("headers") or {})

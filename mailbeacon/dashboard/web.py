@@ -25,6 +25,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from mailbeacon.domains import domain as dom
 from mailbeacon.errors import BadRequest, NotFound
+from mailbeacon.insight.contacts import Status
 from mailbeacon.model.clock import shown
 from mailbeacon.runtime import Runtime
 
@@ -64,6 +65,31 @@ def session(request: Request) -> Session:
 
 
 
+def _times(n: int) -> str:
+    return f"{n} time{'s' if n != 1 else ''}"
+
+
+def status_label(status: Status, opens: int, clicks: int) -> str:
+    """A status in words, as the list, the message page and the contact page show it."""
+    if status.status == "clicked":
+        return f"Clicked {_times(clicks)}, opened {_times(opens)}"
+    if status.status == "opened":
+        return f"Opened {_times(opens)}"
+    text = status.status.capitalize() + (f" ({status.code})" if status.code else "")
+    if status.retry_at is not None:
+        text += f", next retry {shown(status.retry_at)} UTC"
+    if status.status in ("delivered", "queued", "sending"):
+        return f"Not opened ({status.status})"
+    return text
+
+
+def fmt_day(seconds: int | float | None) -> str:
+    """'2026-12-04': the UTC day of a time in seconds."""
+    if seconds is None:
+        return "—"
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d")
+
+
 def fmt_seconds(seconds: int | float | None) -> str:
     return "—" if seconds is None else shown(seconds * 1_000_000)
 
@@ -98,7 +124,8 @@ def make_templates() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(dt=shown, ts=fmt_seconds, iso=iso_us, num=fmt_num, pct=fmt_pct,
-                       seg=url_path, qs=urlencode)
+                       seg=url_path, qs=urlencode, status_label=status_label,
+                       day=fmt_day)
     env.globals["prefix"] = PREFIX
     return env
 

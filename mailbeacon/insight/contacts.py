@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, and_, delete, exists, func, or_, select
+from sqlalchemy import ColumnElement, Connection, and_, delete, exists, false, func, or_, select
 
 from mailbeacon.errors import BadRequest, NotFound
 from mailbeacon.insight import engagement
@@ -300,15 +300,18 @@ def contact_details(db: Database, domain: str, address: str) -> ContactDetails:
                     and_(suppressions.c.address == bare_domain,
                          suppressions.c.kind == "allowlist")))
             .order_by(suppressions.c.kind, suppressions.c.tag)).all()
+        bounced = func.coalesce(recipient_state.c.bounced, false())
         sent = conn.execute(
-            select(deliveries.c.status, func.count())
+            select(deliveries.c.status, bounced.label("bounced"), func.count())
+            .select_from(deliveries)
             .join(messages, messages.c.id == deliveries.c.message_id)
+            .outerjoin(recipient_state, recipient_state.c.delivery_id == deliveries.c.id)
             .where(messages.c.domain == domain,
                    func.lower(deliveries.c.recipient) == address)
-            .group_by(deliveries.c.status)).all()
-        engaged = conn.execute(
-            select(func.count(recipient_state.c.first_open_at),
-                   func.count(recipient_state.c.first_click_at))
+            .group_by(deliveries.c.status, bounced)).all()
+        engaged = conn.execute(  # people only: bots never change a contact's figures
+            select(func.count(recipient_state.c.first_human_open_at),
+                   func.count(recipient_state.c.first_human_click_at))
             .select_from(deliveries)
             .join(messages, messages.c.id == deliveries.c.message_id)
             .join(recipient_state, recipient_state.c.delivery_id == deliveries.c.id)
@@ -317,13 +320,32 @@ def contact_details(db: Database, domain: str, address: str) -> ContactDetails:
         event_count = conn.execute(
             select(func.count()).select_from(events)
             .where(events.c.domain == domain, events.c.recipient == address)).scalar_one()
-    by_status = {status: int(n) for status, n in sent}
+    by_status: dict[str, int] = {}
+    for status, was_bounced, n in sent:
+        # A bounce that came back after the relay took the message is a failure too.
+        key = "failed" if status == "delivered" and was_bounced else status
+        by_status[key] = by_status.get(key, 0) + int(n)
     found = [Suppression(r.kind, r.address, r.tag if r.kind == "unsubscribe" else None,
                          r.code, r.error, r.created_at) for r in rows]
     counts = {"messages": sum(by_status.values()), "delivered": by_status.get("delivered", 0),
               "failed": by_status.get("failed", 0), "opened": int(engaged[0]),
               "clicked": int(engaged[1]), "events": int(event_count)}
     return ContactDetails(contact, found, counts)
+
+
+def suppressed_as(conn: Connection, domain: str, addresses: Sequence[str]
+                  ) -> dict[str, list[str]]:
+    """{address: its suppression kinds (bounce, complaint, unsubscribe), sorted} for the
+    addresses that have any: one query per CHUNK addresses."""
+    found: dict[str, set[str]] = {}
+    for chunk in _chunks(sorted({a.lower() for a in addresses})):
+        rows = conn.execute(
+            select(suppressions.c.address, suppressions.c.kind)
+            .where(suppressions.c.domain == domain, suppressions.c.address.in_(chunk),
+                   suppressions.c.kind != "allowlist"))
+        for address, kind in rows:
+            found.setdefault(address, set()).add(kind)
+    return {a: sorted(kinds) for a, kinds in found.items()}
 
 
 # --- consent -------------------------------------------------------------------------
@@ -454,6 +476,44 @@ def _chunks(values: Sequence[T], size: int = CHUNK) -> Iterator[list[T]]:
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """What came back for one delivery after the relay took it (from its events)."""
+
+    complained: bool = False
+    unsubscribed: bool = False
+    bounce_code: int | None = None  # of the latest permanent failure reported later
+    bounce_message: str | None = None
+
+
+NO_OUTCOME = Outcome()
+
+
+def delivery_outcomes(conn: Connection, domain: str, pairs: Sequence[tuple[str, str]]
+                      ) -> dict[str, Outcome]:
+    """{delivery id: Outcome} for these (RFC Message-ID, delivery id) pairs (a page of
+    them): one query through the events' (domain, message_id) index."""
+    found: dict[str, dict[str, Any]] = {}
+    for chunk in _chunks(sorted(set(pairs))):
+        rows = conn.execute(
+            select(events.c.delivery_id, events.c.event, events.c.severity, events.c.data)
+            .where(events.c.domain == domain,
+                   events.c.message_id.in_(sorted({m for m, _ in chunk})),
+                   events.c.delivery_id.in_([d for _, d in chunk]),
+                   events.c.event.in_(("complained", "unsubscribed", "failed")))
+            .order_by(events.c.id))
+        for row in rows:
+            item = found.setdefault(row.delivery_id, {})
+            if row.event in ("complained", "unsubscribed"):
+                item[row.event] = True
+            elif row.severity == "permanent":
+                status = json.loads(row.data).get("delivery-status") or {}
+                code = status.get("code")
+                item["bounce_code"] = int(code) if isinstance(code, int) and code else None
+                item["bounce_message"] = str(status.get("message") or "") or None
+    return {k: Outcome(**v) for k, v in found.items()}
+
+
+@dataclass(frozen=True)
 class RecipientStatus:
     """One message x recipient: its delivery and what the recipient did with it."""
 
@@ -476,19 +536,25 @@ class RecipientStatus:
     first_clicked_at: int | None = None
     last_clicked_at: int | None = None
     bounced: bool = False  # a bounce came back after the relay took the message
+    next_attempt_at: int | None = None  # µs, while queued
+    outcome: Outcome = NO_OUTCOME
+
+    @property
+    def shown(self) -> Status:
+        return status_of(self.delivery_status, self.code, self.human_opens,
+                         self.human_clicks, self.bounced, self.outcome, self.attempts,
+                         self.next_attempt_at)
 
     @property
     def status(self) -> str:
-        return status_of(self.delivery_status, self.code, self.opens, self.clicks,
-                         self.bounced)[0]
+        return self.shown.status
 
     @property
     def indicator(self) -> Indicator:
-        return status_of(self.delivery_status, self.code, self.opens, self.clicks,
-                         self.bounced)[1]
+        return self.shown.indicator
 
     @classmethod
-    def from_row(cls, row: Any) -> RecipientStatus:
+    def from_row(cls, row: Any, outcome: Outcome = NO_OUTCOME) -> RecipientStatus:
         headers = json.loads(row.headers)
         return cls(
             row.delivery_id, row.recipient, row.message_id, str(headers.get("subject", "")),
@@ -496,34 +562,58 @@ class RecipientStatus:
             row.last_code, row.last_message, int(row.open_count or 0),
             int(row.click_count or 0), int(row.human_open_count or 0),
             int(row.human_click_count or 0), row.first_open_at, row.last_open_at,
-            row.first_click_at, row.last_click_at, bool(row.bounced))
+            row.first_click_at, row.last_click_at, bool(row.bounced),
+            row.next_attempt_at, outcome)
 
 
-def status_of(delivery_status: str, code: int | None, opens: int, clicks: int,
-              bounced: bool) -> tuple[str, Indicator]:
-    """DESIGN 11's indicator: bounced red, clicked blue, opened green, otherwise gray.
+@dataclass(frozen=True)
+class Status:
+    """A message x recipient's status as every page and the API show it."""
 
-    A failed delivery is red whatever else happened: "bounced" when a server refused it
-    (5xx), "failed" when it was never accepted for another reason (suppressed, given up
-    after temporary failures). A bounce reported later (recipient_state.bounced) is red
-    too: red means "this address does not take mail", the thing to act on.
+    status: str  # complained | unsubscribed | bounced | failed | clicked | opened |
+    #              delivered | deferred | sending | queued
+    indicator: Indicator
+    code: int | None = None  # the SMTP code that explains it (bounce, failure, deferral)
+    retry_at: int | None = None  # µs: when a deferred delivery is tried again
+
+
+def status_of(delivery_status: str, code: int | None, human_opens: int, human_clicks: int,
+              bounced: bool, outcome: Outcome = NO_OUTCOME, attempts: int = 0,
+              next_attempt_at: int | None = None) -> Status:
+    """The one status precedence rule (docs/dashboard.md), first match wins:
+
+    complained, unsubscribed, bounced or failed, clicked, opened, delivered, deferred
+    (with the next retry), queued (or sending). Opens and clicks are human ones only: a
+    bot never changes a person's status. Red is "do not mail this address as before"
+    (complained, unsubscribed, bounced, failed), blue clicked, green opened, else gray.
+    A bounce reported after delivery shows the bounce's code, not the relay's 250.
     """
+    if outcome.complained:
+        return Status("complained", "red")
+    if outcome.unsubscribed:
+        return Status("unsubscribed", "red")
     if delivery_status == "failed":
-        return ("bounced" if code is not None and 500 <= code < 600 else "failed"), "red"
-    if bounced:
-        return "bounced", "red"
-    if clicks:
-        return "clicked", "blue"
-    if opens:
-        return "opened", "green"
-    return delivery_status, "gray"  # queued | sending | delivered
+        permanent = code is not None and 500 <= code < 600
+        return Status("bounced" if permanent else "failed", "red", code)
+    if bounced or outcome.bounce_code is not None:
+        return Status("bounced", "red", outcome.bounce_code)
+    if human_clicks:
+        return Status("clicked", "blue")
+    if human_opens:
+        return Status("opened", "green")
+    if delivery_status == "delivered":
+        return Status("delivered", "gray")
+    if delivery_status == "queued" and attempts and code is not None:
+        return Status("deferred", "gray", code, next_attempt_at)
+    return Status(delivery_status, "gray")  # queued | sending
 
 
 def _status_query() -> Any:
     return (
         select(deliveries.c.id.label("delivery_id"), deliveries.c.recipient,
                deliveries.c.status, deliveries.c.attempts, deliveries.c.last_code,
-               deliveries.c.last_message, messages.c.message_id, messages.c.headers,
+               deliveries.c.last_message, deliveries.c.next_attempt_at,
+               messages.c.message_id, messages.c.headers,
                messages.c.tags, messages.c.created_at, recipient_state.c.open_count,
                recipient_state.c.click_count, recipient_state.c.human_open_count,
                recipient_state.c.human_click_count, recipient_state.c.first_open_at,
@@ -533,6 +623,13 @@ def _status_query() -> Any:
         .join(messages, messages.c.id == deliveries.c.message_id)
         .outerjoin(recipient_state, recipient_state.c.delivery_id == deliveries.c.id)
     )
+
+
+def _with_outcomes(conn: Connection, domain: str, rows: Sequence[Any]
+                   ) -> list[RecipientStatus]:
+    outcomes = delivery_outcomes(conn, domain, [(r.message_id, r.delivery_id) for r in rows])
+    return [RecipientStatus.from_row(r, outcomes.get(r.delivery_id, NO_OUTCOME))
+            for r in rows]
 
 
 def check_delivery_id(value: str, field: str = "pivot") -> str:
@@ -559,7 +656,7 @@ def message_recipients(db: Database, domain: str, message_id: str, limit: int = 
         if after is not None:
             query = query.where(deliveries.c.id > after)
         rows = conn.execute(query.order_by(deliveries.c.id).limit(limit)).all()
-    return [RecipientStatus.from_row(r) for r in rows]
+        return _with_outcomes(conn, domain, rows)
 
 
 def recipient_messages(db: Database, domain: str, address: str, limit: int = 100,
@@ -573,7 +670,7 @@ def recipient_messages(db: Database, domain: str, address: str, limit: int = 100
         query = query.where(deliveries.c.id < before)
     with db.read() as conn:
         rows = conn.execute(query.order_by(deliveries.c.id.desc()).limit(limit)).all()
-    return [RecipientStatus.from_row(r) for r in rows]
+        return _with_outcomes(conn, domain, rows)
 
 
 # --- JSON shapes ---------------------------------------------------------------------
@@ -621,7 +718,8 @@ def status_json(item: RecipientStatus, with_message: bool = False) -> dict[str, 
         "first_clicked_at": rfc2822(item.first_clicked_at),
         "last_clicked_at": rfc2822(item.last_clicked_at),
         "delivery": {"status": item.delivery_status, "attempts": item.attempts,
-                     "code": item.code, "message": item.code_message},
+                     "code": item.code, "message": item.code_message,
+                     "next_attempt_at": rfc2822(item.shown.retry_at)},
     }
     if with_message:
         found = {"message_id": item.message_id, "subject": item.subject, "tags": item.tags,

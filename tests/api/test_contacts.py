@@ -19,6 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from mailbeacon.domains import domain as dom
 from mailbeacon.insight import engagement
 from mailbeacon.model.clock import now_us
 from mailbeacon.model.ids import new_id
@@ -36,6 +37,9 @@ from mailbeacon.storage.schema import (
     webhook_deliveries,
 )
 from tests.support import Service, SmtpRelay
+
+BROWSER = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+           "Chrome/124.0 Safari/537.36")
 
 DAY = 86_400 * 1_000_000
 DOMAIN = "example.com"
@@ -102,7 +106,8 @@ def add_state(db: Database, delivery_id: str, recipient: str | None, opens: int 
             click_count=clicks, human_open_count=opens, human_click_count=clicks,
             first_open_at=at if opens else None, last_open_at=at + 1 if opens else None,
             first_click_at=at if clicks else None, last_click_at=at if clicks else None,
-            bounced=bounced))
+            first_human_open_at=at if opens else None,
+            first_human_click_at=at if clicks else None, bounced=bounced))
 
 
 def add_events(db: Database, recipient: str, count: int, *, delivery_id: str | None = None,
@@ -535,9 +540,10 @@ async def test_message_recipients_status_and_indicators(service: Service,
         "recipient": "green@x.org", "status": "opened", "indicator": "green", "opens": 3,
         "clicks": 0, "human_opens": 3, "human_clicks": 0, "first_opened_at": date(now),
         "last_opened_at": date(now + 1), "first_clicked_at": None, "last_clicked_at": None,
-        "delivery": {"status": "delivered", "attempts": 1, "code": 250, "message": None}}
+        "delivery": {"status": "delivered", "attempts": 1, "code": 250, "message": None,
+                     "next_attempt_at": None}}
     assert items[4]["delivery"] == {"status": "failed", "attempts": 1, "code": 550,
-                                    "message": "No such user"}
+                                    "message": "No such user", "next_attempt_at": None}
     assert items[0]["opens"] == 0 and items[0]["first_opened_at"] is None
 
     # Without brackets, and in pages.
@@ -643,9 +649,16 @@ async def test_end_to_end_status_follows_opens_and_clicks(
     (item,) = (await client.get(url)).json()["items"]
     assert (item["status"], item["indicator"], item["opens"]) == ("opened", "green", 2)
     assert item["first_opened_at"] is not None
+    # A click with no user agent within 3 s of delivery is a link scanner: a bot never
+    # changes a person's status.
     assert (await service.hit(link)).status_code == 302
     (item,) = (await client.get(url)).json()["items"]
-    assert (item["status"], item["indicator"], item["clicks"]) == ("clicked", "blue", 1)
+    assert (item["status"], item["clicks"], item["human_clicks"]) == ("opened", 1, 0)
+    dom.update_domain(service.runtime.db, "example.com",
+                      bot_thresholds=json.dumps({"click_after_delivery_seconds": 0}))
+    assert (await service.hit(link, headers={"user-agent": BROWSER})).status_code == 302
+    (item,) = (await client.get(url)).json()["items"]
+    assert (item["status"], item["indicator"], item["human_clicks"]) == ("clicked", "blue", 1)
     r = await client.get(f"{BASE}/recipients/alice@example.org/messages")
     (mine,) = r.json()["items"]
     assert (mine["message_id"], mine["status"]) == (message_id, "clicked")
@@ -712,3 +725,14 @@ async def test_end_to_end_erasure_then_hits_record_nothing(
             == 0
     r = await client.get(f"{BASE}/messages/{message_id}/recipients")
     assert r.status_code == 404
+
+
+async def test_end_to_end_deferred_recipient_shows_its_next_retry(
+        service: Service, client: httpx.AsyncClient, smtp_relay: SmtpRelay) -> None:
+    smtp_relay.reply = lambda rcpt: "451 4.7.1 Try again later" if "slow" in rcpt else None
+    message_id = (await service.send(to="slow@example.org", subject="x", text="hi")).strip("<>")
+    await service.wait_events(1, event="failed")
+    (item,) = (await client.get(f"{BASE}/messages/{message_id}/recipients")).json()["items"]
+    assert (item["status"], item["indicator"]) == ("deferred", "gray")
+    assert item["delivery"]["code"] == 451 and item["delivery"]["status"] == "queued"
+    assert item["delivery"]["next_attempt_at"] is not None

@@ -5,18 +5,23 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from sqlalchemy import event, select
 
+from mailbeacon.dashboard.overview import CHART_STEP_HOURS, HOUR, WINDOWS, chart_data
 from mailbeacon.domains import domain as dom
 from mailbeacon.events.vocabulary import EventType, MessageInfo, Severity, build_event
 from mailbeacon.events.writer import write_events
-from mailbeacon.model.clock import now_us
+from mailbeacon.insight.activity import mark_bounced
+from mailbeacon.model.clock import now_us, shown
 from mailbeacon.runtime import Runtime
-from mailbeacon.storage.schema import local_outbox, messages, soft_bounces
+from mailbeacon.storage.schema import deliveries, local_outbox, messages, soft_bounces
 from tests.dashboard.conftest import Dash, with_dashboard
+from tests.support import API_KEY
 
 BROWSER = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
            "Chrome/124.0 Safari/537.36")
@@ -419,3 +424,173 @@ async def test_failures_by_reason_on_overview_and_campaign(dash: Dash) -> None:
     await dash.service.add_domain("quiet.example.com")
     quiet = (await dash.client.get("/dashboard/quiet.example.com/")).text
     assert "No failed deliveries" in quiet
+
+
+def test_chart_ends_with_the_block_of_the_current_hour() -> None:
+    # Issue 15 item 1: for every hour of a day, each window's last point holds the current
+    # hour's counts, and the points cover the whole window.
+    day = 1_796_342_400  # a UTC midnight
+    for hour_of_day in range(24):
+        now_hour = day + hour_of_day * HOUR
+        counts = {now_hour: {"delivered": 5}}
+        for window, hours in WINDOWS.items():
+            chart = chart_data(counts, now_hour, window)
+            step = CHART_STEP_HOURS[window]
+            assert len(chart.labels) == hours // step
+            assert chart.series["Delivered"][-1] == 5, (window, hour_of_day)
+            assert sum(chart.series["Delivered"]) == 5
+
+
+async def test_overview_table_shows_the_current_block(dash: Dash) -> None:
+    await send(dash, "alice@example.org")
+    await dash.service.wait_events(1, event="delivered")
+    now = int(time.time())
+    block = datetime.fromtimestamp(now - now % (6 * HOUR), UTC).strftime("%b %d %H:%M")
+    page = (await dash.client.get("/dashboard/example.com/?range=7d")).text
+    table = page[page.index("Chart data as a table"):]
+    rows = re.findall(r'<tr><th scope="row">([^<]+)</th><td class="num">(\d+)</td>', table)
+    assert rows[-1] == (block, "1")
+
+
+def delivery_of(dash: Dash, recipient: str) -> tuple[str, Any]:
+    """(delivery id, message row) of the newest message to `recipient`."""
+    with dash.db.read() as conn:
+        delivery = conn.execute(
+            select(deliveries.c.id, deliveries.c.message_id)
+            .where(deliveries.c.recipient == recipient)
+            .order_by(deliveries.c.id.desc())).first()
+        assert delivery is not None
+        row = conn.execute(select(messages).where(messages.c.id == delivery.message_id)).one()
+    return str(delivery.id), row
+
+
+def list_statuses(page: str) -> dict[str, str]:
+    """{recipient: status label} of the Messages page."""
+    return {m[1]: m[0] for m in re.findall(
+        r'<span class="ind-label">([^<]+)</span></span></td>\s*<td><time[^>]*>[^<]*</time></td>'
+        r'\s*<td class="addr">([^<]+)</td>', page)}
+
+
+async def test_status_precedence_on_every_page(dash: Dash) -> None:
+    # Issue 15 items 2-5: one rule (insight.contacts.status_of) on the list, the message
+    # page and the contact page: complained > unsubscribed > bounced > clicked > opened >
+    # delivered > deferred > queued, with human hits only.
+    human_clicks_at_once(dash)
+    for to in ("bounce@example.org", "spam@example.org", "bot@example.org",
+               "later@example.org"):
+        await send(dash, to)
+        await outbox_copy(dash, to)
+    await dash.service.wait_events(4, event="delivered")
+    await open_and_click(dash, "spam@example.org")
+    # A bot's click (no user agent) on bot@'s message: counted, but no status change.
+    _, links = tracking_urls(await outbox_copy(dash, "bot@example.org"))
+    assert (await dash.service.hit(links[0])).status_code == 302
+    await dash.service.wait_events(2, event="clicked")
+
+    bounce_id, bounce_row = delivery_of(dash, "bounce@example.org")
+    spam_id, spam_row = delivery_of(dash, "spam@example.org")
+    later_id, _ = delivery_of(dash, "later@example.org")
+    now = now_us()
+
+    def info(row: Any) -> MessageInfo:
+        return MessageInfo("example.com", row.message_id, "s@example.com", {}, ["autumn"], {})
+
+    with dash.db.write() as conn:
+        write_events(conn, [
+            build_event(EventType.FAILED, now, info(bounce_row), "bounce@example.org",
+                        bounce_id, severity=Severity.PERMANENT, reason="bounce",
+                        delivery_status={"code": 550, "message": "5.1.1 No such user"}),
+            build_event(EventType.COMPLAINED, now, info(spam_row), "spam@example.org",
+                        spam_id)])
+        mark_bounced(conn, bounce_id, "example.com", "bounce@example.org")
+        # A deferral: the relay answered 451, the worker will try again in an hour.
+        conn.execute(deliveries.update().where(deliveries.c.id == later_id).values(
+            status="queued", attempts=1, last_code=451, last_message="4.7.1 Try later",
+            next_attempt_at=now + 3600 * 1_000_000))
+
+    base = "/dashboard/example.com"
+    statuses = list_statuses((await dash.client.get(f"{base}/messages")).text)
+    retry = shown(now + 3600 * 1_000_000)
+    assert statuses == {
+        "bounce@example.org": "Bounced (550)", "spam@example.org": "Complained",
+        "bot@example.org": "Not opened (delivered)",
+        "later@example.org": f"Deferred (451), next retry {retry} UTC"}
+
+    page = (await dash.client.get(f"{base}/messages/{bounce_row.id}")).text
+    assert "Bounced (550)" in page and "then bounced" in page
+    assert '<small data-bounce>550 5.1.1 No such user</small>' in page
+    assert "Bounced (250)" not in page
+    page = (await dash.client.get(f"{base}/messages/{spam_row.id}")).text
+    assert 'title="Complained"' in page and "Clicked" not in page.split("Recipients")[1][:2000]
+
+    contact = (await dash.client.get(f"{base}/contacts/bounce@example.org")).text
+    assert "(0 delivered, 1 failed," in contact
+    assert 'title="Bounced (550)"' in contact
+    contact = (await dash.client.get(f"{base}/contacts/spam@example.org")).text
+    assert 'title="Complained"' in contact
+    contact = (await dash.client.get(f"{base}/contacts/bot@example.org")).text
+    assert "0 clicked" in contact and 'title="Not opened (delivered)"' in contact
+
+    r = await dash.client.get("/v3/example.com/recipients/later@example.org/messages",
+                              auth=("api", API_KEY))
+    (item,) = r.json()["items"]
+    assert (item["status"], item["indicator"]) == ("deferred", "gray")
+    assert item["delivery"]["next_attempt_at"] is not None
+
+
+async def test_campaign_page_headers_and_period(dash: Dash) -> None:
+    # Issue 15 item 7: "Countrie" as a column header, and the period shown with times.
+    human_clicks_at_once(dash)
+    await send(dash, "alice@example.org")
+    await open_and_click(dash, "alice@example.org")
+    await dash.service.wait_events(1, event="clicked")
+    page = (await dash.client.get("/dashboard/example.com/campaigns/autumn?period=7d")).text
+    headers = re.findall(r'<thead><tr><th scope="col">([^<]+)</th><th scope="col" '
+                         r'class="num">Opened</th>', page)
+    assert headers == ["Device", "OS", "Mail client", "Country"]
+    assert "Countrie<" not in page and "00:00:00" not in page
+    today = datetime.now(UTC)
+    first = datetime.fromtimestamp(today.timestamp() - 6 * 86400, UTC).strftime("%Y-%m-%d")
+    hint = re.search(r'<p class="hint">\s*([^<·]+)·', page)
+    assert hint is not None
+    assert hint.group(1).strip() == f"{first} to {today:%Y-%m-%d} (UTC days)"
+
+
+async def test_timeline_says_codes_once_and_marks_deferrals(dash: Dash) -> None:
+    # Issue 15 items 3 and 5: "550 5.1.1 550 5.1.1 ..." in the timeline, and a 4xx deferral
+    # shown as a red "failed" badge.
+    await send(dash, "alice@example.org")
+    await dash.service.wait_events(1, event="delivered")
+    delivery_id, row = delivery_of(dash, "alice@example.org")
+    info = MessageInfo("example.com", row.message_id, "s@example.com", {}, ["autumn"], {})
+    now = now_us()
+    with dash.db.write() as conn:
+        write_events(conn, [
+            build_event(EventType.FAILED, now, info, "alice@example.org", delivery_id,
+                        severity=Severity.TEMPORARY, reason="generic",
+                        delivery_status={"code": 451, "enhanced-code": "4.7.1",
+                                         "message": "4.7.1 Try again later"}),
+            build_event(EventType.FAILED, now + 1, info, "alice@example.org", delivery_id,
+                        severity=Severity.PERMANENT, reason="bounce",
+                        delivery_status={"code": 550, "enhanced-code": "5.1.1",
+                                         "message": "550 5.1.1 No such user"})])
+    page = (await dash.client.get(f"/dashboard/example.com/messages/{row.id}")).text
+    timeline = page[page.index('class="events"'):]
+    assert re.findall(r'<span class="ev ev-([a-z]+)">([a-z]+)</span>', timeline)[-2:] == [
+        ("deferred", "deferred"), ("failed", "failed")]
+    assert "<span>temporary generic: 451 4.7.1 Try again later</span>" in timeline
+    assert "<span>permanent bounce: 550 5.1.1 No such user</span>" in timeline
+
+
+async def test_contacts_list_marks_suppressed_addresses(dash: Dash) -> None:
+    # Issue 15 item 4: the contacts list marked no suppressed address.
+    for to in ("spam@example.org", "fine@example.org"):
+        await send(dash, to)
+    await dash.service.wait_events(2, event="delivered")
+    r = await dash.client.post("/v3/example.com/complaints", auth=("api", API_KEY),
+                               data={"address": "spam@example.org"})
+    assert r.status_code == 200, r.text
+    page = (await dash.client.get("/dashboard/example.com/contacts?sort=address")).text
+    cells = dict(re.findall(r'>([a-z]+@example\.org)</a></td>.*?<td data-suppressed>([^<]*)</td>',
+                            page, re.S))
+    assert cells == {"fine@example.org": "—", "spam@example.org": "complaint"}
